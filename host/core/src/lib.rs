@@ -1,0 +1,1 @@
+//! The Wallance protocol core (placeholder while the first commit lands).
