@@ -1,0 +1,1507 @@
+//! The protocol state machine.
+//!
+//! ```text
+//!   inputs (with `now`)                 outputs, in order
+//!   handle_message / handle_bytes  ──►  Persist(batch)   make durable first
+//!   handle_timeout                      Send(message)    then broadcast
+//!   publish_share / buy                 Event(event)     tell the operator
+//!   contract_done / set_services        poll_timeout()   when to call again
+//! ```
+//! The caller drains `poll_output` after every input. Everything persisted by
+//! one input comes out as one batch ahead of the messages that depend on it,
+//! so a crash can lose only what was never announced.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use crate::crypto::{Hash, Keypair, MemberId, sha256, verify};
+use crate::msg::*;
+use crate::params::{Membership, Params};
+use crate::store_model::{Batch, Change, RunRecord, Snapshot};
+use crate::wallet::{Wallet, next_state};
+
+/// Something for the adapter to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Make these changes durable before sending anything that follows.
+    Persist(Batch),
+    /// Broadcast to the network.
+    Send(Message),
+    Event(Event),
+}
+
+/// What happened, for the operator and the adapters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A purchase committed: the requester's wallet moved to `version`.
+    Committed {
+        requester: MemberId,
+        version: u64,
+        request_id: Hash,
+        service: String,
+        provider: MemberId,
+        price: u64,
+        remaining: u64,
+        /// From the request's time to this commit, in ms of the caller's clock.
+        latency_ms: u64,
+        /// True when a certificate (not this node's own quorum) carried it.
+        from_certificate: bool,
+    },
+    /// This node is the provider: run the contract once for this certificate.
+    RunContract(Box<Certificate>),
+    /// The contract of a purchase this node made has run.
+    Outcome(Outcome),
+    /// A request of this node's expired without reaching a quorum.
+    Expired { request_id: Hash },
+    /// The services on the network changed.
+    ServicesChanged,
+}
+
+/// Why a message was rejected. Every rejection is also counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub kind: &'static str,
+    pub reason: &'static str,
+}
+
+/// Why a purchase could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuyError {
+    #[error("no provider offers service {0:?}")]
+    UnknownService(String),
+    #[error("price {offered} is below the listed price {listed}")]
+    PriceTooLow { offered: u64, listed: u64 },
+    #[error("insufficient balance: {available} units, price {price}")]
+    InsufficientBalance { available: u64, price: u64 },
+    #[error("a purchase is already pending on this wallet's State")]
+    Pending,
+    #[error("this node is not a member")]
+    NotMember,
+    #[error("{0}")]
+    Build(#[from] BuildError),
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub rejected: BTreeMap<String, u64>,
+    pub duplicates: u64,
+    pub votes_sent: u64,
+    pub votes_received: u64,
+    pub shares_received: u64,
+    pub commits: u64,
+    pub certificates_applied: u64,
+    pub certificates_adopted: u64,
+    pub expired_requests: u64,
+    pub parked_requests: u64,
+    pub messages_sent: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    request: Request,
+    idx: u32,
+    /// Parked: waiting for shares, credits, a catch-up or an announcement.
+    parked: bool,
+    last_vote_resend_ms: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Decision {
+    request_id: Hash,
+    remaining: u64,
+    votes: BTreeMap<u32, CertVote>,
+    weight: u64,
+    first_seen_ms: u64,
+}
+
+/// Configuration of one node's core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub params: Params,
+    pub membership: Membership,
+    /// A light node keeps only these wallets and abstains on the others.
+    pub tracked: Option<HashSet<u32>>,
+}
+
+/// One node's protocol state.
+#[derive(Debug)]
+pub struct Core {
+    params: Params,
+    members: Membership,
+    key: Keypair,
+    me: MemberId,
+    my_idx: Option<u32>,
+    tracked: Option<HashSet<u32>>,
+    wallets: Vec<Option<Wallet>>,
+    requests: HashMap<Hash, Pending>,
+    my_votes: HashMap<u32, (u64, Vote)>,
+    decisions: HashMap<Hash, Decision>,
+    /// (voter, request) -> decision, to catch equivocating voters.
+    voter_seen: HashMap<(u32, Hash), Hash>,
+    certs: HashMap<u32, BTreeMap<u64, Certificate>>,
+    runs: BTreeMap<(u32, u64), RunRecord>,
+    announces: HashMap<MemberId, Announce>,
+    my_services: Vec<ServiceOffer>,
+    announce_seq: u64,
+    share_seq: u64,
+    own_shares: VecDeque<Share>,
+    share_buffer: HashMap<u32, BTreeMap<u64, Share>>,
+    /// Own requests still pending: id -> last sent.
+    my_requests: HashMap<Hash, u64>,
+    throttle: HashMap<(u8, u32, u64), u64>,
+    next_sync_ms: u64,
+    next_tick_ms: u64,
+    last_heads_sent_ms: Option<u64>,
+    digest_cache: Option<Hash>,
+    batch: Batch,
+    outbox: VecDeque<Output>,
+    stats: Stats,
+    now_ms: u64,
+}
+
+const T_SHARE_FETCH: u8 = 1;
+const T_CERT_FETCH: u8 = 2;
+const T_HEADS_REQUEST: u8 = 3;
+const T_ANNOUNCE: u8 = 4;
+
+impl Core {
+    /// A node starting from its durable state (empty for a new node).
+    pub fn new(config: CoreConfig, key: Keypair, snapshot: Snapshot, now_ms: u64) -> Self {
+        let me = key.id();
+        let my_idx = config.membership.index_of(&me);
+        let n = config.membership.len();
+        let params = config.params;
+        let mut wallets = vec![None; n];
+        for (i, id) in config.membership.members().iter().enumerate() {
+            let keep = config
+                .tracked
+                .as_ref()
+                .is_none_or(|t| t.contains(&(i as u32)))
+                || Some(i as u32) == my_idx;
+            if keep {
+                wallets[i] = Some(
+                    snapshot
+                        .wallets
+                        .get(&(i as u32))
+                        .cloned()
+                        .unwrap_or_else(|| Wallet::genesis(*id, &params)),
+                );
+            }
+        }
+        let mut core = Self {
+            members: config.membership,
+            tracked: config.tracked,
+            key,
+            me,
+            my_idx,
+            wallets,
+            requests: HashMap::new(),
+            my_votes: snapshot.my_votes.into_iter().collect(),
+            decisions: HashMap::new(),
+            voter_seen: HashMap::new(),
+            certs: HashMap::new(),
+            runs: snapshot.runs,
+            announces: snapshot
+                .announces
+                .into_values()
+                .map(|a| (a.provider, a))
+                .collect(),
+            my_services: Vec::new(),
+            announce_seq: snapshot.announce_seq,
+            share_seq: snapshot.share_seq,
+            own_shares: VecDeque::new(),
+            share_buffer: HashMap::new(),
+            my_requests: HashMap::new(),
+            throttle: HashMap::new(),
+            next_sync_ms: now_ms,
+            next_tick_ms: now_ms,
+            last_heads_sent_ms: None,
+            digest_cache: None,
+            batch: Vec::new(),
+            outbox: VecDeque::new(),
+            stats: Stats::default(),
+            now_ms,
+            params,
+        };
+        for ((idx, version), cert) in snapshot.certs {
+            core.certs.entry(idx).or_default().insert(version, cert);
+        }
+        for request in snapshot.requests.into_values() {
+            if let Some(idx) = core.members.index_of(&request.requester) {
+                if request.requester == core.me {
+                    core.my_requests.insert(request.id(), 0);
+                }
+                core.requests.insert(
+                    request.id(),
+                    Pending {
+                        request,
+                        idx,
+                        parked: true,
+                        last_vote_resend_ms: 0,
+                    },
+                );
+            }
+        }
+        for vote in snapshot.votes.into_values() {
+            // Signatures were checked before the votes were stored.
+            core.add_vote(vote);
+        }
+        // Runs owed before a crash are owed still: exactly once, not at most.
+        let owed: Vec<_> = core
+            .runs
+            .values()
+            .filter(|r| r.done.is_none())
+            .map(|r| r.cert.clone())
+            .collect();
+        for cert in owed {
+            core.outbox
+                .push_back(Output::Event(Event::RunContract(Box::new(cert))));
+        }
+        let parked: Vec<Hash> = core.requests.keys().copied().collect();
+        for id in parked {
+            core.reconsider(id);
+        }
+        core
+    }
+
+    pub fn id(&self) -> MemberId {
+        self.me
+    }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.members
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn wallet(&self, id: &MemberId) -> Option<&Wallet> {
+        self.wallets
+            .get(self.members.index_of(id)? as usize)?
+            .as_ref()
+    }
+    pub fn wallets(&self) -> impl Iterator<Item = &Wallet> {
+        self.wallets.iter().flatten()
+    }
+    pub fn services(&self) -> impl Iterator<Item = (&MemberId, &ServiceOffer)> {
+        self.announces
+            .values()
+            .flat_map(|a| a.services.iter().map(move |s| (&a.provider, s)))
+    }
+    pub fn pending_requests(&self) -> impl Iterator<Item = (&Request, bool)> {
+        self.requests.values().map(|p| (&p.request, p.parked))
+    }
+    pub fn pending_decisions(&self) -> usize {
+        self.decisions.len()
+    }
+    pub fn certificate(&self, idx: u32, version: u64) -> Option<&Certificate> {
+        self.certs.get(&idx)?.get(&version)
+    }
+    pub fn runs(&self) -> &BTreeMap<(u32, u64), RunRecord> {
+        &self.runs
+    }
+
+    /// The next output, `None` when only a timeout is left.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if !self.batch.is_empty() {
+            return Some(Output::Persist(std::mem::take(&mut self.batch)));
+        }
+        self.outbox.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_tick_ms.min(self.next_sync_ms)
+    }
+
+    fn send(&mut self, m: Message) {
+        self.stats.messages_sent += 1;
+        self.outbox.push_back(Output::Send(m));
+    }
+
+    fn persist(&mut self, c: Change) {
+        self.batch.push(c);
+    }
+
+    fn reject(&mut self, kind: &'static str, reason: &'static str) -> Result<(), Reject> {
+        *self
+            .stats
+            .rejected
+            .entry(format!("{kind}: {reason}"))
+            .or_default() += 1;
+        Err(Reject { kind, reason })
+    }
+
+    fn wallet_mut(&mut self, idx: u32) -> Option<&mut Wallet> {
+        self.digest_cache = None;
+        self.wallets.get_mut(idx as usize)?.as_mut()
+    }
+
+    fn save_wallet(&mut self, idx: u32) {
+        if let Some(w) = self.wallets.get(idx as usize).and_then(|w| w.clone()) {
+            self.persist(Change::Wallet { idx, wallet: w });
+        }
+    }
+
+    fn throttled(&mut self, kind: u8, a: u32, b: u64, every_ms: u64) -> bool {
+        let now = self.now_ms;
+        match self.throttle.get(&(kind, a, b)) {
+            Some(t) if now < t.saturating_add(every_ms) => true,
+            _ => {
+                self.throttle.insert((kind, a, b), now);
+                false
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Decodes and handles wire bytes.
+    pub fn handle_bytes(&mut self, now_ms: u64, bytes: &[u8]) -> Result<(), Reject> {
+        match Message::decode(bytes) {
+            Ok(m) => self.handle_message(now_ms, m),
+            Err(_) => {
+                self.now_ms = self.now_ms.max(now_ms);
+                self.reject("message", "malformed bytes")
+            }
+        }
+    }
+
+    /// Handles one message from the network.
+    pub fn handle_message(&mut self, now_ms: u64, msg: Message) -> Result<(), Reject> {
+        self.now_ms = self.now_ms.max(now_ms);
+        match msg {
+            Message::Share(m) => self.on_share(m),
+            Message::Request(m) => self.on_request(m),
+            Message::Vote(m) => self.on_vote(m),
+            Message::Certificate(m) => self.on_certificate(*m),
+            Message::Announce(m) => self.on_announce(m),
+            Message::Outcome(m) => self.on_outcome(m),
+            Message::Digest(m) => self.on_digest(m),
+            Message::HeadsRequest(m) => self.on_heads_request(m),
+            Message::Heads(m) => self.on_heads(m),
+            Message::CertFetch(m) => self.on_cert_fetch(m),
+            Message::ShareFetch(m) => self.on_share_fetch(m),
+        }
+    }
+
+    /// A local sensor reading: credit ourselves and broadcast the share.
+    pub fn publish_share(&mut self, now_ms: u64, topic: &str, value: f64) -> Option<Share> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let idx = self.my_idx?;
+        self.share_seq += 1;
+        let share = Share::new(&self.key, self.share_seq, self.now_ms, topic, value);
+        self.persist(Change::ShareSeq(self.share_seq));
+        let seq = self.share_seq;
+        if let Some(w) = self.wallet_mut(idx)
+            && w.shares_seen + 1 == seq
+        {
+            w.shares_seen = seq;
+        }
+        self.save_wallet(idx);
+        self.own_shares.push_back(share.clone());
+        while self.own_shares.len() > self.params.own_shares_kept {
+            self.own_shares.pop_front();
+        }
+        self.send(Message::Share(share.clone()));
+        Some(share)
+    }
+
+    /// Starts a purchase from this node's wallet. `provider` picks one when
+    /// several offer the service.
+    pub fn buy(
+        &mut self,
+        now_ms: u64,
+        service: &str,
+        provider: Option<MemberId>,
+        price: u64,
+        params: Vec<(String, String)>,
+    ) -> Result<Request, BuyError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let idx = self.my_idx.ok_or(BuyError::NotMember)?;
+        let (provider, listed) = self
+            .services()
+            .filter(|(p, s)| s.name == service && provider.is_none_or(|want| want == **p))
+            .map(|(p, s)| (*p, s.price))
+            .min_by_key(|(_, price)| *price)
+            .ok_or_else(|| BuyError::UnknownService(service.to_string()))?;
+        if price < listed {
+            return Err(BuyError::PriceTooLow {
+                offered: price,
+                listed,
+            });
+        }
+        let w = self.wallets[idx as usize]
+            .clone()
+            .expect("own wallet is always kept");
+        let busy = self
+            .requests
+            .values()
+            .any(|p| p.idx == idx && p.request.version == w.version)
+            || self
+                .my_votes
+                .get(&idx)
+                .is_some_and(|(v, _)| *v == w.version);
+        if busy {
+            return Err(BuyError::Pending);
+        }
+        let available = w.spendable(&self.params);
+        if available < price {
+            return Err(BuyError::InsufficientBalance { available, price });
+        }
+        let request = Request::build(
+            &self.key,
+            RequestDraft {
+                service: service.to_string(),
+                provider,
+                price,
+                time_ms: self.now_ms,
+                version: w.version,
+                state: w.state,
+                shares_upto: w.shares_seen.max(w.shares_at_state),
+                received_upto: w.received.max(w.received_at_state),
+                params,
+            },
+            self.params.difficulty,
+        )?;
+        let id = request.id();
+        self.my_requests.insert(id, self.now_ms);
+        self.send(Message::Request(request.clone()));
+        // Our own vote goes through the same checks as everybody's.
+        let _ = self.on_request(request.clone());
+        Ok(request)
+    }
+
+    /// The provider's contract finished for `cert` (requester idx, version).
+    pub fn contract_done(&mut self, now_ms: u64, idx: u32, version: u64, ok: bool, body: &str) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let Some(run) = self.runs.get_mut(&(idx, version)) else {
+            return;
+        };
+        if run.done.is_some() {
+            return;
+        }
+        let body = truncate_utf8(body, MAX_OUTCOME_LEN);
+        run.done = Some((ok, body.clone()));
+        let request = run.cert.request.clone();
+        self.persist(Change::RunDone {
+            idx,
+            version,
+            ok,
+            body: body.clone(),
+        });
+        let outcome = Outcome::new(
+            &self.key,
+            request.requester,
+            request.id(),
+            version,
+            ok,
+            &body,
+        );
+        if request.requester == self.me {
+            self.outbox
+                .push_back(Output::Event(Event::Outcome(outcome.clone())));
+        }
+        self.send(Message::Outcome(outcome));
+        self.prune_runs(idx);
+    }
+
+    /// The contracts this node hosts changed: announce the new list.
+    pub fn set_services(&mut self, now_ms: u64, services: Vec<ServiceOffer>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.my_services = services;
+        self.announce();
+    }
+
+    fn announce(&mut self) {
+        self.announce_seq += 1;
+        self.persist(Change::AnnounceSeq(self.announce_seq));
+        let a = Announce::new(&self.key, self.announce_seq, self.my_services.clone());
+        self.announces.insert(self.me, a.clone());
+        self.persist(Change::Announce(a.clone()));
+        self.outbox.push_back(Output::Event(Event::ServicesChanged));
+        self.send(Message::Announce(a));
+    }
+
+    /// Timers: retries, expiry, anti-entropy.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        if now >= self.next_tick_ms {
+            self.next_tick_ms = now + self.params.retry_ms.min(self.params.consensus_period_ms);
+            self.expire();
+            // Re-send own pending requests: voters answer with their votes.
+            let due: Vec<Hash> = self
+                .my_requests
+                .iter()
+                .filter(|(_, sent)| now >= **sent + self.params.retry_ms)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                if let Some(p) = self.requests.get(&id) {
+                    let r = p.request.clone();
+                    self.my_requests.insert(id, now);
+                    self.send(Message::Request(r));
+                }
+            }
+            let parked: Vec<Hash> = self
+                .requests
+                .iter()
+                .filter(|(_, p)| p.parked)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in parked {
+                self.reconsider(id);
+            }
+            // Re-check decisions that had a quorum but lacked their request.
+            let ready: Vec<Hash> = self
+                .decisions
+                .iter()
+                .filter(|(_, d)| self.members.is_quorum(&self.params, d.weight))
+                .map(|(k, _)| *k)
+                .collect();
+            for d in ready {
+                self.try_commit(d);
+            }
+        }
+        if now >= self.next_sync_ms {
+            self.next_sync_ms = now + self.params.sync_interval_ms;
+            if self.my_idx.is_some() {
+                let digest = self.digest();
+                let d = SyncDigest::new(&self.key, now, digest);
+                self.send(Message::Digest(d));
+                if !self.my_services.is_empty() && !self.throttled(T_ANNOUNCE, 0, 0, 30_000) {
+                    let a = self.announces.get(&self.me).cloned();
+                    if let Some(a) = a {
+                        self.send(Message::Announce(a));
+                    }
+                }
+            }
+        }
+    }
+
+    fn expire(&mut self) {
+        let now = self.now_ms;
+        let ttl = self.params.request_ttl_ms;
+        let expired: Vec<Hash> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| now > p.request.time_ms.saturating_add(ttl))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.drop_request(id);
+            self.stats.expired_requests += 1;
+            if self.my_requests.remove(&id).is_some() {
+                self.outbox
+                    .push_back(Output::Event(Event::Expired { request_id: id }));
+            }
+        }
+        let stale: Vec<Hash> = self
+            .decisions
+            .iter()
+            .filter(|(_, d)| {
+                now > d.first_seen_ms.saturating_add(ttl)
+                    && !self.requests.contains_key(&d.request_id)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            if let Some(d) = self.decisions.remove(&k) {
+                self.forget_votes(&d);
+                self.persist(Change::DropVotes(d.request_id));
+            }
+        }
+        self.throttle.retain(|_, t| now < t.saturating_add(ttl));
+    }
+
+    fn drop_request(&mut self, id: Hash) {
+        if self.requests.remove(&id).is_some() {
+            self.persist(Change::DropRequest(id));
+        }
+        let decisions: Vec<Hash> = self
+            .decisions
+            .iter()
+            .filter(|(_, d)| d.request_id == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in decisions {
+            if let Some(d) = self.decisions.remove(&k) {
+                self.forget_votes(&d);
+                self.persist(Change::DropVotes(id));
+            }
+        }
+    }
+
+    fn forget_votes(&mut self, d: &Decision) {
+        for voter in d.votes.keys() {
+            self.voter_seen.remove(&(*voter, d.request_id));
+        }
+    }
+
+    // ---------------------------------------------------------------- shares
+
+    fn on_share(&mut self, share: Share) -> Result<(), Reject> {
+        let Some(idx) = self.members.index_of(&share.sender) else {
+            return self.reject("share", "unknown member");
+        };
+        if idx == self.my_idx.unwrap_or(u32::MAX) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let Some(w) = self.wallets[idx as usize].as_ref() else {
+            return Ok(()); // a light node does not follow this wallet
+        };
+        let seen = w.shares_seen.max(w.shares_at_state);
+        if share.seq <= seen
+            || self
+                .share_buffer
+                .get(&idx)
+                .is_some_and(|b| b.contains_key(&share.seq))
+        {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        if share.seq > seen + self.params.max_buffered_shares_per_member {
+            return self.reject("share", "too far ahead of the last share seen");
+        }
+        if !verify(&share.sender, &share.digest(), &share.sig) {
+            return self.reject("share", "signature is invalid");
+        }
+        self.stats.shares_received += 1;
+        self.share_buffer
+            .entry(idx)
+            .or_default()
+            .insert(share.seq, share);
+        self.drain_shares(idx);
+        let w = self.wallets[idx as usize].as_ref().expect("checked above");
+        let (seen, sender) = (w.shares_seen, w.id);
+        if let Some(first_missing) = self
+            .share_buffer
+            .get(&idx)
+            .and_then(|b| b.keys().next().copied())
+            && !self.throttled(T_SHARE_FETCH, idx, seen, self.params.retry_ms)
+        {
+            let f = ShareFetch::new(&self.key, sender, seen + 1, first_missing - 1);
+            self.send(Message::ShareFetch(f));
+        }
+        Ok(())
+    }
+
+    /// Credits buffered shares that are now contiguous.
+    fn drain_shares(&mut self, idx: u32) {
+        let Some(buffer) = self.share_buffer.get_mut(&idx) else {
+            return;
+        };
+        let Some(w) = self.wallets.get_mut(idx as usize).and_then(|w| w.as_mut()) else {
+            return;
+        };
+        let before = w.shares_seen;
+        w.shares_seen = w.shares_seen.max(w.shares_at_state);
+        while let Some(entry) = buffer.first_entry() {
+            if *entry.key() <= w.shares_seen {
+                entry.remove();
+            } else if *entry.key() == w.shares_seen + 1 {
+                entry.remove();
+                w.shares_seen += 1;
+            } else {
+                break;
+            }
+        }
+        if buffer.is_empty() {
+            self.share_buffer.remove(&idx);
+        }
+        if self.wallets[idx as usize]
+            .as_ref()
+            .is_some_and(|w| w.shares_seen != before)
+        {
+            self.digest_cache = None;
+            self.save_wallet(idx);
+            self.reconsider_requester(idx);
+        }
+    }
+
+    fn on_share_fetch(&mut self, f: ShareFetch) -> Result<(), Reject> {
+        if f.to != self.me {
+            return Ok(());
+        }
+        if self.members.index_of(&f.from).is_none() || !verify(&f.from, &f.digest(), &f.sig) {
+            return self.reject("share-fetch", "unknown or unsigned sender");
+        }
+        let shares: Vec<Share> = self
+            .own_shares
+            .iter()
+            .filter(|s| s.seq >= f.first_seq && s.seq <= f.last_seq)
+            .take(1024)
+            .cloned()
+            .collect();
+        for s in shares {
+            self.send(Message::Share(s));
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- requests
+
+    fn on_request(&mut self, request: Request) -> Result<(), Reject> {
+        let Some(idx) = self.members.index_of(&request.requester) else {
+            return self.reject("request", "unknown requester");
+        };
+        if self.members.index_of(&request.provider).is_none() {
+            return self.reject("request", "provider is not a member");
+        }
+        let Some(id) = request
+            .prefix()
+            .map(|p| crate::pow::hash_with_nonce(&p, request.nonce))
+        else {
+            return self.reject("request", "fields exceed their limits");
+        };
+        if let Some(p) = self.requests.get_mut(&id) {
+            // A re-sent request: answer with our vote again, it may have been lost.
+            self.stats.duplicates += 1;
+            if !p.parked && self.now_ms >= p.last_vote_resend_ms + self.params.retry_ms / 2 {
+                p.last_vote_resend_ms = self.now_ms;
+                if let Some((_, vote)) = self.my_votes.get(&idx).filter(|(_, v)| v.request_id == id)
+                {
+                    let vote = *vote;
+                    self.send(Message::Vote(vote));
+                }
+            }
+            return Ok(());
+        }
+        let Some(w) = self.wallets[idx as usize].as_ref() else {
+            return Ok(()); // light node: not our wallet to check, we abstain
+        };
+        if request.version < w.version {
+            return self.reject("request", "stale State: the wallet has moved on");
+        }
+        if request.version == w.version && request.state != w.state {
+            return self.reject("request", "State does not match the wallet");
+        }
+        if request.time_ms > self.now_ms.saturating_add(self.params.max_clock_skew_ms) {
+            return self.reject("request", "time is in the future");
+        }
+        if self.now_ms > request.time_ms.saturating_add(self.params.request_ttl_ms) {
+            return self.reject("request", "expired");
+        }
+        if let Err(reason) = request.check(self.params.difficulty) {
+            return self.reject("request", reason);
+        }
+        if self.requests.len() >= self.params.max_pending_requests {
+            self.expire();
+            if self.requests.len() >= self.params.max_pending_requests {
+                return self.reject("request", "pending requests are full");
+            }
+        }
+        self.persist(Change::PutRequest(Box::new(request.clone())));
+        self.requests.insert(
+            id,
+            Pending {
+                request,
+                idx,
+                parked: true,
+                last_vote_resend_ms: self.now_ms,
+            },
+        );
+        self.reconsider(id);
+        // Votes may have arrived before the request.
+        let ready: Vec<Hash> = self
+            .decisions
+            .iter()
+            .filter(|(_, d)| d.request_id == id)
+            .map(|(k, _)| *k)
+            .collect();
+        for d in ready {
+            self.try_commit(d);
+        }
+        Ok(())
+    }
+
+    fn reconsider_requester(&mut self, idx: u32) {
+        let ids: Vec<Hash> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| p.idx == idx && p.parked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.reconsider(id);
+        }
+    }
+
+    /// Algorithm 1: vote on a pending request once it can be checked, or
+    /// leave it parked and ask for what is missing.
+    fn reconsider(&mut self, id: Hash) {
+        let Some(p) = self.requests.get(&id) else {
+            return;
+        };
+        if !p.parked {
+            return;
+        }
+        let (request, idx) = (p.request.clone(), p.idx);
+        let Some(w) = self.wallets[idx as usize].clone() else {
+            return;
+        };
+        if request.version < w.version {
+            self.drop_request(id);
+            return;
+        }
+        if request.version > w.version {
+            // We missed commits of this wallet: fetch them from the requester.
+            if !self.throttled(T_CERT_FETCH, idx, w.version, self.params.retry_ms) {
+                let f = CertFetch::new(
+                    &self.key,
+                    request.requester,
+                    idx,
+                    w.version + 1,
+                    request.version,
+                );
+                self.send(Message::CertFetch(f));
+            }
+            return;
+        }
+        if request.state != w.state {
+            self.drop_request(id);
+            return;
+        }
+        if let Some((version, vote)) = self.my_votes.get(&idx)
+            && *version == w.version
+        {
+            // One vote per State: a second request on it is a double spend.
+            if vote.request_id != id {
+                let _ = self.reject(
+                    "request",
+                    "double spend: another request already holds this State",
+                );
+                self.drop_request(id);
+            } else if let Some(p) = self.requests.get_mut(&id) {
+                p.parked = false;
+            }
+            return;
+        }
+        let listed = self
+            .announces
+            .get(&request.provider)
+            .and_then(|a| a.services.iter().find(|s| s.name == request.service))
+            .map(|s| s.price);
+        match listed {
+            None => {
+                if !self.throttled(T_ANNOUNCE, idx, 1, self.params.retry_ms) {
+                    self.stats.parked_requests += 1;
+                }
+                return;
+            }
+            Some(listed) if request.price < listed => {
+                let _ = self.reject("request", "price below the provider's listed price");
+                self.drop_request(id);
+                return;
+            }
+            Some(_) => {}
+        }
+        if w.shares_seen.max(w.shares_at_state) < request.shares_upto {
+            self.stats.parked_requests += 1;
+            let seen = w.shares_seen.max(w.shares_at_state);
+            if !self.throttled(T_SHARE_FETCH, idx, seen, self.params.retry_ms) {
+                let f =
+                    ShareFetch::new(&self.key, request.requester, seen + 1, request.shares_upto);
+                self.send(Message::ShareFetch(f));
+            }
+            return;
+        }
+        if w.received.max(w.received_at_state) < request.received_upto {
+            // Certificates crediting this wallet are missing here: catch up.
+            self.stats.parked_requests += 1;
+            if !self.throttled(T_HEADS_REQUEST, idx, 0, self.params.retry_ms) {
+                let h = HeadsRequest::new(&self.key, request.requester, self.now_ms);
+                self.send(Message::HeadsRequest(h));
+            }
+            return;
+        }
+        let Some(available) =
+            w.available_for(&self.params, request.shares_upto, request.received_upto)
+        else {
+            let _ = self.reject("request", "claims shares or credits before the last commit");
+            self.drop_request(id);
+            return;
+        };
+        if available < request.price {
+            let _ = self.reject("request", "insufficient balance");
+            self.drop_request(id);
+            return;
+        }
+        let remaining = available - request.price;
+        if let Some(p) = self.requests.get_mut(&id) {
+            p.parked = false;
+        }
+        if self.my_idx.is_none() {
+            return;
+        }
+        let Some(vote) = Vote::build(&self.key, id, remaining, self.params.vote_difficulty) else {
+            return;
+        };
+        self.my_votes.insert(idx, (w.version, vote));
+        self.persist(Change::MyVote {
+            requester_idx: idx,
+            version: w.version,
+            vote,
+        });
+        self.stats.votes_sent += 1;
+        self.send(Message::Vote(vote));
+        let _ = self.accept_vote(vote);
+    }
+
+    // ----------------------------------------------------------------- votes
+
+    fn on_vote(&mut self, vote: Vote) -> Result<(), Reject> {
+        let Some(voter_idx) = self.members.index_of(&vote.voter) else {
+            return self.reject("vote", "unknown voter");
+        };
+        if let Some(seen) = self.voter_seen.get(&(voter_idx, vote.request_id)) {
+            if *seen == vote.decision() {
+                self.stats.duplicates += 1;
+                return Ok(());
+            }
+            return self.reject("vote", "equivocation: the voter already voted otherwise");
+        }
+        if let Some(p) = self.requests.get(&vote.request_id)
+            && self.wallets[p.idx as usize]
+                .as_ref()
+                .is_some_and(|w| p.request.version < w.version)
+        {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        if let Err(reason) = vote.check(self.params.vote_difficulty) {
+            return self.reject("vote", reason);
+        }
+        self.stats.votes_received += 1;
+        self.accept_vote(vote)
+    }
+
+    /// Adds a checked vote to its group (Algorithm 2, as votes arrive).
+    fn accept_vote(&mut self, vote: Vote) -> Result<(), Reject> {
+        let decision = vote.decision();
+        if !self.decisions.contains_key(&decision)
+            && self.decisions.len() >= self.params.max_pending_decisions
+        {
+            self.expire();
+            if self.decisions.len() >= self.params.max_pending_decisions {
+                return self.reject("vote", "pending votes are full");
+            }
+        }
+        self.persist(Change::PutVote(vote));
+        if self.add_vote(vote) {
+            self.try_commit(decision);
+        }
+        Ok(())
+    }
+
+    /// Returns true when the vote was new.
+    fn add_vote(&mut self, vote: Vote) -> bool {
+        let Some(voter_idx) = self.members.index_of(&vote.voter) else {
+            return false;
+        };
+        let decision = vote.decision();
+        if self
+            .voter_seen
+            .insert((voter_idx, vote.request_id), decision)
+            .is_some()
+        {
+            return false;
+        }
+        let weight = self.members.weight(voter_idx);
+        let now = self.now_ms;
+        let d = self.decisions.entry(decision).or_insert_with(|| Decision {
+            request_id: vote.request_id,
+            remaining: vote.remaining,
+            first_seen_ms: now,
+            ..Decision::default()
+        });
+        d.votes.insert(
+            voter_idx,
+            CertVote {
+                voter_idx,
+                nonce: vote.nonce,
+                sig: vote.sig,
+            },
+        );
+        d.weight += weight;
+        true
+    }
+
+    fn try_commit(&mut self, decision: Hash) {
+        let Some(d) = self.decisions.get(&decision) else {
+            return;
+        };
+        if !self.members.is_quorum(&self.params, d.weight) {
+            return;
+        }
+        let Some(p) = self.requests.get(&d.request_id) else {
+            return; // the request will come by retry or inside a certificate
+        };
+        let (request, idx, remaining) = (p.request.clone(), p.idx, d.remaining);
+        let Some(w) = self.wallets[idx as usize].as_ref() else {
+            return;
+        };
+        if request.version > w.version {
+            return; // behind: the catch-up will bring the missing commits
+        }
+        if request.version < w.version || request.state != w.state {
+            self.drop_request(d.request_id);
+            return;
+        }
+        let votes: Vec<CertVote> = d.votes.values().copied().collect();
+        self.commit(idx, &request, remaining, false);
+        if request.provider == self.me {
+            self.issue_certificate(idx, request, remaining, votes);
+        }
+    }
+
+    /// Moves the requester's wallet to its next version.
+    fn commit(&mut self, idx: u32, request: &Request, remaining: u64, from_certificate: bool) {
+        let id = request.id();
+        let decision = decision_id(&id, remaining);
+        let w = self
+            .wallet_mut(idx)
+            .expect("caller checked the wallet is kept");
+        assert_eq!(
+            w.version, request.version,
+            "commit applies to the current version only"
+        );
+        w.version += 1;
+        w.state = next_state(&request.state, &decision);
+        w.balance = remaining;
+        w.shares_at_state = request.shares_upto;
+        w.received_at_state = request.received_upto;
+        w.shares_seen = w.shares_seen.max(w.shares_at_state);
+        let version = w.version;
+        self.save_wallet(idx);
+        self.drain_shares(idx);
+        self.stats.commits += 1;
+        // Every pending request and vote on the old State is void now.
+        let void: Vec<Hash> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| p.idx == idx && p.request.version < version)
+            .map(|(k, _)| *k)
+            .collect();
+        for r in void {
+            self.drop_request(r);
+        }
+        self.my_requests.remove(&id);
+        self.outbox.push_back(Output::Event(Event::Committed {
+            requester: request.requester,
+            version,
+            request_id: id,
+            service: request.service.clone(),
+            provider: request.provider,
+            price: request.price,
+            remaining,
+            latency_ms: self.now_ms.saturating_sub(request.time_ms),
+            from_certificate,
+        }));
+        self.reconsider_requester(idx);
+    }
+
+    /// The provider fixes the reward set: the lowest-indexed voters that make
+    /// a quorum among the votes it holds.
+    fn issue_certificate(
+        &mut self,
+        idx: u32,
+        request: Request,
+        remaining: u64,
+        votes: Vec<CertVote>,
+    ) {
+        let mut chosen = Vec::new();
+        let mut weight = 0;
+        for v in votes {
+            chosen.push(v);
+            weight += self.members.weight(v.voter_idx);
+            if self.members.is_quorum(&self.params, weight) {
+                break;
+            }
+        }
+        let mut cert = Certificate {
+            request,
+            remaining,
+            votes: chosen,
+            provider_sig: Default::default(),
+        };
+        cert.provider_sig = self.key.sign(&cert.digest());
+        let version = cert.new_version();
+        self.settle(idx, &cert);
+        self.keep_cert(idx, version, &cert);
+        self.runs.insert(
+            (idx, version),
+            RunRecord {
+                cert: cert.clone(),
+                done: None,
+            },
+        );
+        self.persist(Change::RunPending {
+            idx,
+            version,
+            cert: Box::new(cert.clone()),
+        });
+        self.outbox
+            .push_back(Output::Event(Event::RunContract(Box::new(cert.clone()))));
+        self.send(Message::Certificate(Box::new(cert)));
+    }
+
+    /// Applies a certificate's payment and rewards once.
+    fn settle(&mut self, idx: u32, cert: &Certificate) {
+        let version = cert.new_version();
+        // A light node that does not keep the requester cannot tell whether
+        // it settled this version, so it settles only the wallets it keeps.
+        if let Some(w) = self.wallet_mut(idx) {
+            if !w.mark_settled(version) {
+                return;
+            }
+        } else if self
+            .certs
+            .get(&idx)
+            .is_some_and(|c| c.contains_key(&version))
+        {
+            return;
+        }
+        self.save_wallet(idx);
+        if let Some(p) = self.members.index_of(&cert.request.provider) {
+            if let Some(w) = self.wallet_mut(p) {
+                w.received = w.received.saturating_add(cert.request.price);
+            }
+            self.save_wallet(p);
+        }
+        for v in &cert.votes {
+            let reward = self.params.reward_units;
+            if let Some(w) = self.wallet_mut(v.voter_idx) {
+                w.received = w.received.saturating_add(reward);
+            }
+            self.save_wallet(v.voter_idx);
+        }
+        self.stats.certificates_applied += 1;
+        let touched: Vec<u32> = std::iter::once(self.members.index_of(&cert.request.provider))
+            .flatten()
+            .chain(cert.votes.iter().map(|v| v.voter_idx))
+            .collect();
+        for t in touched {
+            self.reconsider_requester(t);
+        }
+    }
+
+    fn keep_cert(&mut self, idx: u32, version: u64, cert: &Certificate) {
+        let kept = self.certs.entry(idx).or_default();
+        kept.insert(version, cert.clone());
+        let mut drops = Vec::new();
+        while kept.len() > self.params.certs_kept_per_wallet {
+            if let Some((v, _)) = kept.pop_first() {
+                drops.push(v);
+            }
+        }
+        self.persist(Change::PutCert {
+            idx,
+            version,
+            cert: Box::new(cert.clone()),
+        });
+        for v in drops {
+            self.persist(Change::DropCert { idx, version: v });
+        }
+    }
+
+    fn prune_runs(&mut self, idx: u32) {
+        let keep = self.params.certs_kept_per_wallet;
+        let done: Vec<(u32, u64)> = self
+            .runs
+            .range((idx, 0)..=(idx, u64::MAX))
+            .filter(|(_, r)| r.done.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if done.len() > keep {
+            for k in &done[..done.len() - keep] {
+                self.runs.remove(k);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------- certificates
+
+    /// Checks everything a certificate claims, trusting no sender.
+    fn check_certificate(&self, cert: &Certificate) -> Result<(u32, Hash), &'static str> {
+        let idx = self
+            .members
+            .index_of(&cert.request.requester)
+            .ok_or("unknown requester")?;
+        if self.members.index_of(&cert.request.provider).is_none() {
+            return Err("provider is not a member");
+        }
+        let id = cert.request.check(self.params.difficulty)?;
+        if !verify(&cert.request.provider, &cert.digest(), &cert.provider_sig) {
+            return Err("provider signature is invalid");
+        }
+        let mut weight = 0u64;
+        let mut last: Option<u32> = None;
+        for v in &cert.votes {
+            if last.is_some_and(|l| v.voter_idx <= l) {
+                return Err("votes are not sorted or repeat a voter");
+            }
+            last = Some(v.voter_idx);
+            let voter = self
+                .members
+                .id(v.voter_idx)
+                .ok_or("vote from an unknown member index")?;
+            let vote = Vote {
+                voter,
+                request_id: id,
+                remaining: cert.remaining,
+                nonce: v.nonce,
+                sig: v.sig,
+            };
+            vote.check(self.params.vote_difficulty)?;
+            weight += self.members.weight(v.voter_idx);
+        }
+        if !self.members.is_quorum(&self.params, weight) {
+            return Err("votes do not make a quorum");
+        }
+        Ok((idx, id))
+    }
+
+    fn on_certificate(&mut self, cert: Certificate) -> Result<(), Reject> {
+        let Some(idx) = self.members.index_of(&cert.request.requester) else {
+            return self.reject("certificate", "unknown requester");
+        };
+        let version = cert.new_version();
+        let kept = self.wallets[idx as usize].as_ref();
+        let known = match kept {
+            Some(w) => w.is_settled(version) && version <= w.version,
+            None => self
+                .certs
+                .get(&idx)
+                .is_some_and(|c| c.contains_key(&version)),
+        };
+        if known {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        if let Err(reason) = self.check_certificate(&cert) {
+            return self.reject("certificate", reason);
+        }
+        if let Some(w) = self.wallets[idx as usize].clone() {
+            if cert.request.version == w.version {
+                if cert.request.state != w.state {
+                    return self.reject("certificate", "conflicts with this node's State");
+                }
+                self.commit(idx, &cert.request, cert.remaining, true);
+            } else if cert.request.version > w.version {
+                // Adopt the wallet the certificate proves (hole 6).
+                let decision = decision_id(&cert.request.id(), cert.remaining);
+                let w = self.wallet_mut(idx).expect("kept");
+                w.version = version;
+                w.state = next_state(&cert.request.state, &decision);
+                w.balance = cert.remaining;
+                w.shares_at_state = cert.request.shares_upto;
+                w.received_at_state = cert.request.received_upto;
+                w.shares_seen = w.shares_seen.max(w.shares_at_state);
+                self.stats.certificates_adopted += 1;
+                self.save_wallet(idx);
+                self.drain_shares(idx);
+                let void: Vec<Hash> = self
+                    .requests
+                    .iter()
+                    .filter(|(_, p)| p.idx == idx && p.request.version < version)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for r in void {
+                    self.drop_request(r);
+                }
+            }
+        }
+        self.settle(idx, &cert);
+        self.keep_cert(idx, version, &cert);
+        self.reconsider_requester(idx);
+        Ok(())
+    }
+
+    fn on_cert_fetch(&mut self, f: CertFetch) -> Result<(), Reject> {
+        if f.to != self.me {
+            return Ok(());
+        }
+        if self.members.index_of(&f.from).is_none() || !verify(&f.from, &f.digest(), &f.sig) {
+            return self.reject("cert-fetch", "unknown or unsigned sender");
+        }
+        let certs: Vec<Certificate> = self
+            .certs
+            .get(&f.idx)
+            .map(|c| {
+                c.range(f.first_version..=f.last_version)
+                    .map(|(_, c)| c.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for c in certs {
+            self.send(Message::Certificate(Box::new(c)));
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- services
+
+    fn on_announce(&mut self, a: Announce) -> Result<(), Reject> {
+        if self.members.index_of(&a.provider).is_none() {
+            return self.reject("announce", "unknown provider");
+        }
+        if self
+            .announces
+            .get(&a.provider)
+            .is_some_and(|old| old.seq >= a.seq)
+        {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        if !verify(&a.provider, &a.digest(), &a.sig) {
+            return self.reject("announce", "signature is invalid");
+        }
+        self.persist(Change::Announce(a.clone()));
+        self.announces.insert(a.provider, a);
+        self.outbox.push_back(Output::Event(Event::ServicesChanged));
+        let parked: Vec<Hash> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| p.parked)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in parked {
+            self.reconsider(id);
+        }
+        Ok(())
+    }
+
+    fn on_outcome(&mut self, o: Outcome) -> Result<(), Reject> {
+        if o.requester != self.me {
+            return Ok(());
+        }
+        if !verify(&o.provider, &o.digest(), &o.sig) {
+            return self.reject("outcome", "signature is invalid");
+        }
+        self.outbox.push_back(Output::Event(Event::Outcome(o)));
+        Ok(())
+    }
+
+    // ----------------------------------------------------------- catch-up
+
+    /// A digest of every kept wallet's head: equal digests, nothing to sync.
+    pub fn digest(&mut self) -> Hash {
+        if let Some(d) = self.digest_cache {
+            return d;
+        }
+        let mut bytes = Vec::with_capacity(self.wallets.len() * 20);
+        for (i, w) in self.wallets.iter().enumerate() {
+            if let Some(w) = w {
+                bytes.extend_from_slice(&(i as u32).to_le_bytes());
+                bytes.extend_from_slice(&w.version.to_le_bytes());
+                bytes.extend_from_slice(&w.settled.to_le_bytes());
+                bytes.extend_from_slice(&w.shares_seen.to_le_bytes());
+            }
+        }
+        let d = sha256(&[b"wallance/sync/v1", &bytes]);
+        self.digest_cache = Some(d);
+        d
+    }
+
+    fn on_digest(&mut self, d: SyncDigest) -> Result<(), Reject> {
+        let Some(idx) = self.members.index_of(&d.from) else {
+            return self.reject("digest", "unknown member");
+        };
+        if d.from == self.me || d.digest == self.digest() {
+            return Ok(());
+        }
+        // Light nodes follow other wallets, their digests always differ.
+        if self.tracked.is_some() {
+            return Ok(());
+        }
+        if self.throttled(T_HEADS_REQUEST, u32::MAX, 0, self.params.sync_interval_ms) {
+            return Ok(());
+        }
+        if !verify(&d.from, &d.signed_digest(), &d.sig) {
+            return self.reject("digest", "signature is invalid");
+        }
+        let _ = idx;
+        let h = HeadsRequest::new(&self.key, d.from, self.now_ms);
+        self.send(Message::HeadsRequest(h));
+        Ok(())
+    }
+
+    fn on_heads_request(&mut self, h: HeadsRequest) -> Result<(), Reject> {
+        if h.to != self.me {
+            return Ok(());
+        }
+        if self
+            .last_heads_sent_ms
+            .is_some_and(|t| self.now_ms < t + self.params.sync_interval_ms / 2)
+        {
+            return Ok(()); // our last heads went to everybody anyway
+        }
+        if self.members.index_of(&h.from).is_none() || !verify(&h.from, &h.digest(), &h.sig) {
+            return self.reject("heads-request", "unknown or unsigned sender");
+        }
+        self.last_heads_sent_ms = Some(self.now_ms);
+        let heads = self
+            .wallets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.as_ref().map(|w| (i, w)))
+            .filter(|(_, w)| w.version > 0 || w.settled > 0 || w.shares_seen > 0)
+            .map(|(i, w)| Head {
+                idx: i as u32,
+                version: w.version,
+                settled: w.settled.max(w.shares_seen),
+            })
+            .collect();
+        let m = Heads::new(&self.key, h.from, self.now_ms, heads);
+        self.send(Message::Heads(m));
+        Ok(())
+    }
+
+    fn on_heads(&mut self, h: Heads) -> Result<(), Reject> {
+        if h.from == self.me || self.members.index_of(&h.from).is_none() {
+            return Ok(());
+        }
+        if !verify(&h.from, &h.digest(), &h.sig) {
+            return self.reject("heads", "signature is invalid");
+        }
+        for head in h.heads {
+            let Some(Some(w)) = self.wallets.get(head.idx as usize) else {
+                continue;
+            };
+            let (version, settled, shares) = (w.version, w.settled, w.shares_seen);
+            let id = w.id;
+            if head.version > version || head.version > settled {
+                let first = settled.min(version) + 1;
+                let last = head.version;
+                if first <= last
+                    && !self.throttled(T_CERT_FETCH, head.idx, first, self.params.retry_ms)
+                {
+                    let f = CertFetch::new(&self.key, h.from, head.idx, first, last);
+                    self.send(Message::CertFetch(f));
+                }
+            }
+            // `settled` in heads carries the share count too (max of both):
+            // a larger one may mean we miss shares of that member.
+            if head.settled > shares
+                && !self.throttled(T_SHARE_FETCH, head.idx, shares, self.params.retry_ms)
+            {
+                let f = ShareFetch::new(&self.key, id, shares + 1, head.settled);
+                self.send(Message::ShareFetch(f));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn truncate_utf8(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

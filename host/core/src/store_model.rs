@@ -1,0 +1,149 @@
+//! What the core asks to be made durable, and what it is restored from.
+//!
+//! The core never writes anything itself: after each input it emits one
+//! [`Batch`] of [`Change`]s (`Output::Persist`) ahead of any message that
+//! depends on it. The adapter makes the batch durable (one redb commit)
+//! before it sends. [`Snapshot`] is the whole durable state; the redb store
+//! loads one at start-up and the simulator keeps one in memory as its disk.
+
+use std::collections::BTreeMap;
+
+use crate::msg::{Announce, Certificate, Request, Vote};
+use crate::wallet::Wallet;
+
+/// One durable change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Wallet {
+        idx: u32,
+        wallet: Wallet,
+    },
+    /// This node's vote on `requester_idx`'s State `version` (one per State).
+    MyVote {
+        requester_idx: u32,
+        version: u64,
+        vote: Vote,
+    },
+    PutRequest(Box<Request>),
+    DropRequest([u8; 32]),
+    PutVote(Vote),
+    /// Drops every pending vote for a request.
+    DropVotes([u8; 32]),
+    PutCert {
+        idx: u32,
+        version: u64,
+        cert: Box<Certificate>,
+    },
+    DropCert {
+        idx: u32,
+        version: u64,
+    },
+    /// The provider must run the contract for this certificate.
+    RunPending {
+        idx: u32,
+        version: u64,
+        cert: Box<Certificate>,
+    },
+    /// ... and it has run, with this outcome.
+    RunDone {
+        idx: u32,
+        version: u64,
+        ok: bool,
+        body: String,
+    },
+    Announce(Announce),
+    ShareSeq(u64),
+    AnnounceSeq(u64),
+}
+
+/// The changes of one step, durable together.
+pub type Batch = Vec<Change>;
+
+/// A contract run the provider owes or has done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub cert: Certificate,
+    pub done: Option<(bool, String)>,
+}
+
+/// Everything durable, as the core restores from it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub wallets: BTreeMap<u32, Wallet>,
+    pub my_votes: BTreeMap<u32, (u64, Vote)>,
+    pub requests: BTreeMap<[u8; 32], Request>,
+    pub votes: BTreeMap<([u8; 32], [u8; 32]), Vote>,
+    pub certs: BTreeMap<(u32, u64), Certificate>,
+    pub runs: BTreeMap<(u32, u64), RunRecord>,
+    pub announces: BTreeMap<[u8; 32], Announce>,
+    pub share_seq: u64,
+    pub announce_seq: u64,
+}
+
+impl Snapshot {
+    /// Applies a batch: the in-memory twin of the redb store.
+    pub fn apply(&mut self, batch: &[Change]) {
+        for change in batch {
+            match change {
+                Change::Wallet { idx, wallet } => {
+                    self.wallets.insert(*idx, wallet.clone());
+                }
+                Change::MyVote {
+                    requester_idx,
+                    version,
+                    vote,
+                } => {
+                    self.my_votes.insert(*requester_idx, (*version, *vote));
+                }
+                Change::PutRequest(r) => {
+                    self.requests.insert(r.id(), (**r).clone());
+                }
+                Change::DropRequest(id) => {
+                    self.requests.remove(id);
+                }
+                Change::PutVote(v) => {
+                    self.votes.insert((v.request_id, v.voter.0), *v);
+                }
+                Change::DropVotes(id) => {
+                    let keys: Vec<_> = self
+                        .votes
+                        .range((*id, [0; 32])..=(*id, [0xff; 32]))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in keys {
+                        self.votes.remove(&k);
+                    }
+                }
+                Change::PutCert { idx, version, cert } => {
+                    self.certs.insert((*idx, *version), (**cert).clone());
+                }
+                Change::DropCert { idx, version } => {
+                    self.certs.remove(&(*idx, *version));
+                }
+                Change::RunPending { idx, version, cert } => {
+                    self.runs
+                        .entry((*idx, *version))
+                        .or_insert_with(|| RunRecord {
+                            cert: (**cert).clone(),
+                            done: None,
+                        });
+                }
+                Change::RunDone {
+                    idx,
+                    version,
+                    ok,
+                    body,
+                } => {
+                    if let Some(run) = self.runs.get_mut(&(*idx, *version)) {
+                        run.done = Some((*ok, body.clone()));
+                    }
+                }
+                Change::Announce(a) => {
+                    self.announces.insert(a.provider.0, a.clone());
+                }
+                Change::ShareSeq(s) => self.share_seq = *s,
+                Change::AnnounceSeq(s) => self.announce_seq = *s,
+            }
+        }
+    }
+}
