@@ -174,11 +174,7 @@ impl Core {
         let params = config.params;
         let mut wallets = vec![None; n];
         for (i, id) in config.membership.members().iter().enumerate() {
-            let keep = config
-                .tracked
-                .as_ref()
-                .is_none_or(|t| t.contains(&(i as u32)))
-                || Some(i as u32) == my_idx;
+            let keep = config.tracked.as_ref().is_none_or(|t| t.contains(&(i as u32))) || Some(i as u32) == my_idx;
             if keep {
                 wallets[i] = Some(
                     snapshot
@@ -202,11 +198,7 @@ impl Core {
             voter_seen: HashMap::new(),
             certs: HashMap::new(),
             runs: snapshot.runs,
-            announces: snapshot
-                .announces
-                .into_values()
-                .map(|a| (a.provider, a))
-                .collect(),
+            announces: snapshot.announces.into_values().map(|a| (a.provider, a)).collect(),
             my_services: Vec::new(),
             announce_seq: snapshot.announce_seq,
             share_seq: snapshot.share_seq,
@@ -255,8 +247,7 @@ impl Core {
             .map(|r| r.cert.clone())
             .collect();
         for cert in owed {
-            core.outbox
-                .push_back(Output::Event(Event::RunContract(Box::new(cert))));
+            core.outbox.push_back(Output::Event(Event::RunContract(Box::new(cert))));
         }
         let parked: Vec<Hash> = core.requests.keys().copied().collect();
         for id in parked {
@@ -278,9 +269,7 @@ impl Core {
         &self.stats
     }
     pub fn wallet(&self, id: &MemberId) -> Option<&Wallet> {
-        self.wallets
-            .get(self.members.index_of(id)? as usize)?
-            .as_ref()
+        self.wallets.get(self.members.index_of(id)? as usize)?.as_ref()
     }
     pub fn wallets(&self) -> impl Iterator<Item = &Wallet> {
         self.wallets.iter().flatten()
@@ -326,11 +315,7 @@ impl Core {
     }
 
     fn reject(&mut self, kind: &'static str, reason: &'static str) -> Result<(), Reject> {
-        *self
-            .stats
-            .rejected
-            .entry(format!("{kind}: {reason}"))
-            .or_default() += 1;
+        *self.stats.rejected.entry(format!("{kind}: {reason}")).or_default() += 1;
         Err(Reject { kind, reason })
     }
 
@@ -428,22 +413,14 @@ impl Core {
             .min_by_key(|(_, price)| *price)
             .ok_or_else(|| BuyError::UnknownService(service.to_string()))?;
         if price < listed {
-            return Err(BuyError::PriceTooLow {
-                offered: price,
-                listed,
-            });
+            return Err(BuyError::PriceTooLow { offered: price, listed });
         }
-        let w = self.wallets[idx as usize]
-            .clone()
-            .expect("own wallet is always kept");
+        let w = self.wallets[idx as usize].clone().expect("own wallet is always kept");
         let busy = self
             .requests
             .values()
             .any(|p| p.idx == idx && p.request.version == w.version)
-            || self
-                .my_votes
-                .get(&idx)
-                .is_some_and(|(v, _)| *v == w.version);
+            || self.my_votes.get(&idx).is_some_and(|(v, _)| *v == w.version);
         if busy {
             return Err(BuyError::Pending);
         }
@@ -492,17 +469,9 @@ impl Core {
             ok,
             body: body.clone(),
         });
-        let outcome = Outcome::new(
-            &self.key,
-            request.requester,
-            request.id(),
-            version,
-            ok,
-            &body,
-        );
+        let outcome = Outcome::new(&self.key, request.requester, request.id(), version, ok, &body);
         if request.requester == self.me {
-            self.outbox
-                .push_back(Output::Event(Event::Outcome(outcome.clone())));
+            self.outbox.push_back(Output::Event(Event::Outcome(outcome.clone())));
         }
         self.send(Message::Outcome(outcome));
         self.prune_runs(idx);
@@ -595,17 +564,13 @@ impl Core {
             self.drop_request(id);
             self.stats.expired_requests += 1;
             if self.my_requests.remove(&id).is_some() {
-                self.outbox
-                    .push_back(Output::Event(Event::Expired { request_id: id }));
+                self.outbox.push_back(Output::Event(Event::Expired { request_id: id }));
             }
         }
         let stale: Vec<Hash> = self
             .decisions
             .iter()
-            .filter(|(_, d)| {
-                now > d.first_seen_ms.saturating_add(ttl)
-                    && !self.requests.contains_key(&d.request_id)
-            })
+            .filter(|(_, d)| now > d.first_seen_ms.saturating_add(ttl) && !self.requests.contains_key(&d.request_id))
             .map(|(k, _)| *k)
             .collect();
         for k in stale {
@@ -655,12 +620,7 @@ impl Core {
             return Ok(()); // a light node does not follow this wallet
         };
         let seen = w.shares_seen.max(w.shares_at_state);
-        if share.seq <= seen
-            || self
-                .share_buffer
-                .get(&idx)
-                .is_some_and(|b| b.contains_key(&share.seq))
-        {
+        if share.seq <= seen || self.share_buffer.get(&idx).is_some_and(|b| b.contains_key(&share.seq)) {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -671,17 +631,11 @@ impl Core {
             return self.reject("share", "signature is invalid");
         }
         self.stats.shares_received += 1;
-        self.share_buffer
-            .entry(idx)
-            .or_default()
-            .insert(share.seq, share);
+        self.share_buffer.entry(idx).or_default().insert(share.seq, share);
         self.drain_shares(idx);
         let w = self.wallets[idx as usize].as_ref().expect("checked above");
         let (seen, sender) = (w.shares_seen, w.id);
-        if let Some(first_missing) = self
-            .share_buffer
-            .get(&idx)
-            .and_then(|b| b.keys().next().copied())
+        if let Some(first_missing) = self.share_buffer.get(&idx).and_then(|b| b.keys().next().copied())
             && !self.throttled(T_SHARE_FETCH, idx, seen, self.params.retry_ms)
         {
             let f = ShareFetch::new(&self.key, sender, seen + 1, first_missing - 1);
@@ -730,15 +684,18 @@ impl Core {
         if self.members.index_of(&f.from).is_none() || !verify(&f.from, &f.digest(), &f.sig) {
             return self.reject("share-fetch", "unknown or unsigned sender");
         }
-        let shares: Vec<Share> = self
-            .own_shares
-            .iter()
-            .filter(|s| s.seq >= f.first_seq && s.seq <= f.last_seq)
-            .take(1024)
-            .cloned()
-            .collect();
-        for s in shares {
-            self.send(Message::Share(s));
+        let last = f.last_seq.min(self.share_seq).min(f.first_seq.saturating_add(1023));
+        for seq in f.first_seq.max(1)..=last {
+            // Shares older than the ring (or lost in a crash) are signed
+            // again: only their number earns coins, so a fresh share with
+            // the same number is worth exactly the one that was lost.
+            let front = self.own_shares.front().map_or(u64::MAX, |s| s.seq);
+            let kept = seq.checked_sub(front).and_then(|i| self.own_shares.get(i as usize));
+            let share = match kept.filter(|s| s.seq == seq) {
+                Some(s) => s.clone(),
+                None => Share::new(&self.key, seq, self.now_ms, "resent", 0.0),
+            };
+            self.send(Message::Share(share));
         }
         Ok(())
     }
@@ -752,10 +709,7 @@ impl Core {
         if self.members.index_of(&request.provider).is_none() {
             return self.reject("request", "provider is not a member");
         }
-        let Some(id) = request
-            .prefix()
-            .map(|p| crate::pow::hash_with_nonce(&p, request.nonce))
-        else {
+        let Some(id) = request.prefix().map(|p| crate::pow::hash_with_nonce(&p, request.nonce)) else {
             return self.reject("request", "fields exceed their limits");
         };
         if let Some(p) = self.requests.get_mut(&id) {
@@ -763,8 +717,7 @@ impl Core {
             self.stats.duplicates += 1;
             if !p.parked && self.now_ms >= p.last_vote_resend_ms + self.params.retry_ms / 2 {
                 p.last_vote_resend_ms = self.now_ms;
-                if let Some((_, vote)) = self.my_votes.get(&idx).filter(|(_, v)| v.request_id == id)
-                {
+                if let Some((_, vote)) = self.my_votes.get(&idx).filter(|(_, v)| v.request_id == id) {
                     let vote = *vote;
                     self.send(Message::Vote(vote));
                 }
@@ -851,13 +804,7 @@ impl Core {
         if request.version > w.version {
             // We missed commits of this wallet: fetch them from the requester.
             if !self.throttled(T_CERT_FETCH, idx, w.version, self.params.retry_ms) {
-                let f = CertFetch::new(
-                    &self.key,
-                    request.requester,
-                    idx,
-                    w.version + 1,
-                    request.version,
-                );
+                let f = CertFetch::new(&self.key, request.requester, idx, w.version + 1, request.version);
                 self.send(Message::CertFetch(f));
             }
             return;
@@ -871,10 +818,7 @@ impl Core {
         {
             // One vote per State: a second request on it is a double spend.
             if vote.request_id != id {
-                let _ = self.reject(
-                    "request",
-                    "double spend: another request already holds this State",
-                );
+                let _ = self.reject("request", "double spend: another request already holds this State");
                 self.drop_request(id);
             } else if let Some(p) = self.requests.get_mut(&id) {
                 p.parked = false;
@@ -904,8 +848,7 @@ impl Core {
             self.stats.parked_requests += 1;
             let seen = w.shares_seen.max(w.shares_at_state);
             if !self.throttled(T_SHARE_FETCH, idx, seen, self.params.retry_ms) {
-                let f =
-                    ShareFetch::new(&self.key, request.requester, seen + 1, request.shares_upto);
+                let f = ShareFetch::new(&self.key, request.requester, seen + 1, request.shares_upto);
                 self.send(Message::ShareFetch(f));
             }
             return;
@@ -919,9 +862,7 @@ impl Core {
             }
             return;
         }
-        let Some(available) =
-            w.available_for(&self.params, request.shares_upto, request.received_upto)
-        else {
+        let Some(available) = w.available_for(&self.params, request.shares_upto, request.received_upto) else {
             let _ = self.reject("request", "claims shares or credits before the last commit");
             self.drop_request(id);
             return;
@@ -983,9 +924,7 @@ impl Core {
     /// Adds a checked vote to its group (Algorithm 2, as votes arrive).
     fn accept_vote(&mut self, vote: Vote) -> Result<(), Reject> {
         let decision = vote.decision();
-        if !self.decisions.contains_key(&decision)
-            && self.decisions.len() >= self.params.max_pending_decisions
-        {
+        if !self.decisions.contains_key(&decision) && self.decisions.len() >= self.params.max_pending_decisions {
             self.expire();
             if self.decisions.len() >= self.params.max_pending_decisions {
                 return self.reject("vote", "pending votes are full");
@@ -1004,11 +943,7 @@ impl Core {
             return false;
         };
         let decision = vote.decision();
-        if self
-            .voter_seen
-            .insert((voter_idx, vote.request_id), decision)
-            .is_some()
-        {
+        if self.voter_seen.insert((voter_idx, vote.request_id), decision).is_some() {
             return false;
         }
         let weight = self.members.weight(voter_idx);
@@ -1054,8 +989,32 @@ impl Core {
         }
         let votes: Vec<CertVote> = d.votes.values().copied().collect();
         self.commit(idx, &request, remaining, false);
-        if request.provider == self.me {
-            self.issue_certificate(idx, request, remaining, votes);
+        let cert = self.quorum_certificate(request, remaining, votes);
+        if cert.request.provider == self.me {
+            self.issue_certificate(idx, cert);
+        } else {
+            let version = cert.new_version();
+            self.keep_cert(idx, version, &cert);
+        }
+    }
+
+    /// The lowest-indexed votes that make a quorum: the same choice on every
+    /// node that holds them, unsigned (a proof) until the provider signs.
+    fn quorum_certificate(&self, request: Request, remaining: u64, votes: Vec<CertVote>) -> Certificate {
+        let mut chosen = Vec::new();
+        let mut weight = 0;
+        for v in votes {
+            chosen.push(v);
+            weight += self.members.weight(v.voter_idx);
+            if self.members.is_quorum(&self.params, weight) {
+                break;
+            }
+        }
+        Certificate {
+            request,
+            remaining,
+            votes: chosen,
+            provider_sig: Default::default(),
         }
     }
 
@@ -1063,13 +1022,8 @@ impl Core {
     fn commit(&mut self, idx: u32, request: &Request, remaining: u64, from_certificate: bool) {
         let id = request.id();
         let decision = decision_id(&id, remaining);
-        let w = self
-            .wallet_mut(idx)
-            .expect("caller checked the wallet is kept");
-        assert_eq!(
-            w.version, request.version,
-            "commit applies to the current version only"
-        );
+        let w = self.wallet_mut(idx).expect("caller checked the wallet is kept");
+        assert_eq!(w.version, request.version, "commit applies to the current version only");
         w.version += 1;
         w.state = next_state(&request.state, &decision);
         w.balance = remaining;
@@ -1105,30 +1059,10 @@ impl Core {
         self.reconsider_requester(idx);
     }
 
-    /// The provider fixes the reward set: the lowest-indexed voters that make
-    /// a quorum among the votes it holds.
-    fn issue_certificate(
-        &mut self,
-        idx: u32,
-        request: Request,
-        remaining: u64,
-        votes: Vec<CertVote>,
-    ) {
-        let mut chosen = Vec::new();
-        let mut weight = 0;
-        for v in votes {
-            chosen.push(v);
-            weight += self.members.weight(v.voter_idx);
-            if self.members.is_quorum(&self.params, weight) {
-                break;
-            }
-        }
-        let mut cert = Certificate {
-            request,
-            remaining,
-            votes: chosen,
-            provider_sig: Default::default(),
-        };
+    /// The provider signs a quorum certificate: that fixes the reward set,
+    /// settles it here and owes the contract run.
+    fn issue_certificate(&mut self, idx: u32, mut cert: Certificate) {
+        debug_assert_eq!(cert.request.provider, self.me);
         cert.provider_sig = self.key.sign(&cert.digest());
         let version = cert.new_version();
         self.settle(idx, &cert);
@@ -1159,11 +1093,7 @@ impl Core {
             if !w.mark_settled(version) {
                 return;
             }
-        } else if self
-            .certs
-            .get(&idx)
-            .is_some_and(|c| c.contains_key(&version))
-        {
+        } else if self.certs.get(&idx).is_some_and(|c| c.contains_key(&version)) {
             return;
         }
         self.save_wallet(idx);
@@ -1192,6 +1122,9 @@ impl Core {
 
     fn keep_cert(&mut self, idx: u32, version: u64, cert: &Certificate) {
         let kept = self.certs.entry(idx).or_default();
+        if kept.get(&version).is_some_and(|c| c.is_signed() || !cert.is_signed()) {
+            return;
+        }
         kept.insert(version, cert.clone());
         let mut drops = Vec::new();
         while kept.len() > self.params.certs_kept_per_wallet {
@@ -1236,7 +1169,7 @@ impl Core {
             return Err("provider is not a member");
         }
         let id = cert.request.check(self.params.difficulty)?;
-        if !verify(&cert.request.provider, &cert.digest(), &cert.provider_sig) {
+        if cert.is_signed() && !verify(&cert.request.provider, &cert.digest(), &cert.provider_sig) {
             return Err("provider signature is invalid");
         }
         let mut weight = 0u64;
@@ -1273,13 +1206,16 @@ impl Core {
         let version = cert.new_version();
         let kept = self.wallets[idx as usize].as_ref();
         let known = match kept {
-            Some(w) => w.is_settled(version) && version <= w.version,
+            Some(w) => version <= w.version && (!cert.is_signed() || w.is_settled(version)),
             None => self
                 .certs
                 .get(&idx)
-                .is_some_and(|c| c.contains_key(&version)),
+                .is_some_and(|c| c.get(&version).is_some_and(|k| k.is_signed() || !cert.is_signed())),
         };
-        if known {
+        // A provider that missed the quorum learns of it from a proof.
+        let i_owe_it =
+            cert.request.provider == self.me && !cert.is_signed() && !self.runs.contains_key(&(idx, version));
+        if known && !i_owe_it {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -1316,8 +1252,14 @@ impl Core {
                 }
             }
         }
-        self.settle(idx, &cert);
-        self.keep_cert(idx, version, &cert);
+        if i_owe_it {
+            self.issue_certificate(idx, cert);
+        } else {
+            if cert.is_signed() {
+                self.settle(idx, &cert);
+            }
+            self.keep_cert(idx, version, &cert);
+        }
         self.reconsider_requester(idx);
         Ok(())
     }
@@ -1350,11 +1292,7 @@ impl Core {
         if self.members.index_of(&a.provider).is_none() {
             return self.reject("announce", "unknown provider");
         }
-        if self
-            .announces
-            .get(&a.provider)
-            .is_some_and(|old| old.seq >= a.seq)
-        {
+        if self.announces.get(&a.provider).is_some_and(|old| old.seq >= a.seq) {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -1454,7 +1392,8 @@ impl Core {
             .map(|(i, w)| Head {
                 idx: i as u32,
                 version: w.version,
-                settled: w.settled.max(w.shares_seen),
+                settled: w.settled,
+                shares: w.shares_seen,
             })
             .collect();
         let m = Heads::new(&self.key, h.from, self.now_ms, heads);
@@ -1475,22 +1414,16 @@ impl Core {
             };
             let (version, settled, shares) = (w.version, w.settled, w.shares_seen);
             let id = w.id;
-            if head.version > version || head.version > settled {
+            if head.version > version || head.settled > settled {
                 let first = settled.min(version) + 1;
-                let last = head.version;
-                if first <= last
-                    && !self.throttled(T_CERT_FETCH, head.idx, first, self.params.retry_ms)
-                {
+                let last = head.version.max(head.settled);
+                if first <= last && !self.throttled(T_CERT_FETCH, head.idx, first, self.params.retry_ms) {
                     let f = CertFetch::new(&self.key, h.from, head.idx, first, last);
                     self.send(Message::CertFetch(f));
                 }
             }
-            // `settled` in heads carries the share count too (max of both):
-            // a larger one may mean we miss shares of that member.
-            if head.settled > shares
-                && !self.throttled(T_SHARE_FETCH, head.idx, shares, self.params.retry_ms)
-            {
-                let f = ShareFetch::new(&self.key, id, shares + 1, head.settled);
+            if head.shares > shares && !self.throttled(T_SHARE_FETCH, head.idx, shares, self.params.retry_ms) {
+                let f = ShareFetch::new(&self.key, id, shares + 1, head.shares);
                 self.send(Message::ShareFetch(f));
             }
         }

@@ -86,6 +86,12 @@ pub struct CertVote {
 /// A quorum certificate: a request and enough identical votes for it. It
 /// proves the requester's new wallet by itself (hole 6), and the provider's
 /// signature fixes exactly which voters are rewarded (hole 5).
+///
+/// A certificate whose `provider_sig` is all zeros is a *proof*: any node
+/// that committed assembles one so that nodes which missed the votes,
+/// the provider included, can catch up. A proof moves the requester's
+/// wallet but pays nobody; only the provider's signed certificate settles
+/// the payment and the rewards, so every node pays the same voters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
     pub request: Request,
@@ -142,12 +148,13 @@ pub struct HeadsRequest {
     pub sig: Signature,
 }
 
-/// A wallet's head: version and settled certificates.
+/// A wallet's head: version, settled certificates and shares seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub idx: u32,
     pub version: u64,
     pub settled: u64,
+    pub shares: u64,
 }
 
 /// `from`'s heads, for `to`. Only wallets past genesis are listed.
@@ -358,8 +365,7 @@ impl Request {
         // Start from the hash of the content so two requests rarely race
         // through the same nonces; any start works.
         let start = u64::from_le_bytes(sha256(&[&prefix])[..8].try_into().expect("8 bytes"));
-        let (nonce, id) =
-            pow::solve(&prefix, difficulty, start, 1 << 40).ok_or(BuildError::Work)?;
+        let (nonce, id) = pow::solve(&prefix, difficulty, start, 1 << 40).ok_or(BuildError::Work)?;
         r.nonce = nonce;
         r.sig = key.sign(&id);
         Ok(r)
@@ -367,8 +373,7 @@ impl Request {
 
     fn body(&self, w: &mut Writer) -> Option<()> {
         let prefix = self.prefix()?;
-        w.raw(&prefix[b"wallance/request/v1".len()..])
-            .u64(self.nonce);
+        w.raw(&prefix[b"wallance/request/v1".len()..]).u64(self.nonce);
         Some(())
     }
 
@@ -407,11 +412,7 @@ impl Request {
 
 /// The identity of a decision: what identical votes agree on.
 pub fn decision_id(request_id: &Hash, remaining: u64) -> Hash {
-    sha256(&[
-        b"wallance/decision/v1",
-        request_id,
-        &remaining.to_le_bytes(),
-    ])
+    sha256(&[b"wallance/decision/v1", request_id, &remaining.to_le_bytes()])
 }
 
 impl Vote {
@@ -422,10 +423,7 @@ impl Vote {
     }
 
     pub fn hash(&self) -> Hash {
-        pow::hash_with_nonce(
-            &Self::prefix(&self.voter, &self.request_id, self.remaining),
-            self.nonce,
-        )
+        pow::hash_with_nonce(&Self::prefix(&self.voter, &self.request_id, self.remaining), self.nonce)
     }
 
     pub fn build(key: &Keypair, request_id: Hash, remaining: u64, difficulty: u8) -> Option<Self> {
@@ -486,6 +484,11 @@ impl Certificate {
         sha256(&[&w.bytes])
     }
 
+    /// True when the provider signed it (it settles), false for a proof.
+    pub fn is_signed(&self) -> bool {
+        self.provider_sig != Signature::default()
+    }
+
     /// The version the requester's wallet has once this commits.
     pub fn new_version(&self) -> u64 {
         self.request.version + 1
@@ -542,9 +545,7 @@ impl Announce {
         if self.services.len() > MAX_SERVICES_PER_PROVIDER {
             return None;
         }
-        w.raw(&self.provider.0)
-            .u64(self.seq)
-            .u8(self.services.len() as u8);
+        w.raw(&self.provider.0).u64(self.seq).u8(self.services.len() as u8);
         for s in &self.services {
             if s.name.len() > MAX_SERVICE_LEN {
                 return None;
@@ -586,14 +587,7 @@ impl Announce {
 
 impl Outcome {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        key: &Keypair,
-        requester: MemberId,
-        request_id: Hash,
-        version: u64,
-        ok: bool,
-        body: &str,
-    ) -> Self {
+    pub fn new(key: &Keypair, requester: MemberId, request_id: Hash, version: u64, ok: bool, body: &str) -> Self {
         let mut o = Self {
             provider: key.id(),
             requester,
@@ -697,7 +691,7 @@ impl Heads {
             .u64(self.time_ms)
             .u32(self.heads.len() as u32);
         for h in &self.heads {
-            w.u32(h.idx).u64(h.version).u64(h.settled);
+            w.u32(h.idx).u64(h.version).u64(h.settled).u64(h.shares);
         }
     }
     pub fn digest(&self) -> Hash {
@@ -708,13 +702,7 @@ impl Heads {
 }
 
 impl CertFetch {
-    pub fn new(
-        key: &Keypair,
-        to: MemberId,
-        idx: u32,
-        first_version: u64,
-        last_version: u64,
-    ) -> Self {
+    pub fn new(key: &Keypair, to: MemberId, idx: u32, first_version: u64, last_version: u64) -> Self {
         let mut m = Self {
             from: key.id(),
             to,
@@ -884,7 +872,7 @@ impl Message {
                 let to = MemberId(r.array()?);
                 let time_ms = r.u64()?;
                 let n = r.u32()? as usize;
-                if n > r.remaining() / 20 {
+                if n > r.remaining() / 28 {
                     return Err(DecodeError::Invalid("heads count"));
                 }
                 let mut heads = Vec::with_capacity(n);
@@ -893,6 +881,7 @@ impl Message {
                         idx: r.u32()?,
                         version: r.u64()?,
                         settled: r.u64()?,
+                        shares: r.u64()?,
                     });
                 }
                 Message::Heads(Heads {

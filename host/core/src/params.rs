@@ -81,16 +81,12 @@ impl Params {
     /// the sum over consecutive ranges equals one range over their union.
     pub fn share_credit(&self, from: u64, to: u64) -> u64 {
         debug_assert!(from <= to);
-        let total =
-            |n: u64| (u128::from(n) * u128::from(UNITS_PER_COIN)) / u128::from(self.dcoin_rate);
+        let total = |n: u64| (u128::from(n) * u128::from(UNITS_PER_COIN)) / u128::from(self.dcoin_rate);
         u64::try_from(total(to) - total(from)).unwrap_or(u64::MAX)
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.threshold_den == 0
-            || self.threshold_num == 0
-            || self.threshold_num >= self.threshold_den
-        {
+        if self.threshold_den == 0 || self.threshold_num == 0 || self.threshold_num >= self.threshold_den {
             return Err("threshold must be a fraction strictly between 0 and 1".into());
         }
         if 2 * self.threshold_num < self.threshold_den {

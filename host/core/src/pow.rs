@@ -77,9 +77,7 @@ mod tests {
             assert!(meets(&hash, difficulty));
         }
         // At difficulty 2 a random nonce fails 255 times in 256.
-        let failures = (0..64u64)
-            .filter(|n| !meets(&hash_with_nonce(b"x", *n), 2))
-            .count();
+        let failures = (0..64u64).filter(|n| !meets(&hash_with_nonce(b"x", *n), 2)).count();
         assert!(failures > 50, "{failures}");
     }
 }

@@ -121,19 +121,12 @@ impl Snapshot {
                     self.certs.remove(&(*idx, *version));
                 }
                 Change::RunPending { idx, version, cert } => {
-                    self.runs
-                        .entry((*idx, *version))
-                        .or_insert_with(|| RunRecord {
-                            cert: (**cert).clone(),
-                            done: None,
-                        });
+                    self.runs.entry((*idx, *version)).or_insert_with(|| RunRecord {
+                        cert: (**cert).clone(),
+                        done: None,
+                    });
                 }
-                Change::RunDone {
-                    idx,
-                    version,
-                    ok,
-                    body,
-                } => {
+                Change::RunDone { idx, version, ok, body } => {
                     if let Some(run) = self.runs.get_mut(&(*idx, *version)) {
                         run.done = Some((*ok, body.clone()));
                     }

@@ -59,22 +59,14 @@ impl Wallet {
     /// What the member can spend now, as this node sees it.
     pub fn spendable(&self, params: &Params) -> u64 {
         self.balance
-            .saturating_add(params.share_credit(
-                self.shares_at_state,
-                self.shares_seen.max(self.shares_at_state),
-            ))
+            .saturating_add(params.share_credit(self.shares_at_state, self.shares_seen.max(self.shares_at_state)))
             .saturating_add(self.received.saturating_sub(self.received_at_state))
     }
 
     /// The balance a request counting shares up to `shares_upto` and credits
     /// up to `received_upto` has before paying, or `None` when the claim goes
     /// back before the last commit.
-    pub fn available_for(
-        &self,
-        params: &Params,
-        shares_upto: u64,
-        received_upto: u64,
-    ) -> Option<u64> {
+    pub fn available_for(&self, params: &Params, shares_upto: u64, received_upto: u64) -> Option<u64> {
         if shares_upto < self.shares_at_state || received_upto < self.received_at_state {
             return None;
         }
