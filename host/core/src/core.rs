@@ -11,7 +11,13 @@
 //! one input comes out as one batch ahead of the messages that depend on it,
 //! so a crash can lose only what was never announced.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher};
+
+/// A hash map with a fixed hasher: iteration order depends only on what was
+/// inserted, so a run replays exactly from its inputs (std's default hasher
+/// is seeded at random per process).
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
 use crate::crypto::{Hash, Keypair, MemberId, sha256, verify};
 use crate::msg::*;
@@ -50,8 +56,6 @@ pub enum Event {
     RunContract(Box<Certificate>),
     /// The contract of a purchase this node made has run.
     Outcome(Outcome),
-    /// A request of this node's expired without reaching a quorum.
-    Expired { request_id: Hash },
     /// The services on the network changed.
     ServicesChanged,
 }
@@ -160,6 +164,10 @@ pub struct Core {
     now_ms: u64,
 }
 
+/// Requests one member may have waiting here at once (a Byzantine member
+/// could otherwise fill the queue with requests on its State).
+const MAX_PENDING_PER_REQUESTER: usize = 4;
+
 const T_SHARE_FETCH: u8 = 1;
 const T_CERT_FETCH: u8 = 2;
 const T_HEADS_REQUEST: u8 = 3;
@@ -192,20 +200,20 @@ impl Core {
             me,
             my_idx,
             wallets,
-            requests: HashMap::new(),
+            requests: HashMap::default(),
             my_votes: snapshot.my_votes.into_iter().collect(),
-            decisions: HashMap::new(),
-            voter_seen: HashMap::new(),
-            certs: HashMap::new(),
+            decisions: HashMap::default(),
+            voter_seen: HashMap::default(),
+            certs: HashMap::default(),
             runs: snapshot.runs,
             announces: snapshot.announces.into_values().map(|a| (a.provider, a)).collect(),
             my_services: Vec::new(),
             announce_seq: snapshot.announce_seq,
             share_seq: snapshot.share_seq,
             own_shares: VecDeque::new(),
-            share_buffer: HashMap::new(),
-            my_requests: HashMap::new(),
-            throttle: HashMap::new(),
+            share_buffer: HashMap::default(),
+            my_requests: HashMap::default(),
+            throttle: HashMap::default(),
             next_sync_ms: now_ms,
             next_tick_ms: now_ms,
             last_heads_sent_ms: None,
@@ -557,15 +565,13 @@ impl Core {
         let expired: Vec<Hash> = self
             .requests
             .iter()
-            .filter(|(_, p)| now > p.request.time_ms.saturating_add(ttl))
+            // Our own request is never dropped: we re-send it until it commits.
+            .filter(|(_, p)| p.request.requester != self.me && now > p.request.time_ms.saturating_add(ttl))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
             self.drop_request(id);
             self.stats.expired_requests += 1;
-            if self.my_requests.remove(&id).is_some() {
-                self.outbox.push_back(Output::Event(Event::Expired { request_id: id }));
-            }
         }
         let stale: Vec<Hash> = self
             .decisions
@@ -736,8 +742,13 @@ impl Core {
         if request.time_ms > self.now_ms.saturating_add(self.params.max_clock_skew_ms) {
             return self.reject("request", "time is in the future");
         }
-        if self.now_ms > request.time_ms.saturating_add(self.params.request_ttl_ms) {
-            return self.reject("request", "expired");
+        // No "too old" check: a request that missed its quorum (a partition,
+        // a crash) is re-sent by its requester until it commits, and voters
+        // that expired it from memory must vote for it then. One request per
+        // State makes that safe; a deadline would not be (see docs/protocol.md).
+        let parked_here = self.requests.values().filter(|p| p.idx == idx).count();
+        if parked_here >= MAX_PENDING_PER_REQUESTER {
+            return self.reject("request", "too many pending requests from this requester");
         }
         if let Err(reason) = request.check(self.params.difficulty) {
             return self.reject("request", reason);

@@ -11,7 +11,12 @@
 //! Time is simulated in microseconds: nothing here reads a clock.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasherDefault, DefaultHasher};
+
+// Fixed hashers: a seed replays to the same run in any process.
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>>;
 use std::rc::Rc;
 
 use rand::{Rng, SeedableRng};
@@ -334,8 +339,8 @@ pub struct Sim {
     request_owner: HashMap<Hash, usize>,
     created_us: HashMap<Hash, u64>,
     purchases_started: u64,
-    expired_after_heal: Vec<String>,
     committed_after_heal: HashSet<usize>,
+    last_buy_error: HashMap<usize, String>,
     crashes: u64,
     partitions: u64,
     steps: u64,
@@ -407,18 +412,18 @@ impl Sim {
             now_us: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
+            events: HashMap::default(),
             nodes,
             membership,
-            decided: HashMap::new(),
-            chain: HashMap::new(),
-            certs: HashMap::new(),
-            runs_done: HashMap::new(),
-            request_owner: HashMap::new(),
-            created_us: HashMap::new(),
+            decided: HashMap::default(),
+            chain: HashMap::default(),
+            certs: HashMap::default(),
+            runs_done: HashMap::default(),
+            request_owner: HashMap::default(),
+            created_us: HashMap::default(),
             purchases_started: 0,
-            expired_after_heal: Vec::new(),
-            committed_after_heal: HashSet::new(),
+            committed_after_heal: HashSet::default(),
+            last_buy_error: HashMap::default(),
             crashes: 0,
             partitions: 0,
             steps: 0,
@@ -711,7 +716,7 @@ impl Sim {
                     provider: 0,
                     created_us: created,
                     requester_commit_us: None,
-                    commits: HashSet::new(),
+                    commits: HashSet::default(),
                 });
                 entry.provider = self.membership.index_of(&provider).unwrap_or(0);
                 if entry.decision != decision {
@@ -742,18 +747,6 @@ impl Sim {
                     ));
                 }
                 runs.push(*cert);
-            }
-            Event::Expired { request_id } => {
-                let created = self.created_us.get(&request_id).copied().unwrap_or(0);
-                if honest
-                    && self.partitioned_free_since().is_some_and(|h| created >= h + 2_000_000)
-                    && self.now_us < self.workload_until_us + self.cfg.quiet_ms * 1000
-                {
-                    self.expired_after_heal.push(format!(
-                        "node {i}: request made at {} ms expired after the network healed",
-                        created / 1000
-                    ));
-                }
             }
             Event::Outcome(_) | Event::ServicesChanged => {}
         }
@@ -864,7 +857,10 @@ impl Sim {
                 }
                 self.drain(i);
             }
-            Err(_) => self.drain(i),
+            Err(e) => {
+                self.last_buy_error.insert(i, e.to_string());
+                self.drain(i)
+            }
         }
     }
 
@@ -1243,14 +1239,20 @@ impl Sim {
             }
         }
         // Liveness after healing.
-        self.violations.append(&mut self.expired_after_heal);
         if self.partitioned_free_since().is_some()
             && self.cfg.duration_ms * 1000 > self.partitioned_free_since().unwrap_or(0) + 5_000_000
         {
             for &i in &honest {
                 if !self.committed_after_heal.contains(&i) {
-                    self.violations
-                        .push(format!("node {i}: no purchase committed after the network healed"));
+                    let why = self.last_buy_error.get(&i).cloned().unwrap_or_default();
+                    let pending = self.nodes[i]
+                        .core
+                        .as_ref()
+                        .map(|c| c.pending_requests().count())
+                        .unwrap_or(0);
+                    self.violations.push(format!(
+                        "node {i}: no purchase committed after the network healed (last refusal: {why}; {pending} pending)"
+                    ));
                 }
             }
         }
