@@ -518,9 +518,13 @@ impl Core {
                 .collect();
             for id in due {
                 if let Some(p) = self.requests.get(&id) {
-                    let r = p.request.clone();
+                    let (r, idx) = (p.request.clone(), p.idx);
                     self.my_requests.insert(id, now);
                     self.send(Message::Request(r));
+                    if let Some((_, vote)) = self.my_votes.get(&idx).filter(|(_, v)| v.request_id == id) {
+                        let vote = *vote;
+                        self.send(Message::Vote(vote));
+                    }
                 }
             }
             let parked: Vec<Hash> = self
@@ -832,7 +836,12 @@ impl Core {
                 let _ = self.reject("request", "double spend: another request already holds this State");
                 self.drop_request(id);
             } else if let Some(p) = self.requests.get_mut(&id) {
+                // The request came back after we expired it: our vote may
+                // have been forgotten by others too, so count and send it again.
                 p.parked = false;
+                let vote = *vote;
+                self.send(Message::Vote(vote));
+                let _ = self.accept_vote(vote);
             }
             return;
         }
@@ -843,8 +852,13 @@ impl Core {
             .map(|s| s.price);
         match listed {
             None => {
-                if !self.throttled(T_ANNOUNCE, idx, 1, self.params.retry_ms) {
-                    self.stats.parked_requests += 1;
+                // We missed the provider's announcement: ask it for its heads,
+                // which it answers with its announcement too.
+                self.stats.parked_requests += 1;
+                let provider_idx = self.members.index_of(&request.provider).unwrap_or(0);
+                if !self.throttled(T_ANNOUNCE, provider_idx, 1, self.params.retry_ms) {
+                    let h = HeadsRequest::new(&self.key, request.provider, self.now_ms);
+                    self.send(Message::HeadsRequest(h));
                 }
                 return;
             }
@@ -1392,6 +1406,9 @@ impl Core {
         }
         if self.members.index_of(&h.from).is_none() || !verify(&h.from, &h.digest(), &h.sig) {
             return self.reject("heads-request", "unknown or unsigned sender");
+        }
+        if let Some(a) = self.announces.get(&self.me).filter(|a| !a.services.is_empty()).cloned() {
+            self.send(Message::Announce(a));
         }
         self.last_heads_sent_ms = Some(self.now_ms);
         let heads = self

@@ -199,7 +199,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn members(n: usize) -> Membership {
-        Membership::new((0..n).map(|i| MemberId([i as u8 + 1; 32])).collect()).unwrap()
+        Membership::new(
+            (0..n)
+                .map(|i| {
+                    let mut b = [0u8; 32];
+                    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    MemberId(b)
+                })
+                .collect(),
+        )
+        .unwrap()
     }
 
     #[test]

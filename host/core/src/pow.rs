@@ -11,10 +11,10 @@ use crate::crypto::Hash;
 
 /// True when `hash` starts with `difficulty` zero nibbles.
 pub fn meets(hash: &Hash, difficulty: u8) -> bool {
-    let full_bytes = usize::from(difficulty / 2);
-    if full_bytes > hash.len() {
+    if usize::from(difficulty) > 2 * hash.len() {
         return false;
     }
+    let full_bytes = usize::from(difficulty / 2);
     if hash[..full_bytes].iter().any(|b| *b != 0) {
         return false;
     }
