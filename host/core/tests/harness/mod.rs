@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use wallance_core::msg::ServiceOffer;
 use wallance_core::*;
 
+#[derive(Debug)]
 pub struct Node {
     pub core: Core,
     pub key: Keypair,
@@ -16,6 +17,7 @@ pub struct Node {
     pub config: CoreConfig,
 }
 
+#[derive(Debug)]
 pub struct Net {
     pub nodes: Vec<Node>,
     pub queue: VecDeque<(usize, Message)>,

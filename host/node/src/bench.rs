@@ -1,0 +1,278 @@
+//! `wallance bench`: the protocol's costs, each beside its anchor.
+//!
+//! Figures are medians over repeated runs (the machine is shared and noisy);
+//! the paper's numbers were measured on a Raspberry Pi 3 B+, so compare
+//! ratios, not absolutes.
+
+use std::time::Instant;
+
+use serde::Serialize;
+use wallance_core::msg::{Message, Request, RequestDraft, ServiceOffer, Vote};
+use wallance_core::{Core, CoreConfig, Keypair, Membership, Params, Snapshot, UNITS_PER_COIN, pow};
+use wallance_sim::{Mode, NetModel, SimConfig, simulate};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Also simulate 10 000 members (about a minute).
+    #[arg(long)]
+    large: bool,
+    /// Skip the simulated latencies.
+    #[arg(long)]
+    no_sim: bool,
+    /// Print only the JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub anchor: String,
+    pub target: String,
+}
+
+fn row(name: impl Into<String>, value: f64, unit: &'static str, anchor: &str, target: &str) -> Row {
+    Row {
+        name: name.into(),
+        value,
+        unit,
+        anchor: anchor.into(),
+        target: target.into(),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median of `rounds` timings of `iters` calls, per call, in µs.
+fn time_us(rounds: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
+    let mut samples = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        let t = Instant::now();
+        for i in 0..iters {
+            f(r * iters + i);
+        }
+        samples.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
+    }
+    median(samples)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    pow_rows(&mut rows);
+    crypto_rows(&mut rows);
+    core_rows(&mut rows);
+    if !args.no_sim {
+        sim_rows(&mut rows, args.large);
+    }
+    if !args.json {
+        print_table(&rows);
+    }
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(())
+}
+
+fn pow_rows(rows: &mut Vec<Row>) {
+    // A request's canonical prefix is about 158 bytes: hash it once per
+    // solve, then only the nonce block per try.
+    let anchors = ["46 µs", "740 µs", "12 ms", "190 ms"];
+    for difficulty in 0u8..=3 {
+        let solves = [2_000usize, 2_000, 400, 40][difficulty as usize];
+        let mut tries = 0u64;
+        let us = time_us(5, solves / 5, |i| {
+            let mut prefix = vec![0u8; 150];
+            prefix[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            let (nonce, _) = pow::solve(&prefix, difficulty, 0, u64::MAX).expect("solvable");
+            tries += nonce + 1;
+        });
+        let target = if difficulty == 1 { "≤ 1 µs" } else { "" };
+        rows.push(row(
+            format!("LWPoW difficulty {difficulty} (avg {:.0} tries)", tries as f64 / solves as f64),
+            us,
+            "µs",
+            &format!("paper Pi 3: {}", anchors[difficulty as usize]),
+            target,
+        ));
+    }
+    // The naive loop: hash the whole message again at every try.
+    let us = time_us(5, 400, |i| {
+        let mut msg = vec![0u8; 158];
+        msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        for nonce in 0u64.. {
+            msg[150..].copy_from_slice(&nonce.to_le_bytes());
+            if pow::meets(&wallance_core::crypto::sha256(&[&msg]), 1) {
+                break;
+            }
+        }
+    });
+    rows.push(row(
+        "LWPoW difficulty 1, naive full re-hash",
+        us,
+        "µs",
+        "measured here: 1.8 µs",
+        "(baseline)",
+    ));
+}
+
+fn crypto_rows(rows: &mut Vec<Row>) {
+    let key = Keypair::from_seed([7; 32]);
+    let votes: Vec<Vote> = (0..2_000u64)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            Vote::build(&key, id, 5, 1).expect("solvable")
+        })
+        .collect();
+    let us = time_us(5, 400, |i| {
+        let mut id = [1u8; 32];
+        id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        std::hint::black_box(Vote::build(&key, id, 5, 1));
+    });
+    rows.push(row("vote creation (work d1 + sign)", us, "µs", "ed25519-dalek sign 14 µs here", ""));
+    let us = time_us(5, 400, |i| {
+        assert!(votes[i % votes.len()].check(1).is_ok());
+    });
+    rows.push(row("vote verification (work + signature)", us, "µs", "ed25519-dalek verify 31 µs here", ""));
+    let bytes = Message::Vote(votes[0]).encode().map(|b| b.len()).unwrap_or(0);
+    rows.push(row("signed vote on the wire (canonical)", bytes as f64, "B", "paper: 72-144 B unsigned", "≤ 220 B"));
+}
+
+/// A core of `n` members, the provider offering espresso.
+fn setup(n: usize) -> (Vec<Keypair>, CoreConfig, Request) {
+    let keys: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed([(i % 251) as u8 + 1, (i / 251) as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])).collect();
+    let params = Params {
+        initial_units: 100 * UNITS_PER_COIN,
+        ..Params::default()
+    };
+    let config = CoreConfig {
+        params,
+        membership: Membership::new(keys.iter().map(|k| k.id()).collect()).expect("distinct"),
+        tracked: None,
+    };
+    let w = wallance_core::Wallet::genesis(keys[1].id(), &config.params);
+    let request = Request::build(
+        &keys[1],
+        RequestDraft {
+            service: "espresso".into(),
+            provider: keys[0].id(),
+            price: 2 * UNITS_PER_COIN,
+            time_ms: 1_000,
+            version: 0,
+            state: w.state,
+            shares_upto: 0,
+            received_upto: 0,
+            params: vec![],
+        },
+        1,
+    )
+    .expect("buildable");
+    (keys, config, request)
+}
+
+fn core_rows(rows: &mut Vec<Row>) {
+    for n in [8usize, 48] {
+        let (keys, config, request) = setup(n);
+        let id = request.id();
+        let votes: Vec<Message> = keys[2..]
+            .iter()
+            .map(|k| Message::Vote(Vote::build(k, id, 98 * UNITS_PER_COIN, 1).expect("solvable")))
+            .collect();
+        let offers = vec![ServiceOffer {
+            name: "espresso".into(),
+            price: 2 * UNITS_PER_COIN,
+            contract_hash: [0; 32],
+        }];
+        let mut per_vote = Vec::new();
+        let mut per_request = Vec::new();
+        for _ in 0..15 {
+            let mut provider = Core::new(config.clone(), keys[0].clone(), Snapshot::default(), 1_000);
+            provider.set_services(1_000, offers.clone());
+            while provider.poll_output().is_some() {}
+            let t = Instant::now();
+            let _ = provider.handle_message(1_000, Message::Request(request.clone()));
+            while provider.poll_output().is_some() {}
+            per_request.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            for v in &votes {
+                let _ = provider.handle_message(1_001, v.clone());
+                while provider.poll_output().is_some() {}
+            }
+            per_vote.push(t.elapsed().as_secs_f64() * 1e6 / votes.len() as f64);
+            assert_eq!(provider.wallet(&keys[1].id()).map(|w| w.version), Some(1), "the purchase committed");
+        }
+        rows.push(row(
+            format!("request check + own vote, {n} members"),
+            median(per_request),
+            "µs",
+            "",
+            "",
+        ));
+        rows.push(row(
+            format!("commit processing per vote, {n} members (incl. certificate)"),
+            median(per_vote),
+            "µs",
+            "verify dominates: 31 µs",
+            "",
+        ));
+    }
+}
+
+fn sim_rows(rows: &mut Vec<Row>, large: bool) {
+    let mut cases = vec![
+        (8usize, NetModel::lan(), "", "≤ 5 ms p50 (issue 3, real DDS)"),
+        (8, NetModel::wifi(), "paper: 300 ms at 8", ""),
+        (48, NetModel::wifi(), "paper: < 1 s at 48", ""),
+        (48, NetModel::wan(), "", ""),
+        (1_000, NetModel::wan(), "paper estimate: 2 s", "≤ 0.5 s"),
+    ];
+    if large {
+        cases.push((10_000, NetModel::wan(), "paper estimate: < 20 s", "≤ 5 s"));
+    }
+    for (n, net, anchor, target) in cases {
+        let purchases = if n >= 10_000 { 3 } else if n >= 1_000 { 5 } else { 20 };
+        let mut cfg = SimConfig::new(n, 42);
+        let name = net.name;
+        cfg.net = net;
+        cfg.mode = Mode::Latency {
+            purchases,
+            observers: 3,
+        };
+        cfg.duration_ms = 2_000 + 10_000 * purchases as u64 + 10_000;
+        cfg.quiet_ms = 1_000;
+        let r = simulate(cfg);
+        rows.push(row(
+            format!("simulated consensus p50, {n} members, {name} ({purchases} purchases)"),
+            r.p50_ms,
+            "ms",
+            anchor,
+            target,
+        ));
+        rows.push(row(
+            format!("simulated consensus p99, {n} members, {name}"),
+            r.p99_ms,
+            "ms",
+            "",
+            "",
+        ));
+        rows.push(row(
+            format!("received per node per purchase, {n} members, {name}"),
+            r.bytes_received_per_node / purchases as f64 / 1000.0,
+            "KB",
+            "",
+            "",
+        ));
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("{:<68} {:>12} {:<4}  {:<34} target", "measure", "median", "", "anchor");
+    for r in rows {
+        println!("{:<68} {:>12.3} {:<4}  {:<34} {}", r.name, r.value, r.unit, r.anchor, r.target);
+    }
+    println!();
+}
