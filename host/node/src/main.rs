@@ -1,9 +1,20 @@
-//! `wallance`: the one binary. Subcommands run the simulator, the
-//! benchmarks and (as they land) the node daemon, the local demo and the
-//! operator's commands.
+//! `wallance`: the one binary. The node daemon, a local demo network, the
+//! operator's commands, the simulator and the benchmarks.
 
+mod api;
 mod bench;
+mod client;
+mod config;
+mod daemon;
+mod dashboard;
+mod demo;
+mod init;
+mod metrics;
+mod sensor;
 mod simulate;
+mod view;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +27,39 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a local network of real nodes (separate processes, loopback DDS)
+    /// that earns coins and buys an espresso.
+    Demo(demo::Args),
+    /// Run one node of a network.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+        /// Print one line per commit and outcome on stdout.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Write keys and configs for a network of N members.
+    Init(init::Args),
+    /// Every wallet, as a node holds them.
+    Wallets(client::Conn),
+    /// The services on the network.
+    Services(client::Conn),
+    /// A node's health and counters.
+    Status(client::Conn),
+    /// Buy a service and wait for the contract's outcome.
+    Buy {
+        service: String,
+        /// Price in DCoin.
+        #[arg(long)]
+        price: f64,
+        /// Parameters for the contract, key=value.
+        #[arg(long = "param")]
+        params: Vec<String>,
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+        #[command(flatten)]
+        conn: client::Conn,
+    },
     /// Run a deterministic simulated network and report what it did.
     Simulate(simulate::Args),
     /// Measure the protocol's costs beside the paper's figures.
@@ -24,7 +68,33 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Node { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rustdds=warn".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Node { config, events } => daemon::run(
+            &config,
+            daemon::RunOptions {
+                announce_events: events,
+            },
+        ),
+        Command::Init(args) => init::run(args),
+        Command::Wallets(conn) => client::wallets(&conn),
+        Command::Services(conn) => client::services(&conn),
+        Command::Status(conn) => client::status(&conn),
+        Command::Buy {
+            service,
+            price,
+            params,
+            wait,
+            conn,
+        } => client::buy(&conn, &service, price, &params, wait).map(|_| ()),
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args),
     }

@@ -1,0 +1,15 @@
+//! Embeds the espresso contract (built from `contracts/espresso`) so that
+//! `wallance demo` runs from the binary alone.
+
+use wallance_guest_build::*;
+
+fn main() {
+    let repo = repo_root(2);
+    let target = guest_target_dir(&repo);
+    build_workspace(&repo.join("contracts"), &target);
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    std::fs::copy(wasm_path(&target, "espresso"), out.join("espresso.wasm")).expect("copy espresso.wasm");
+    for p in ["contracts/espresso/src", "contracts/espresso/Cargo.toml", "contracts/Cargo.toml", "sdk/src", "sdk/Cargo.toml", "wit"] {
+        rerun_if_changed(&repo.join(p));
+    }
+}

@@ -1,0 +1,620 @@
+//! `wallance node`: one member of a real network.
+//!
+//! One thread owns the [`Core`] and the store and runs the loop:
+//! take what arrived (DDS samples, API commands, finished contract runs),
+//! feed the core, then carry out its outputs — one durable redb commit for
+//! everything the step persisted, *then* the sends, then the events. The
+//! DDS reader thread, the HTTP API and the contract worker only talk to it
+//! through a channel, so the protocol stays single-threaded and replayable.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use tracing::{debug, info, warn};
+use wallance_core::msg::{Certificate, Message, ServiceOffer};
+use wallance_core::{Core, CoreConfig, Event, Hash, Keypair, MemberId, Output, UNITS_PER_COIN};
+use wallance_dds::{Networks, Transport, TransportConfig};
+use wallance_runtime::{
+    ContractStorage, DeviceGrants, Purchase, RegistryEvent, Runtime, RuntimeConfig, StorageError, StorageWrite,
+};
+use wallance_store::{KvWrite, Store};
+
+use crate::config::{Interfaces, Loaded, NodeConfig, load_or_create_key};
+use crate::sensor::Sensor;
+use crate::view::{self, ContractState, SharedView};
+
+/// Wall clock in ms since the Unix epoch: the only clock the core sees.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the loop is woken by.
+#[derive(Debug)]
+pub enum Cmd {
+    /// DDS samples are waiting.
+    Net,
+    Buy {
+        service: String,
+        provider: Option<MemberId>,
+        price: u64,
+        params: Vec<(String, String)>,
+        reply: tokio::sync::oneshot::Sender<Result<Hash, String>>,
+    },
+    ContractDone(Box<RunResult>),
+    Stop,
+}
+
+/// A finished contract run, with the storage writes to commit with it.
+#[derive(Debug)]
+pub struct RunResult {
+    idx: u32,
+    version: u64,
+    ok: bool,
+    body: String,
+    writes: Vec<KvWrite>,
+    fuel_used: u64,
+    elapsed_us: u64,
+    ack: SyncSender<()>,
+}
+
+/// Contract storage over the node's redb store. Reads go to the store;
+/// writes are held until the run's "done" marker commits with them, so a
+/// run's effects land exactly once even across a crash.
+struct NodeStorage {
+    store: Arc<RwLock<Store>>,
+    held: Mutex<Vec<KvWrite>>,
+}
+
+impl ContractStorage for NodeStorage {
+    fn get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let store = self.store.read().map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
+        store
+            .kv_get(service, key.as_bytes())
+            .map_err(|e| StorageError::Backend(e.to_string()))
+    }
+    fn keys(&self, service: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {
+        let store = self.store.read().map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
+        let keys = store
+            .kv_keys(service, prefix.as_bytes(), limit)
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
+        Ok(keys.into_iter().filter_map(|k| String::from_utf8(k).ok()).collect())
+    }
+    fn usage_bytes(&self, service: &str) -> Result<u64, StorageError> {
+        let store = self.store.read().map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
+        store.kv_usage(service).map_err(|e| StorageError::Backend(e.to_string()))
+    }
+    fn commit(&self, service: &str, writes: &[StorageWrite]) -> Result<(), StorageError> {
+        let mut held = self.held.lock().map_err(|_| StorageError::Backend("lock poisoned".into()))?;
+        held.extend(
+            writes
+                .iter()
+                .map(|w| (service.to_string(), w.key.as_bytes().to_vec(), w.value.clone())),
+        );
+        Ok(())
+    }
+}
+
+/// Options the `demo` and tests pass besides the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Print one line per commit and outcome on stdout (the demo reads them).
+    pub announce_events: bool,
+}
+
+pub fn run(config_path: &Path, opts: RunOptions) -> anyhow::Result<()> {
+    let loaded = NodeConfig::load(config_path)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("cannot install signal handlers")?;
+    }
+    Node::start(loaded, opts, stop)?.run()
+}
+
+struct Node {
+    core: Core,
+    key: Keypair,
+    store: Arc<RwLock<Store>>,
+    transport: Transport,
+    runtime: Runtime,
+    registry_events: Receiver<RegistryEvent>,
+    _watcher: wallance_runtime::ContractWatcher,
+    rx: Receiver<Cmd>,
+    net_pending: Arc<AtomicBool>,
+    jobs: Sender<Box<Certificate>>,
+    sensor: Sensor,
+    next_sensor: Instant,
+    sensor_period: Option<Duration>,
+    view: SharedView,
+    loaded: Loaded,
+    stop: Arc<AtomicBool>,
+    opts: RunOptions,
+    commits: VecDeque<view::CommitView>,
+    outcomes: VecDeque<view::OutcomeView>,
+    contracts: Vec<ContractState>,
+    kv_pending: Vec<KvWrite>,
+    acks: Vec<SyncSender<()>>,
+    started: Instant,
+    last_view: Instant,
+    dirty: bool,
+}
+
+impl Node {
+    fn start(loaded: Loaded, opts: RunOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Self> {
+        let data_dir = &loaded.data_dir;
+        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let key = load_or_create_key(data_dir)?;
+        let membership = loaded.network.membership()?;
+        let Some(my_idx) = membership.index_of(&key.id()) else {
+            bail!(
+                "this node's key {} is not a member of the network in {}: add it there (wallance init writes both)",
+                key.id().to_hex(),
+                loaded.config.network.display()
+            );
+        };
+        let store_path = data_dir.join("wallance.redb");
+        let (store, snapshot) = Store::open(&store_path, membership.members())
+            .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+        let tracked = match &loaded.config.light_members {
+            None => None,
+            Some(names) => {
+                let mut set = std::collections::HashSet::new();
+                for n in names {
+                    let idx = loaded
+                        .network
+                        .members
+                        .iter()
+                        .position(|m| &m.name == n)
+                        .with_context(|| format!("light_members: no member named {n:?}"))?;
+                    set.insert(idx as u32);
+                }
+                set.insert(my_idx);
+                Some(set)
+            }
+        };
+        let params = loaded.network.params.clone();
+        let mut core = Core::new(
+            CoreConfig {
+                params,
+                membership,
+                tracked,
+            },
+            key.clone(),
+            snapshot,
+            now_ms(),
+        );
+
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir: Some(data_dir.join("cache")),
+            ..RuntimeConfig::default()
+        })
+        .context("cannot start the contract runtime")?;
+        std::fs::create_dir_all(&loaded.contracts_dir)
+            .with_context(|| format!("cannot create contracts dir {}", loaded.contracts_dir.display()))?;
+        let registry_events = runtime.subscribe();
+        let mut contracts = Vec::new();
+        for (path, result) in runtime.load_dir(&loaded.contracts_dir) {
+            contracts.push(ContractState::from_load(&path, &result));
+            match result {
+                Ok(r) => info!(service = %r.info.name, price = r.info.price, cached = r.from_cache, "contract loaded from {}", path.display()),
+                Err(e) => warn!("contract {} rejected: {e}", path.display()),
+            }
+        }
+        let watcher = runtime
+            .watch(loaded.contracts_dir.clone())
+            .with_context(|| format!("cannot watch {}", loaded.contracts_dir.display()))?;
+        core.set_services(now_ms(), offers(&runtime));
+
+        let (tx, rx) = mpsc::channel();
+        let net_pending = Arc::new(AtomicBool::new(false));
+        let mut tcfg = TransportConfig::new(loaded.network.domain_id);
+        tcfg.networks = match loaded.config.interfaces {
+            Interfaces::All => Networks::All,
+            Interfaces::Loopback => Networks::Loopback,
+        };
+        {
+            let tx = tx.clone();
+            let flag = net_pending.clone();
+            tcfg.on_receive = Some(Arc::new(move || {
+                // Coalesce wake-ups: one pending `Net` is enough.
+                if !flag.swap(true, Ordering::AcqRel) {
+                    let _ = tx.send(Cmd::Net);
+                }
+            }));
+        }
+        let transport = Transport::new(tcfg).context("cannot join the DDS domain")?;
+
+        let store = Arc::new(RwLock::new(store));
+        let jobs = spawn_contract_worker(
+            runtime.clone(),
+            Arc::new(NodeStorage {
+                store: store.clone(),
+                held: Mutex::new(Vec::new()),
+            }),
+            DeviceGrants::from_config(&loaded.config.devices),
+            core.membership().clone(),
+            tx.clone(),
+        );
+        let view: SharedView = view::Hub::new();
+        crate::api::spawn(
+            loaded.config.api_listen,
+            loaded.config.api_token.clone(),
+            view.clone(),
+            tx.clone(),
+            Some(loaded.contracts_dir.clone()),
+        )?;
+        let sensor_period = (loaded.config.sensor.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / loaded.config.sensor.rate_hz));
+        let sensor = Sensor::new(&loaded.config.sensor)?;
+        let me = loaded.network.name_of(&key.id()).unwrap_or("?").to_string();
+        info!(member = %me, id = %key.id().to_hex(), api = %loaded.config.api_listen, "node started");
+        let _ = tx;
+        Ok(Self {
+            core,
+            key,
+            store,
+            transport,
+            runtime,
+            registry_events,
+            _watcher: watcher,
+            rx,
+            net_pending,
+            jobs,
+            sensor,
+            next_sensor: Instant::now(),
+            sensor_period,
+            view,
+            loaded,
+            stop,
+            opts,
+            commits: VecDeque::new(),
+            outcomes: VecDeque::new(),
+            contracts,
+            kv_pending: Vec::new(),
+            acks: Vec::new(),
+            started: Instant::now(),
+            last_view: Instant::now() - Duration::from_secs(1),
+            dirty: true,
+        })
+    }
+
+    fn run(mut self) -> anyhow::Result<()> {
+        let mut inbox = Vec::with_capacity(1024);
+        self.flush()?;
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let core_due = self.core.poll_timeout().saturating_sub(now_ms());
+            let mut wait = Duration::from_millis(core_due.min(100));
+            if let Some(_p) = self.sensor_period {
+                wait = wait.min(self.next_sensor.saturating_duration_since(now));
+            }
+            match self.rx.recv_timeout(wait) {
+                Ok(cmd) => self.on_cmd(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            // Everything else already waiting, without blocking.
+            while let Ok(cmd) = self.rx.try_recv() {
+                self.on_cmd(cmd);
+            }
+            self.net_pending.store(false, Ordering::Release);
+            loop {
+                inbox.clear();
+                if self.transport.try_recv_batch(&mut inbox, 1024) == 0 {
+                    break;
+                }
+                let now = now_ms();
+                for m in inbox.drain(..) {
+                    self.dirty = true;
+                    if let Err(r) = self.core.handle_message(now, m) {
+                        debug!(kind = r.kind, reason = r.reason, "message rejected");
+                    }
+                }
+            }
+            if let Some(period) = self.sensor_period
+                && Instant::now() >= self.next_sensor
+            {
+                self.next_sensor += period;
+                if self.next_sensor < Instant::now() {
+                    self.next_sensor = Instant::now() + period;
+                }
+                if let Some(value) = self.sensor.read() {
+                    let topic = self.loaded.config.sensor.topic.clone();
+                    self.core.publish_share(now_ms(), &topic, value);
+                    self.dirty = true;
+                }
+            }
+            while let Ok(ev) = self.registry_events.try_recv() {
+                self.on_registry(ev);
+            }
+            let now = now_ms();
+            if now >= self.core.poll_timeout() {
+                self.core.handle_timeout(now);
+            }
+            self.flush()?;
+            if self.dirty && self.last_view.elapsed() >= Duration::from_millis(50) {
+                self.publish_view();
+            }
+        }
+        info!("stopping: every acknowledged decision is already durable");
+        Ok(())
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Net => {}
+            Cmd::Buy {
+                service,
+                provider,
+                price,
+                params,
+                reply,
+            } => {
+                self.dirty = true;
+                let r = self
+                    .core
+                    .buy(now_ms(), &service, provider, price, params)
+                    .map(|r| r.id())
+                    .map_err(|e| e.to_string());
+                if let Ok(id) = &r {
+                    info!(service = %service, price, id = %hex::encode(&id[..6]), "purchase requested");
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::ContractDone(done) => {
+                self.dirty = true;
+                let RunResult {
+                    idx,
+                    version,
+                    ok,
+                    body,
+                    writes,
+                    fuel_used,
+                    elapsed_us,
+                    ack,
+                } = *done;
+                info!(requester = idx, version, ok, fuel_used, elapsed_us, "contract ran: {body}");
+                self.core.contract_done(now_ms(), idx, version, ok, &body);
+                self.kv_pending.extend(writes);
+                self.acks.push(ack);
+            }
+            Cmd::Stop => self.stop.store(true, Ordering::Relaxed),
+        }
+    }
+
+    fn on_registry(&mut self, ev: RegistryEvent) {
+        self.dirty = true;
+        match &ev {
+            RegistryEvent::LoadFailed { path, error } => {
+                warn!("contract {} rejected, the previous version keeps serving: {error}", path.display());
+                self.contracts.retain(|c| c.file != path.display().to_string());
+                self.contracts.push(ContractState::rejected(path, error));
+            }
+            RegistryEvent::Added(info) | RegistryEvent::Replaced { current: info, .. } => {
+                info!(service = %info.name, price = info.price, "contract (re)loaded");
+                self.contracts.retain(|c| c.service.as_deref() != Some(&info.name));
+                if let Some(src) = &info.source {
+                    self.contracts.retain(|c| c.file != src.display().to_string());
+                }
+                self.contracts.push(ContractState::loaded(info));
+            }
+            RegistryEvent::Removed(info) => {
+                info!(service = %info.name, "contract removed");
+                self.contracts.retain(|c| c.service.as_deref() != Some(&info.name));
+            }
+            _ => {}
+        }
+        self.core.set_services(now_ms(), offers(&self.runtime));
+    }
+
+    /// Carries out the core's outputs: durable first, then sends, then events.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let mut batch = Vec::new();
+        let mut sends = Vec::new();
+        let mut events = Vec::new();
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Persist(b) => batch.extend(b),
+                Output::Send(m) => sends.push(m),
+                Output::Event(e) => events.push(e),
+            }
+        }
+        if !batch.is_empty() || !self.kv_pending.is_empty() {
+            let kv = std::mem::take(&mut self.kv_pending);
+            let mut store = self.store.write().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+            // A store that cannot commit must stop the node: sending what is
+            // not durable could make it vote twice after a restart.
+            store
+                .commit_with_kv(&batch, &kv)
+                .with_context(|| format!("store commit failed ({})", store.path().display()))?;
+        }
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(());
+        }
+        for m in &sends {
+            if let Err(e) = self.transport.send(m) {
+                warn!(kind = m.kind(), "send failed: {e}");
+            }
+        }
+        for e in events {
+            self.on_event(e);
+        }
+        Ok(())
+    }
+
+    fn name(&self, id: &MemberId) -> String {
+        self.loaded.network.name_of(id).map(str::to_string).unwrap_or_else(|| id.short())
+    }
+
+    fn on_event(&mut self, e: Event) {
+        self.dirty = true;
+        match e {
+            Event::Committed {
+                requester,
+                version,
+                request_id,
+                service,
+                provider,
+                price,
+                remaining,
+                latency_ms,
+                from_certificate,
+            } => {
+                let c = view::CommitView {
+                    requester: self.name(&requester),
+                    requester_id: requester.to_hex(),
+                    version,
+                    request_id: hex::encode(request_id),
+                    service: service.clone(),
+                    provider: self.name(&provider),
+                    price,
+                    remaining,
+                    latency_ms,
+                    from_certificate,
+                    at_ms: now_ms(),
+                };
+                if self.opts.announce_events {
+                    println!(
+                        "COMMIT {} {} v{} {} {} price={} remaining={} latency_ms={}",
+                        c.request_id, c.requester, version, service, c.provider, price, remaining, latency_ms
+                    );
+                }
+                info!(requester = %c.requester, version, service = %service, latency_ms, "committed");
+                self.commits.push_front(c);
+                self.commits.truncate(200);
+            }
+            Event::RunContract(cert) => {
+                let _ = self.jobs.send(cert);
+            }
+            Event::Outcome(o) => {
+                let v = view::OutcomeView {
+                    request_id: hex::encode(o.request_id),
+                    provider: self.name(&o.provider),
+                    requester: self.name(&o.requester),
+                    version: o.version,
+                    ok: o.ok,
+                    body: o.body.clone(),
+                    at_ms: now_ms(),
+                };
+                if self.opts.announce_events {
+                    println!("OUTCOME {} ok={} {}", v.request_id, v.ok, v.body);
+                }
+                info!(provider = %v.provider, ok = v.ok, "outcome: {}", v.body);
+                self.outcomes.push_front(v);
+                self.outcomes.truncate(200);
+            }
+            Event::ServicesChanged => {}
+        }
+    }
+
+    fn publish_view(&mut self) {
+        self.dirty = false;
+        self.last_view = Instant::now();
+        let v = view::build(
+            &self.core,
+            &self.loaded.network,
+            &self.key,
+            &self.commits,
+            &self.outcomes,
+            &self.contracts,
+            &self.transport,
+            &self.store,
+            self.started,
+        );
+        self.view.publish(v);
+    }
+}
+
+fn offers(runtime: &Runtime) -> Vec<ServiceOffer> {
+    runtime
+        .services()
+        .into_iter()
+        .map(|s| ServiceOffer {
+            name: s.name,
+            price: s.price,
+            contract_hash: s.contract_hash,
+        })
+        .collect()
+}
+
+/// Runs contracts one at a time, off the consensus loop. Each run waits for
+/// its effects to be committed before the next one reads the store.
+fn spawn_contract_worker(
+    runtime: Runtime,
+    storage: Arc<NodeStorage>,
+    grants: DeviceGrants,
+    membership: wallance_core::Membership,
+    tx: Sender<Cmd>,
+) -> Sender<Box<Certificate>> {
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Box<Certificate>>();
+    std::thread::Builder::new()
+        .name("contracts".into())
+        .spawn(move || {
+            let dyn_storage: Arc<dyn ContractStorage> = storage.clone();
+            for cert in jobs_rx {
+                let Some(idx) = membership.index_of(&cert.request.requester) else {
+                    continue;
+                };
+                let version = cert.new_version();
+                let purchase = Purchase {
+                    buyer: cert.request.requester.0,
+                    price: cert.request.price,
+                    consensus_time_ms: cert.request.time_ms,
+                    certificate: cert.digest(),
+                    params: cert.request.params.clone(),
+                };
+                let service = cert.request.service.clone();
+                let devices = grants.for_service(&service);
+                if let Ok(mut held) = storage.held.lock() {
+                    held.clear();
+                }
+                let (ok, body, fuel_used, elapsed_us) = match runtime.invoke(&service, &purchase, &dyn_storage, &devices) {
+                    Ok(outcome) => {
+                        let fuel = outcome.fuel_used;
+                        let us = outcome.elapsed.as_micros() as u64;
+                        match outcome.result {
+                            Ok(out) => (true, render_output(&out), fuel, us),
+                            Err(refusal) => (false, refusal, fuel, us),
+                        }
+                    }
+                    Err(e) => (false, format!("the contract failed: {e}"), 0, 0),
+                };
+                let writes = storage.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
+                let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+                let done = RunResult {
+                    idx,
+                    version,
+                    ok,
+                    body,
+                    writes,
+                    fuel_used,
+                    elapsed_us,
+                    ack: ack_tx,
+                };
+                if tx.send(Cmd::ContractDone(Box::new(done))).is_err() {
+                    return;
+                }
+                if ack_rx.recv().is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning a thread only fails when the OS is out of resources");
+    jobs_tx
+}
+
+fn render_output(out: &wallance_runtime::ContractOutput) -> String {
+    if out.data.is_empty() {
+        return out.message.clone();
+    }
+    let data: Vec<String> = out.data.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{} ({})", out.message, data.join(", "))
+}
+
+/// Formats units as DCoin for humans.
+pub fn coins(units: u64) -> String {
+    format!("{:.2}", units as f64 / UNITS_PER_COIN as f64)
+}

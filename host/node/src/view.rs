@@ -1,0 +1,271 @@
+//! What the node shows: a snapshot the loop rebuilds after changes and the
+//! API serves as JSON (the loop never blocks on a reader).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use wallance_core::{Core, Keypair};
+use wallance_dds::Transport;
+use wallance_runtime::{LoadError, LoadReport, ServiceInfo};
+use wallance_store::Store;
+
+use crate::config::NetworkFile;
+
+pub type SharedView = Arc<Hub>;
+
+/// The latest view and a version counter live listeners wait on.
+#[derive(Debug)]
+pub struct Hub {
+    pub view: RwLock<Arc<View>>,
+    pub version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Hub {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            view: RwLock::new(Arc::new(View::default())),
+            version: tokio::sync::watch::channel(0).0,
+        })
+    }
+    pub fn publish(&self, v: View) {
+        if let Ok(mut w) = self.view.write() {
+            *w = Arc::new(v);
+        }
+        self.version.send_modify(|n| *n += 1);
+    }
+    pub fn get(&self) -> Arc<View> {
+        self.view.read().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct View {
+    pub me: String,
+    pub id: String,
+    pub uptime_s: u64,
+    pub members: usize,
+    pub quorum: usize,
+    pub wallets: Vec<WalletView>,
+    pub pending: Vec<PendingView>,
+    pub commits: Vec<CommitView>,
+    pub outcomes: Vec<OutcomeView>,
+    pub services: Vec<ServiceView>,
+    pub contracts: Vec<ContractState>,
+    pub peers: PeersView,
+    pub stats: StatsView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletView {
+    pub name: String,
+    pub id: String,
+    pub version: u64,
+    pub state: String,
+    pub balance: u64,
+    pub spendable: u64,
+    pub shares: u64,
+    pub received: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingView {
+    pub request_id: String,
+    pub requester: String,
+    pub service: String,
+    pub price: u64,
+    pub version: u64,
+    pub waiting: bool,
+    pub time_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitView {
+    pub requester: String,
+    pub requester_id: String,
+    pub version: u64,
+    pub request_id: String,
+    pub service: String,
+    pub provider: String,
+    pub price: u64,
+    pub remaining: u64,
+    pub latency_ms: u64,
+    pub from_certificate: bool,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeView {
+    pub request_id: String,
+    pub provider: String,
+    pub requester: String,
+    pub version: u64,
+    pub ok: bool,
+    pub body: String,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub price: u64,
+    pub provider: String,
+    pub provider_id: String,
+    pub contract_hash: String,
+}
+
+/// A file in the contracts folder: loaded, or rejected and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContractState {
+    pub file: String,
+    pub service: Option<String>,
+    pub price: Option<u64>,
+    pub description: Option<String>,
+    pub version: Option<String>,
+    pub contract_hash: Option<String>,
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub at_ms: u64,
+}
+
+impl ContractState {
+    pub fn loaded(info: &ServiceInfo) -> Self {
+        Self {
+            file: info.source.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            service: Some(info.name.clone()),
+            price: Some(info.price),
+            description: Some(info.description.clone()),
+            version: Some(info.version.clone()),
+            contract_hash: Some(hex::encode(info.contract_hash)),
+            status: "loaded",
+            error: None,
+            at_ms: crate::daemon::now_ms(),
+        }
+    }
+    pub fn rejected(path: &Path, error: &str) -> Self {
+        Self {
+            file: path.display().to_string(),
+            service: None,
+            price: None,
+            description: None,
+            version: None,
+            contract_hash: None,
+            status: "rejected",
+            error: Some(error.to_string()),
+            at_ms: crate::daemon::now_ms(),
+        }
+    }
+    pub fn from_load(path: &Path, r: &Result<LoadReport, LoadError>) -> Self {
+        match r {
+            Ok(rep) => Self::loaded(&rep.info),
+            Err(e) => Self::rejected(path, &e.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PeersView {
+    pub dds_participants: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatsView {
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    pub votes_sent: u64,
+    pub votes_received: u64,
+    pub shares_received: u64,
+    pub commits: u64,
+    pub certificates_applied: u64,
+    pub duplicates: u64,
+    pub messages_sent: u64,
+    pub dds_received: u64,
+    pub dds_malformed: u64,
+    pub store_bytes: u64,
+    pub contract_runs: u64,
+    pub contract_failures: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    core: &Core,
+    network: &NetworkFile,
+    key: &Keypair,
+    commits: &VecDeque<CommitView>,
+    outcomes: &VecDeque<OutcomeView>,
+    contracts: &[ContractState],
+    transport: &Transport,
+    store: &RwLock<Store>,
+    started: Instant,
+) -> View {
+    let name = |id: &wallance_core::MemberId| network.name_of(id).map(str::to_string).unwrap_or_else(|| id.short());
+    let params = core.params();
+    let s = core.stats();
+    let t = transport.stats();
+    let store_bytes = store.read().ok().and_then(|s| std::fs::metadata(s.path()).ok()).map(|m| m.len()).unwrap_or(0);
+    let runs = core.runs();
+    View {
+        me: name(&key.id()),
+        id: key.id().to_hex(),
+        uptime_s: started.elapsed().as_secs(),
+        members: core.membership().len(),
+        quorum: core.membership().quorum_count(params),
+        wallets: core
+            .wallets()
+            .map(|w| WalletView {
+                name: name(&w.id),
+                id: w.id.to_hex(),
+                version: w.version,
+                state: hex::encode(w.state),
+                balance: w.balance,
+                spendable: w.spendable(params),
+                shares: w.shares_seen,
+                received: w.received,
+            })
+            .collect(),
+        pending: core
+            .pending_requests()
+            .map(|(r, parked)| PendingView {
+                request_id: hex::encode(r.id()),
+                requester: name(&r.requester),
+                service: r.service.clone(),
+                price: r.price,
+                version: r.version,
+                waiting: parked,
+                time_ms: r.time_ms,
+            })
+            .collect(),
+        commits: commits.iter().cloned().collect(),
+        outcomes: outcomes.iter().cloned().collect(),
+        services: core
+            .services()
+            .map(|(p, s)| ServiceView {
+                name: s.name.clone(),
+                price: s.price,
+                provider: name(p),
+                provider_id: p.to_hex(),
+                contract_hash: hex::encode(s.contract_hash),
+            })
+            .collect(),
+        contracts: contracts.to_vec(),
+        peers: PeersView {
+            dds_participants: transport.discovered_participants(),
+        },
+        stats: StatsView {
+            rejected: s.rejected.clone(),
+            votes_sent: s.votes_sent,
+            votes_received: s.votes_received,
+            shares_received: s.shares_received,
+            commits: s.commits,
+            certificates_applied: s.certificates_applied,
+            duplicates: s.duplicates,
+            messages_sent: s.messages_sent,
+            dds_received: t.received(),
+            dds_malformed: t.malformed(),
+            store_bytes,
+            contract_runs: runs.values().filter(|r| r.done.is_some()).count() as u64,
+            contract_failures: runs.values().filter(|r| matches!(&r.done, Some((false, _)))).count() as u64,
+        },
+    }
+}
