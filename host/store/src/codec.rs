@@ -309,7 +309,12 @@ mod tests {
         assert!(Cursor::new(&eleven).varint("x").is_err());
         let mut too_big = vec![0xffu8; 9];
         too_big.push(0x02);
-        assert!(Cursor::new(&too_big).varint("x").unwrap_err().contains("overflow"));
+        assert!(
+            Cursor::new(&too_big)
+                .varint("x")
+                .unwrap_err()
+                .contains("overflow")
+        );
     }
 
     #[test]

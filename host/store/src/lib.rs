@@ -32,8 +32,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -123,6 +123,15 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
+    #[error(
+        "{path}: wallet for index {idx} has ID {found}, but the membership has {expected} there"
+    )]
+    WrongMember {
+        path: PathBuf,
+        idx: u32,
+        found: String,
+        expected: String,
+    },
     #[error("{path}: cannot store {what}: a field is over its size limit")]
     TooLarge { path: PathBuf, what: &'static str },
     #[error("{path}: {context}: {source}")]
@@ -197,7 +206,10 @@ fn begin_write(db: &Database, path: &Path) -> Result<WriteTransaction, StoreErro
     Ok(txn)
 }
 
-fn db_err<E: Into<redb::Error>>(path: &Path, context: &'static str) -> impl FnOnce(E) -> StoreError {
+fn db_err<E: Into<redb::Error>>(
+    path: &Path,
+    context: &'static str,
+) -> impl FnOnce(E) -> StoreError {
     let path = path.to_owned();
     move |e| StoreError::Db {
         path,
@@ -357,7 +369,9 @@ impl Store {
             let e = db_err::<redb::TableError>;
             let mut meta = txn.open_table(META).map_err(e(path, "create meta"))?;
             let put = |meta: &mut redb::Table<&str, &[u8]>, k: &str, v: &[u8]| {
-                meta.insert(k, v).map(drop).map_err(db_err(path, "write meta"))
+                meta.insert(k, v)
+                    .map(drop)
+                    .map_err(db_err(path, "write meta"))
             };
             put(&mut meta, META_MAGIC, MAGIC)?;
             put(&mut meta, META_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
@@ -365,14 +379,19 @@ impl Store {
             put(&mut meta, META_SHARE_SEQ, &0u64.to_le_bytes())?;
             put(&mut meta, META_ANNOUNCE_SEQ, &0u64.to_le_bytes())?;
             txn.open_table(WALLETS).map_err(e(path, "create wallets"))?;
-            txn.open_table(MY_VOTES).map_err(e(path, "create my_votes"))?;
-            txn.open_table(REQUESTS).map_err(e(path, "create requests"))?;
+            txn.open_table(MY_VOTES)
+                .map_err(e(path, "create my_votes"))?;
+            txn.open_table(REQUESTS)
+                .map_err(e(path, "create requests"))?;
             txn.open_table(VOTES).map_err(e(path, "create votes"))?;
             txn.open_table(CERTS).map_err(e(path, "create certs"))?;
             txn.open_table(RUNS).map_err(e(path, "create runs"))?;
-            txn.open_table(RUN_OUTCOMES).map_err(e(path, "create run_outcomes"))?;
-            txn.open_table(ANNOUNCES).map_err(e(path, "create announces"))?;
-            txn.open_table(CONTRACT_KV).map_err(e(path, "create contract_kv"))?;
+            txn.open_table(RUN_OUTCOMES)
+                .map_err(e(path, "create run_outcomes"))?;
+            txn.open_table(ANNOUNCES)
+                .map_err(e(path, "create announces"))?;
+            txn.open_table(CONTRACT_KV)
+                .map_err(e(path, "create contract_kv"))?;
         }
         txn.commit().map_err(db_err(path, "commit the new store"))
     }
@@ -390,7 +409,7 @@ impl Store {
         let path = &self.path;
         let txn = begin_write(&self.db, path)?;
         for change in batch {
-            apply_change(&txn, path, change)?;
+            apply_change(&txn, path, &self.members, change)?;
         }
         if !kv.is_empty() {
             let mut table = txn
@@ -435,7 +454,9 @@ impl Store {
         let txn = begin_write(&self.db, path)?;
         let db_stats = txn.stats().map_err(db_err(path, "read stats"))?;
         let (wallets, t) = {
-            let table = txn.open_table(WALLETS).map_err(db_err(path, "open wallets"))?;
+            let table = txn
+                .open_table(WALLETS)
+                .map_err(db_err(path, "open wallets"))?;
             let n = table.len().map_err(db_err(path, "count wallets"))?;
             (n, table.stats().map_err(db_err(path, "read stats"))?)
         };
@@ -630,7 +651,12 @@ impl Loader<'_> {
 }
 
 /// One change, written exactly as `Snapshot::apply` applies it.
-fn apply_change(txn: &WriteTransaction, path: &Path, change: &Change) -> Result<(), StoreError> {
+fn apply_change(
+    txn: &WriteTransaction,
+    path: &Path,
+    members: &[MemberId],
+    change: &Change,
+) -> Result<(), StoreError> {
     let open = |what: &'static str| db_err::<redb::TableError>(path, what);
     let write = |what: &'static str| db_err::<redb::StorageError>(path, what);
     let encode = |msg: Message, what: &'static str| {
@@ -641,6 +667,20 @@ fn apply_change(txn: &WriteTransaction, path: &Path, change: &Change) -> Result<
     };
     match change {
         Change::Wallet { idx, wallet } => {
+            // The ID is not stored but taken from the membership on load, so
+            // a wallet under another member's index must not get in.
+            let expected = members.get(*idx as usize);
+            if expected != Some(&wallet.id) {
+                return Err(StoreError::WrongMember {
+                    path: path.to_owned(),
+                    idx: *idx,
+                    found: wallet.id.to_hex(),
+                    expected: expected.map_or_else(
+                        || format!("no member (it has {})", members.len()),
+                        |id| id.to_hex(),
+                    ),
+                });
+            }
             txn.open_table(WALLETS)
                 .map_err(open("open wallets"))?
                 .insert(*idx, codec::encode_wallet(wallet).as_slice())
@@ -733,7 +773,10 @@ fn apply_change(txn: &WriteTransaction, path: &Path, change: &Change) -> Result<
             if pending {
                 txn.open_table(RUN_OUTCOMES)
                     .map_err(open("open run_outcomes"))?
-                    .insert((*idx, *version), codec::encode_outcome(*ok, body).as_slice())
+                    .insert(
+                        (*idx, *version),
+                        codec::encode_outcome(*ok, body).as_slice(),
+                    )
                     .map_err(write("write a run outcome"))?;
             }
         }
