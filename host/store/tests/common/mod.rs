@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod workload;
+
 use proptest::prelude::*;
 use wallance_core::msg::{Announce, CertVote, Certificate, Request, ServiceOffer, Vote};
 use wallance_core::{Change, MemberId, Params, Signature, Wallet};
