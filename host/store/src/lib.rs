@@ -32,7 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
     TableDefinition, TableHandle, WriteTransaction,
 };
 use sha2::{Digest, Sha256};
@@ -408,20 +408,13 @@ impl Store {
     pub fn commit_with_kv(&mut self, batch: &[Change], kv: &[KvWrite]) -> Result<(), StoreError> {
         let path = &self.path;
         let txn = begin_write(&self.db, path)?;
-        for change in batch {
-            apply_change(&txn, path, &self.members, change)?;
-        }
-        if !kv.is_empty() {
-            let mut table = txn
-                .open_table(CONTRACT_KV)
-                .map_err(db_err(path, "open contract_kv"))?;
-            for (contract, key, value) in kv {
-                let k = (contract.as_str(), key.as_slice());
-                match value {
-                    Some(v) => table.insert(k, v.as_slice()).map(drop),
-                    None => table.remove(k).map(drop),
-                }
-                .map_err(db_err(path, "write contract_kv"))?;
+        {
+            let mut tables = Tables::new(&txn, path);
+            for change in batch {
+                tables.apply(&self.members, change)?;
+            }
+            for write in kv {
+                tables.kv_write(write)?;
             }
         }
         // Dropping an uncommitted transaction on an error above aborts it.
@@ -650,157 +643,202 @@ impl Loader<'_> {
     }
 }
 
-/// One change, written exactly as `Snapshot::apply` applies it.
-fn apply_change(
-    txn: &WriteTransaction,
+/// The tables of one write transaction, each opened on first use and kept
+/// open for the rest of the batch (opening is a lookup in redb's table tree,
+/// not free when a bulk load writes a million wallets).
+struct Tables<'t> {
+    txn: &'t WriteTransaction,
+    path: &'t Path,
+    meta: Option<Table<'t, &'static str, &'static [u8]>>,
+    wallets: Option<Table<'t, u32, &'static [u8]>>,
+    my_votes: Option<Table<'t, u32, &'static [u8]>>,
+    requests: Option<Table<'t, [u8; 32], &'static [u8]>>,
+    votes: Option<Table<'t, ([u8; 32], [u8; 32]), &'static [u8]>>,
+    certs: Option<Table<'t, (u32, u64), &'static [u8]>>,
+    runs: Option<Table<'t, (u32, u64), &'static [u8]>>,
+    run_outcomes: Option<Table<'t, (u32, u64), &'static [u8]>>,
+    announces: Option<Table<'t, [u8; 32], &'static [u8]>>,
+    contract_kv: Option<Table<'t, (&'static str, &'static [u8]), &'static [u8]>>,
+}
+
+fn table<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<Table<'t, K, V>>,
+    txn: &'t WriteTransaction,
     path: &Path,
-    members: &[MemberId],
-    change: &Change,
-) -> Result<(), StoreError> {
-    let open = |what: &'static str| db_err::<redb::TableError>(path, what);
-    let write = |what: &'static str| db_err::<redb::StorageError>(path, what);
-    let encode = |msg: Message, what: &'static str| {
-        codec::encode_message(&msg).ok_or_else(|| StoreError::TooLarge {
-            path: path.to_owned(),
-            what,
-        })
-    };
-    match change {
-        Change::Wallet { idx, wallet } => {
-            // The ID is not stored but taken from the membership on load, so
-            // a wallet under another member's index must not get in.
-            let expected = members.get(*idx as usize);
-            if expected != Some(&wallet.id) {
-                return Err(StoreError::WrongMember {
-                    path: path.to_owned(),
-                    idx: *idx,
-                    found: wallet.id.to_hex(),
-                    expected: expected.map_or_else(
-                        || format!("no member (it has {})", members.len()),
-                        |id| id.to_hex(),
-                    ),
-                });
-            }
-            txn.open_table(WALLETS)
-                .map_err(open("open wallets"))?
-                .insert(*idx, codec::encode_wallet(wallet).as_slice())
-                .map_err(write("write a wallet"))?;
-        }
-        Change::MyVote {
-            requester_idx,
-            version,
-            vote,
-        } => {
-            txn.open_table(MY_VOTES)
-                .map_err(open("open my_votes"))?
-                .insert(
-                    *requester_idx,
-                    codec::encode_my_vote(*version, vote).as_slice(),
-                )
-                .map_err(write("write my vote"))?;
-        }
-        Change::PutRequest(r) => {
-            let bytes = encode(Message::Request((**r).clone()), "a request")?;
-            txn.open_table(REQUESTS)
-                .map_err(open("open requests"))?
-                .insert(r.id(), bytes.as_slice())
-                .map_err(write("write a request"))?;
-        }
-        Change::DropRequest(id) => {
-            txn.open_table(REQUESTS)
-                .map_err(open("open requests"))?
-                .remove(id)
-                .map_err(write("drop a request"))?;
-        }
-        Change::PutVote(v) => {
-            let bytes = encode(Message::Vote(*v), "a vote")?;
-            txn.open_table(VOTES)
-                .map_err(open("open votes"))?
-                .insert((v.request_id, v.voter.0), bytes.as_slice())
-                .map_err(write("write a vote"))?;
-        }
-        Change::DropVotes(id) => {
-            let mut t = txn.open_table(VOTES).map_err(open("open votes"))?;
-            let keys = t
-                .range((*id, [0; 32])..=(*id, [0xff; 32]))
-                .map_err(write("find votes"))?
-                .map(|row| row.map(|(k, _)| k.value()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(write("find votes"))?;
-            for k in keys {
-                t.remove(k).map_err(write("drop a vote"))?;
-            }
-        }
-        Change::PutCert { idx, version, cert } => {
-            let bytes = encode(Message::Certificate(cert.clone()), "a certificate")?;
-            txn.open_table(CERTS)
-                .map_err(open("open certs"))?
-                .insert((*idx, *version), bytes.as_slice())
-                .map_err(write("write a certificate"))?;
-        }
-        Change::DropCert { idx, version } => {
-            txn.open_table(CERTS)
-                .map_err(open("open certs"))?
-                .remove((*idx, *version))
-                .map_err(write("drop a certificate"))?;
-        }
-        Change::RunPending { idx, version, cert } => {
-            let mut t = txn.open_table(RUNS).map_err(open("open runs"))?;
-            // A run is recorded once: a repeat keeps the first certificate
-            // and whatever outcome it has.
-            if t.get((*idx, *version))
-                .map_err(write("read a run"))?
-                .is_none()
-            {
-                let bytes = encode(Message::Certificate(cert.clone()), "a certificate")?;
-                t.insert((*idx, *version), bytes.as_slice())
-                    .map_err(write("write a run"))?;
-            }
-        }
-        Change::RunDone {
-            idx,
-            version,
-            ok,
-            body,
-        } => {
-            let pending = txn
-                .open_table(RUNS)
-                .map_err(open("open runs"))?
-                .get((*idx, *version))
-                .map_err(write("read a run"))?
-                .is_some();
-            // An outcome for a run never recorded is dropped, as in the core.
-            if pending {
-                txn.open_table(RUN_OUTCOMES)
-                    .map_err(open("open run_outcomes"))?
-                    .insert(
-                        (*idx, *version),
-                        codec::encode_outcome(*ok, body).as_slice(),
-                    )
-                    .map_err(write("write a run outcome"))?;
-            }
-        }
-        Change::Announce(a) => {
-            let bytes = encode(Message::Announce(a.clone()), "an announce")?;
-            txn.open_table(ANNOUNCES)
-                .map_err(open("open announces"))?
-                .insert(a.provider.0, bytes.as_slice())
-                .map_err(write("write an announce"))?;
-        }
-        Change::ShareSeq(s) => {
-            txn.open_table(META)
-                .map_err(open("open meta"))?
-                .insert(META_SHARE_SEQ, s.to_le_bytes().as_slice())
-                .map_err(write("write share_seq"))?;
-        }
-        Change::AnnounceSeq(s) => {
-            txn.open_table(META)
-                .map_err(open("open meta"))?
-                .insert(META_ANNOUNCE_SEQ, s.to_le_bytes().as_slice())
-                .map_err(write("write announce_seq"))?;
+    def: TableDefinition<K, V>,
+) -> Result<&'s mut Table<'t, K, V>, StoreError> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(def).map_err(db_err(path, "open a table"))?);
+    }
+    // Set just above when it was empty.
+    Ok(slot.as_mut().expect("table is open"))
+}
+
+impl<'t> Tables<'t> {
+    fn new(txn: &'t WriteTransaction, path: &'t Path) -> Self {
+        Self {
+            txn,
+            path,
+            meta: None,
+            wallets: None,
+            my_votes: None,
+            requests: None,
+            votes: None,
+            certs: None,
+            runs: None,
+            run_outcomes: None,
+            announces: None,
+            contract_kv: None,
         }
     }
-    Ok(())
+
+    /// One change, written exactly as `Snapshot::apply` applies it.
+    fn apply(&mut self, members: &[MemberId], change: &Change) -> Result<(), StoreError> {
+        let (txn, path) = (self.txn, self.path);
+        let write = |what: &'static str| db_err::<redb::StorageError>(path, what);
+        let encode = |msg: Message, what: &'static str| {
+            codec::encode_message(&msg).ok_or_else(|| StoreError::TooLarge {
+                path: path.to_owned(),
+                what,
+            })
+        };
+        match change {
+            Change::Wallet { idx, wallet } => {
+                // The ID is not stored but taken from the membership on
+                // load, so a wallet under another member's index must not
+                // get in.
+                let expected = members.get(*idx as usize);
+                if expected != Some(&wallet.id) {
+                    return Err(StoreError::WrongMember {
+                        path: path.to_owned(),
+                        idx: *idx,
+                        found: wallet.id.to_hex(),
+                        expected: expected.map_or_else(
+                            || format!("no member (it has {})", members.len()),
+                            |id| id.to_hex(),
+                        ),
+                    });
+                }
+                table(&mut self.wallets, txn, path, WALLETS)?
+                    .insert(*idx, codec::encode_wallet(wallet).as_slice())
+                    .map_err(write("write a wallet"))?;
+            }
+            Change::MyVote {
+                requester_idx,
+                version,
+                vote,
+            } => {
+                table(&mut self.my_votes, txn, path, MY_VOTES)?
+                    .insert(
+                        *requester_idx,
+                        codec::encode_my_vote(*version, vote).as_slice(),
+                    )
+                    .map_err(write("write my vote"))?;
+            }
+            Change::PutRequest(r) => {
+                let bytes = encode(Message::Request((**r).clone()), "a request")?;
+                table(&mut self.requests, txn, path, REQUESTS)?
+                    .insert(r.id(), bytes.as_slice())
+                    .map_err(write("write a request"))?;
+            }
+            Change::DropRequest(id) => {
+                table(&mut self.requests, txn, path, REQUESTS)?
+                    .remove(id)
+                    .map_err(write("drop a request"))?;
+            }
+            Change::PutVote(v) => {
+                let bytes = encode(Message::Vote(*v), "a vote")?;
+                table(&mut self.votes, txn, path, VOTES)?
+                    .insert((v.request_id, v.voter.0), bytes.as_slice())
+                    .map_err(write("write a vote"))?;
+            }
+            Change::DropVotes(id) => {
+                let t = table(&mut self.votes, txn, path, VOTES)?;
+                let keys = t
+                    .range((*id, [0; 32])..=(*id, [0xff; 32]))
+                    .map_err(write("find votes"))?
+                    .map(|row| row.map(|(k, _)| k.value()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(write("find votes"))?;
+                for k in keys {
+                    t.remove(k).map_err(write("drop a vote"))?;
+                }
+            }
+            Change::PutCert { idx, version, cert } => {
+                let bytes = encode(Message::Certificate(cert.clone()), "a certificate")?;
+                table(&mut self.certs, txn, path, CERTS)?
+                    .insert((*idx, *version), bytes.as_slice())
+                    .map_err(write("write a certificate"))?;
+            }
+            Change::DropCert { idx, version } => {
+                table(&mut self.certs, txn, path, CERTS)?
+                    .remove((*idx, *version))
+                    .map_err(write("drop a certificate"))?;
+            }
+            Change::RunPending { idx, version, cert } => {
+                let t = table(&mut self.runs, txn, path, RUNS)?;
+                // A run is recorded once: a repeat keeps the first
+                // certificate and whatever outcome it has.
+                if t.get((*idx, *version))
+                    .map_err(write("read a run"))?
+                    .is_none()
+                {
+                    let bytes = encode(Message::Certificate(cert.clone()), "a certificate")?;
+                    t.insert((*idx, *version), bytes.as_slice())
+                        .map_err(write("write a run"))?;
+                }
+            }
+            Change::RunDone {
+                idx,
+                version,
+                ok,
+                body,
+            } => {
+                let pending = table(&mut self.runs, txn, path, RUNS)?
+                    .get((*idx, *version))
+                    .map_err(write("read a run"))?
+                    .is_some();
+                // An outcome for a run never recorded is dropped, as in the
+                // core.
+                if pending {
+                    table(&mut self.run_outcomes, txn, path, RUN_OUTCOMES)?
+                        .insert(
+                            (*idx, *version),
+                            codec::encode_outcome(*ok, body).as_slice(),
+                        )
+                        .map_err(write("write a run outcome"))?;
+                }
+            }
+            Change::Announce(a) => {
+                let bytes = encode(Message::Announce(a.clone()), "an announce")?;
+                table(&mut self.announces, txn, path, ANNOUNCES)?
+                    .insert(a.provider.0, bytes.as_slice())
+                    .map_err(write("write an announce"))?;
+            }
+            Change::ShareSeq(s) => {
+                table(&mut self.meta, txn, path, META)?
+                    .insert(META_SHARE_SEQ, s.to_le_bytes().as_slice())
+                    .map_err(write("write share_seq"))?;
+            }
+            Change::AnnounceSeq(s) => {
+                table(&mut self.meta, txn, path, META)?
+                    .insert(META_ANNOUNCE_SEQ, s.to_le_bytes().as_slice())
+                    .map_err(write("write announce_seq"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn kv_write(&mut self, (contract, key, value): &KvWrite) -> Result<(), StoreError> {
+        let (txn, path) = (self.txn, self.path);
+        let t = table(&mut self.contract_kv, txn, path, CONTRACT_KV)?;
+        let k = (contract.as_str(), key.as_slice());
+        match value {
+            Some(v) => t.insert(k, v.as_slice()).map(drop),
+            None => t.remove(k).map(drop),
+        }
+        .map_err(db_err(path, "write contract_kv"))
+    }
 }
 
 #[cfg(test)]
