@@ -251,7 +251,7 @@ mod tests {
             any::<u64>(),
             any::<[u8; 32]>(),
             any::<[u64; 7]>(),
-            proptest::collection::vec(any::<u64>(), 0..300),
+            proptest::collection::vec(any::<u64>(), 0..40),
             any::<bool>(),
         )
             .prop_map(|(id, version, state, n, above, genesis)| {

@@ -124,13 +124,14 @@ pub enum StoreError {
         reason: String,
     },
     #[error(
-        "{path}: wallet for index {idx} has ID {found}, but the membership has {expected} there"
+        "{path}: wallet for index {idx} has ID {found}, which is not the member at that index{note}"
     )]
     WrongMember {
         path: PathBuf,
         idx: u32,
         found: String,
-        expected: String,
+        /// Empty, or why no member is there.
+        note: String,
     },
     #[error("{path}: cannot store {what}: a field is over its size limit")]
     TooLarge { path: PathBuf, what: &'static str },
@@ -179,30 +180,76 @@ impl StoreStats {
     }
 }
 
+/// How the store is opened. The defaults are what a node runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Record redb's allocator state with every commit, so reopening after
+    /// a crash loads it instead of walking the whole file (milliseconds
+    /// instead of seconds at 10 M wallets). It costs a second fsync per
+    /// commit (redb then commits in two phases).
+    pub quick_repair: bool,
+    /// redb's page cache, in bytes. The snapshot is held by the core
+    /// anyway, so a small cache loses little.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            quick_repair: true,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StoreOptions {
+    pub fn with_quick_repair(mut self, enabled: bool) -> Self {
+        self.quick_repair = enabled;
+        self
+    }
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+}
+
 /// The open store. One writer: `commit` takes `&mut self`.
 pub struct Store {
     db: Database,
     path: PathBuf,
-    members: Vec<MemberId>,
+    /// The first 4 bytes of each member's ID, by index: enough to catch a
+    /// wallet filed under the wrong index without a second copy of the
+    /// membership (32 B per member; 320 MB at 10 M).
+    id_tags: Vec<u32>,
+    options: StoreOptions,
+}
+
+fn id_tag(id: &MemberId) -> u32 {
+    u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]])
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("path", &self.path)
-            .field("members", &self.members.len())
+            .field("members", &self.id_tags.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Commits record the allocator state (quick repair), so the open after a
-/// crash reads it instead of walking every page. Two-phase commit comes
-/// with it.
-fn begin_write(db: &Database, path: &Path) -> Result<WriteTransaction, StoreError> {
+/// With quick repair, commits record the allocator state, so the open
+/// after a crash reads it instead of walking every page. Two-phase commit
+/// comes with it.
+fn begin_write(
+    db: &Database,
+    path: &Path,
+    options: &StoreOptions,
+) -> Result<WriteTransaction, StoreError> {
     // Durability::Immediate (fsync before commit returns) is redb's default
     // for a write transaction; nothing here lowers it.
     let mut txn = db.begin_write().map_err(db_err(path, "begin a write"))?;
-    txn.set_quick_repair(true);
+    txn.set_quick_repair(options.quick_repair);
     Ok(txn)
 }
 
@@ -254,30 +301,43 @@ impl Store {
     /// index without their ID (it would be a third of each row); the store
     /// records a fingerprint of `members` and refuses to open with another.
     pub fn open(path: &Path, members: &[MemberId]) -> Result<(Store, Snapshot), StoreError> {
+        Self::open_with(path, members, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options other than the defaults.
+    pub fn open_with(
+        path: &Path,
+        members: &[MemberId],
+        options: StoreOptions,
+    ) -> Result<(Store, Snapshot), StoreError> {
         let existed = path.exists();
-        let db = Database::builder().create(path).map_err(|e| {
-            // redb reports a file that is not a database as invalid data.
-            if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e
-                && existed
-                && io.kind() == std::io::ErrorKind::InvalidData
-            {
-                return StoreError::NotAStore {
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(|e| {
+                // redb reports a file that is not a database as invalid data.
+                if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e
+                    && existed
+                    && io.kind() == std::io::ErrorKind::InvalidData
+                {
+                    return StoreError::NotAStore {
+                        path: path.to_owned(),
+                        reason: format!("not a redb database ({io})"),
+                    };
+                }
+                StoreError::Open {
                     path: path.to_owned(),
-                    reason: format!("not a redb database ({io})"),
-                };
-            }
-            StoreError::Open {
-                path: path.to_owned(),
-                source: Box::new(e),
-            }
-        })?;
+                    source: Box::new(e),
+                }
+            })?;
         let store = Store {
             db,
             path: path.to_owned(),
-            members: members.to_vec(),
+            id_tags: members.iter().map(id_tag).collect(),
+            options,
         };
-        store.check_or_init()?;
-        let snapshot = store.load()?;
+        store.check_or_init(members)?;
+        let snapshot = store.load(members)?;
         Ok((store, snapshot))
     }
 
@@ -286,9 +346,9 @@ impl Store {
     }
 
     /// Checks the meta table, or lays out a new store in an empty file.
-    fn check_or_init(&self) -> Result<(), StoreError> {
+    fn check_or_init(&self, members: &[MemberId]) -> Result<(), StoreError> {
         let path = &self.path;
-        let fingerprint = membership_fingerprint(&self.members);
+        let fingerprint = membership_fingerprint(members);
         let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
         let names: Vec<String> = txn
             .list_tables()
@@ -364,7 +424,7 @@ impl Store {
     /// the file as ours, all in one commit.
     fn init(&self, fingerprint: &[u8; 40]) -> Result<(), StoreError> {
         let path = &self.path;
-        let txn = begin_write(&self.db, path)?;
+        let txn = begin_write(&self.db, path, &self.options)?;
         {
             let e = db_err::<redb::TableError>;
             let mut meta = txn.open_table(META).map_err(e(path, "create meta"))?;
@@ -407,11 +467,11 @@ impl Store {
     /// durable together or not at all.
     pub fn commit_with_kv(&mut self, batch: &[Change], kv: &[KvWrite]) -> Result<(), StoreError> {
         let path = &self.path;
-        let txn = begin_write(&self.db, path)?;
+        let txn = begin_write(&self.db, path, &self.options)?;
         {
             let mut tables = Tables::new(&txn, path);
             for change in batch {
-                tables.apply(&self.members, change)?;
+                tables.apply(&self.id_tags, change)?;
             }
             for write in kv {
                 tables.kv_write(write)?;
@@ -444,7 +504,7 @@ impl Store {
     /// Space used, from redb's own accounting and the file length.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let path = &self.path;
-        let txn = begin_write(&self.db, path)?;
+        let txn = begin_write(&self.db, path, &self.options)?;
         let db_stats = txn.stats().map_err(db_err(path, "read stats"))?;
         let (wallets, t) = {
             let table = txn
@@ -476,7 +536,7 @@ impl Store {
     }
 
     /// Reads every table back into a [`Snapshot`].
-    fn load(&self) -> Result<Snapshot, StoreError> {
+    fn load(&self, members: &[MemberId]) -> Result<Snapshot, StoreError> {
         let txn = self
             .db
             .begin_read()
@@ -488,10 +548,10 @@ impl Store {
         let mut snap = Snapshot::default();
 
         r.each(WALLETS, "wallets", |idx, bytes| {
-            let id = self.members.get(idx as usize).ok_or_else(|| {
+            let id = members.get(idx as usize).ok_or_else(|| {
                 format!(
                     "index {idx} is past the membership's {} members",
-                    self.members.len()
+                    members.len()
                 )
             })?;
             snap.wallets.insert(idx, codec::decode_wallet(*id, bytes)?);
@@ -693,7 +753,7 @@ impl<'t> Tables<'t> {
     }
 
     /// One change, written exactly as `Snapshot::apply` applies it.
-    fn apply(&mut self, members: &[MemberId], change: &Change) -> Result<(), StoreError> {
+    fn apply(&mut self, id_tags: &[u32], change: &Change) -> Result<(), StoreError> {
         let (txn, path) = (self.txn, self.path);
         let write = |what: &'static str| db_err::<redb::StorageError>(path, what);
         let encode = |msg: Message, what: &'static str| {
@@ -707,16 +767,16 @@ impl<'t> Tables<'t> {
                 // The ID is not stored but taken from the membership on
                 // load, so a wallet under another member's index must not
                 // get in.
-                let expected = members.get(*idx as usize);
-                if expected != Some(&wallet.id) {
+                let expected = id_tags.get(*idx as usize);
+                if expected != Some(&id_tag(&wallet.id)) {
                     return Err(StoreError::WrongMember {
                         path: path.to_owned(),
                         idx: *idx,
                         found: wallet.id.to_hex(),
-                        expected: expected.map_or_else(
-                            || format!("no member (it has {})", members.len()),
-                            |id| id.to_hex(),
-                        ),
+                        note: match expected {
+                            Some(_) => String::new(),
+                            None => format!(" (the membership has {} members)", id_tags.len()),
+                        },
                     });
                 }
                 table(&mut self.wallets, txn, path, WALLETS)?
