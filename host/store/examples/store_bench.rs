@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p wallance-store --example store_bench -- \
-//!     [--wallets 1000000] [--big 10000000] [--commits 1000] [--dir DIR]
+//!     [--wallets 1000000] [--big 10000000] [--commits 1000] [--dir DIR] [--keep]
 //! ```
 //!
 //! Prints a table, then one JSON object. Files go to a temporary directory
@@ -30,6 +30,7 @@ struct Args {
     big: Option<u32>,
     commits: usize,
     dir: Option<PathBuf>,
+    keep: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -38,6 +39,7 @@ fn parse_args() -> Result<Args> {
         big: None,
         commits: 1_000,
         dir: None,
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,6 +49,7 @@ fn parse_args() -> Result<Args> {
             "--big" => args.big = Some(val()?.parse()?),
             "--commits" => args.commits = val()?.parse()?,
             "--dir" => args.dir = Some(val()?.into()),
+            "--keep" => args.keep = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -67,6 +70,9 @@ fn main() -> Result<()> {
     let args = parse_args()?;
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&base)?;
+    if args.keep {
+        eprintln!("keeping the files in {}", dir.path().display());
+    }
     let mut report = json!({});
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
@@ -95,6 +101,7 @@ fn main() -> Result<()> {
             store.commit(&batch)?;
             lat.push(t.elapsed());
         }
+        let after = store.stats()?;
         drop(store);
         let (p50, p99) = percentiles(&mut lat);
         let mode = if quick_repair {
@@ -116,7 +123,23 @@ fn main() -> Result<()> {
             "commit_ms_without_quick_repair"
         };
         report[key] = json!({"wallets": n, "commits": args.commits, "p50": p50, "p99": p99,
-            "target_p50": 0.5, "changes_per_batch": 5});
+            "target_p50": 0.5, "changes_per_batch": 5,
+            "file_bytes_per_wallet_after": after.file_bytes_per_wallet(),
+            "wallet_tree_bytes_per_wallet_after": after.wallet_tree_bytes_per_wallet()});
+        if !quick_repair {
+            rows.push((
+                format!(
+                    "bytes/wallet after {} more decision commits",
+                    2 * args.commits
+                ),
+                format!(
+                    "used {:.1} B, file {:.1} B (started compacted)",
+                    after.wallet_tree_bytes_per_wallet(),
+                    after.file_bytes_per_wallet()
+                ),
+                "free pages are reused, so the file stays near the tree".into(),
+            ));
+        }
     }
 
     let (load_ms, rss_per_wallet, fp_ms) = load_run(&main_run, &members)?;
@@ -135,6 +158,7 @@ fn main() -> Result<()> {
     if let Some(big) = args.big {
         drop(members);
         let big_file = size_run(dir.path(), big, Order::Random, &mut rows, &mut report)?;
+        size_run(dir.path(), big, Order::Index, &mut rows, &mut report)?;
         let big_members = workload::members(big);
         crash_run(&big_file, big, &big_members, &mut rows, &mut report)?;
         let (load_ms, rss, fp_ms) = load_run(&big_file, &big_members)?;
@@ -155,6 +179,9 @@ fn main() -> Result<()> {
         println!("{a:w0$} | {b:w1$} | {c}");
     }
     println!("\n{}", serde_json::to_string_pretty(&report)?);
+    if args.keep {
+        let _ = dir.keep();
+    }
     Ok(())
 }
 
@@ -217,9 +244,12 @@ fn size_run(
             order_idx.swap(i, j);
         }
     }
-    // Large transactions keep the load quick; page fill depends on the key
-    // order, not on how inserts are grouped into commits.
-    let chunk = 100_000.min(n as usize).max(1);
+    // Ten large transactions keep the load quick; page fill depends on the
+    // key order, not on how inserts are grouped into commits. Each one
+    // copies most of the tree, which is why the file is larger than the
+    // tree until compaction (a node's one-decision commits free and reuse a
+    // few pages each instead).
+    let chunk = (n as usize / 10).clamp(1, 1_000_000);
     let t = Instant::now();
     for part in order_idx.chunks(chunk) {
         let batch: Vec<Change> = part

@@ -63,7 +63,7 @@ const MY_VOTES: TableDefinition<u32, &[u8]> = TableDefinition::new("my_votes");
 /// Request id -> request message.
 const REQUESTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("requests");
 /// (request id, voter id) -> vote message.
-const VOTES: TableDefinition<([u8; 32], [u8; 32]), &[u8]> = TableDefinition::new("votes");
+const VOTES: TableDefinition<VoteKey, &[u8]> = TableDefinition::new("votes");
 /// (wallet index, version) -> certificate message.
 const CERTS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("certs");
 /// (wallet index, version) -> certificate message of a run owed.
@@ -74,7 +74,12 @@ const RUN_OUTCOMES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("r
 /// Provider id -> announce message.
 const ANNOUNCES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("announces");
 /// (contract name, key) -> value: contracts' own state.
-const CONTRACT_KV: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("contract_kv");
+const CONTRACT_KV: TableDefinition<KvKey, &[u8]> = TableDefinition::new("contract_kv");
+
+/// Keys of the votes table: (request id, voter id).
+type VoteKey = ([u8; 32], [u8; 32]);
+/// Keys of the contract table: (contract name, key).
+type KvKey = (&'static str, &'static [u8]);
 
 /// One contract key-value write: `(contract, key, Some(value))` sets,
 /// `(contract, key, None)` deletes.
@@ -713,12 +718,12 @@ struct Tables<'t> {
     wallets: Option<Table<'t, u32, &'static [u8]>>,
     my_votes: Option<Table<'t, u32, &'static [u8]>>,
     requests: Option<Table<'t, [u8; 32], &'static [u8]>>,
-    votes: Option<Table<'t, ([u8; 32], [u8; 32]), &'static [u8]>>,
+    votes: Option<Table<'t, VoteKey, &'static [u8]>>,
     certs: Option<Table<'t, (u32, u64), &'static [u8]>>,
     runs: Option<Table<'t, (u32, u64), &'static [u8]>>,
     run_outcomes: Option<Table<'t, (u32, u64), &'static [u8]>>,
     announces: Option<Table<'t, [u8; 32], &'static [u8]>>,
-    contract_kv: Option<Table<'t, (&'static str, &'static [u8]), &'static [u8]>>,
+    contract_kv: Option<Table<'t, KvKey, &'static [u8]>>,
 }
 
 fn table<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
