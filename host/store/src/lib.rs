@@ -159,7 +159,12 @@ pub enum StoreError {
 /// Space used by the wallets table and the whole file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
+    /// The file's length. redb grows a file below 4 GiB by doubling it and
+    /// the new space is sparse, so this can be up to twice `disk_bytes`.
     pub file_bytes: u64,
+    /// Blocks the file system holds for the file (unix `st_blocks`), the
+    /// space it really takes; `file_bytes` where that is unknown.
+    pub disk_bytes: u64,
     pub page_size: u64,
     /// Pages the allocator has handed out (live and not yet freed).
     pub allocated_pages: u64,
@@ -182,6 +187,9 @@ impl StoreStats {
     }
     pub fn file_bytes_per_wallet(&self) -> f64 {
         self.file_bytes as f64 / self.wallets.max(1) as f64
+    }
+    pub fn disk_bytes_per_wallet(&self) -> f64 {
+        self.disk_bytes as f64 / self.wallets.max(1) as f64
     }
 }
 
@@ -520,15 +528,19 @@ impl Store {
         };
         // Nothing was written; aborting leaves the file as it was.
         txn.abort().map_err(db_err(path, "abort"))?;
-        let file_bytes = std::fs::metadata(path)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                context: "stat the file",
-                source,
-            })?
-            .len();
+        let metadata = std::fs::metadata(path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            context: "stat the file",
+            source,
+        })?;
+        let file_bytes = metadata.len();
+        #[cfg(unix)]
+        let disk_bytes = std::os::unix::fs::MetadataExt::blocks(&metadata) * 512;
+        #[cfg(not(unix))]
+        let disk_bytes = file_bytes;
         Ok(StoreStats {
             file_bytes,
+            disk_bytes,
             page_size: db_stats.page_size() as u64,
             allocated_pages: db_stats.allocated_pages(),
             wallets,
