@@ -74,7 +74,7 @@ fn parent(seed: u64) -> Result<()> {
         let r = workload::mix(seed ^ round);
         // Some rounds kill the writer before its first commit, even while
         // it creates or opens the file; most let it commit a while.
-        let acks_before_kill = if r % 5 == 0 { 0 } else { r % 400 };
+        let acks_before_kill = if r.is_multiple_of(5) { 0 } else { r % 400 };
         let extra_delay = Duration::from_micros((r >> 20) % 2_000);
 
         let mut child = Command::new(&exe)

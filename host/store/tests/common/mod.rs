@@ -54,7 +54,7 @@ fn wallet() -> impl Strategy<Value = (u32, Wallet)> {
             let id = members()[idx as usize];
             let mut w = Wallet::genesis(id, &Params::default());
             // Half the version-0 wallets keep the genesis State.
-            if version > 0 || n[6] % 2 == 0 {
+            if version > 0 || n[6].is_multiple_of(2) {
                 w.version = version;
                 w.state = state;
             }

@@ -108,7 +108,7 @@ pub fn decision(seq: u64, members: &[MemberId]) -> Vec<Change> {
         Change::DropRequest(request_id),
         Change::ShareSeq(seq),
     ];
-    if seq % 16 == 0 {
+    if seq.is_multiple_of(16) {
         let cert = Box::new(Certificate {
             request: req.clone(),
             remaining: 1_000,
