@@ -318,6 +318,20 @@ mod tests {
     }
 
     #[test]
+    fn vote_rows_have_the_sizes_the_readme_gives() {
+        let vote = Vote {
+            voter: MemberId([1; 32]),
+            request_id: [2; 32],
+            remaining: 3,
+            nonce: 4,
+            sig: wallance_core::Signature([5; 64]),
+        };
+        let row = encode_my_vote(9, &vote);
+        assert_eq!(row.len(), 8 + 145);
+        assert_eq!(decode_my_vote(&row).unwrap(), (9, vote));
+    }
+
+    #[test]
     fn typical_wallet_is_small() {
         // A member who bought 40 times, earned shares and payments: the
         // figures the README quotes for the value size.
