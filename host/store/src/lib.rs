@@ -1,0 +1,922 @@
+//! The node's durable state in one redb file.
+//!
+//! The core emits a [`Batch`] of [`Change`]s after each input; the node
+//! makes it durable here, in one write transaction, before it sends anything
+//! that depends on it. At start-up the store hands back the whole
+//! [`Snapshot`] the core is rebuilt from.
+//!
+//! ```text
+//! let (mut store, snapshot) = Store::open(path, membership.members())?;
+//! let mut core = Core::new(config, key, snapshot, now_ms);
+//! loop {
+//!     ... core.handle_message(now, msg) ...
+//!     while let Some(out) = core.poll_output() {
+//!         match out {
+//!             Output::Persist(batch) => store.commit(&batch)?,   // durable first
+//!             ...
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! Every commit is `Durability::Immediate` with redb's quick repair, so a
+//! `kill -9` loses no acknowledged commit and the next open does not walk
+//! the whole file. Commit semantics equal [`Snapshot::apply`] exactly (a
+//! property test checks it). Contract key-value writes can join a batch in
+//! the same transaction ([`Store::commit_with_kv`]), which makes a contract
+//! run and its `RunDone` land together or not at all.
+
+mod codec;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, TableHandle, WriteTransaction,
+};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use wallance_core::store_model::RunRecord;
+use wallance_core::{Change, MemberId, Message, Snapshot};
+
+/// Bumped on any change to a table layout or value format.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Marks a redb file as ours, so another program's database is refused
+/// rather than written into.
+const MAGIC: &[u8] = b"wallance-store";
+
+// Keys of the meta table.
+const META_MAGIC: &str = "magic";
+const META_SCHEMA: &str = "schema";
+const META_MEMBERS: &str = "members";
+const META_SHARE_SEQ: &str = "share_seq";
+const META_ANNOUNCE_SEQ: &str = "announce_seq";
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Member index -> compact wallet (see `codec`). redb orders `u32` keys
+/// numerically, so wallets inserted in index order append to the last leaf.
+const WALLETS: TableDefinition<u32, &[u8]> = TableDefinition::new("wallets");
+/// Requester index -> `version u64 LE | vote message`.
+const MY_VOTES: TableDefinition<u32, &[u8]> = TableDefinition::new("my_votes");
+/// Request id -> request message.
+const REQUESTS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("requests");
+/// (request id, voter id) -> vote message.
+const VOTES: TableDefinition<VoteKey, &[u8]> = TableDefinition::new("votes");
+/// (wallet index, version) -> certificate message.
+const CERTS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("certs");
+/// (wallet index, version) -> certificate message of a run owed.
+const RUNS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("runs");
+/// (wallet index, version) -> `ok u8 | body`, once the run is done. Kept
+/// apart from `runs` so marking a run done does not rewrite its certificate.
+const RUN_OUTCOMES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("run_outcomes");
+/// Provider id -> announce message.
+const ANNOUNCES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("announces");
+/// (contract name, key) -> value: contracts' own state.
+const CONTRACT_KV: TableDefinition<KvKey, &[u8]> = TableDefinition::new("contract_kv");
+
+/// Keys of the votes table: (request id, voter id).
+type VoteKey = ([u8; 32], [u8; 32]);
+/// Keys of the contract table: (contract name, key).
+type KvKey = (&'static str, &'static [u8]);
+
+/// One contract key-value write: `(contract, key, Some(value))` sets,
+/// `(contract, key, None)` deletes.
+pub type KvWrite = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// Why the store failed. Every variant names the file.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{path}: cannot open the database: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<redb::DatabaseError>,
+    },
+    #[error("{path}: not a wallance store: {reason}")]
+    NotAStore { path: PathBuf, reason: String },
+    #[error(
+        "{path}: written by a newer wallance (schema {found}, this build reads {supported}); upgrade wallance"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "{path}: schema {found} is older than {supported} and no migration exists; start from an empty store"
+    )]
+    OlderSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "{path}: written for a different membership ({found}), this node has {expected}; wallets are stored by member index, so they would land on the wrong members"
+    )]
+    MembershipChanged {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("{path}: corrupt row in table `{table}`, key {key}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "{path}: wallet for index {idx} has ID {found}, which is not the member at that index{note}"
+    )]
+    WrongMember {
+        path: PathBuf,
+        idx: u32,
+        found: String,
+        /// Empty, or why no member is there.
+        note: String,
+    },
+    #[error("{path}: cannot store {what}: a field is over its size limit")]
+    TooLarge { path: PathBuf, what: &'static str },
+    #[error("{path}: {context}: {source}")]
+    Db {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: Box<redb::Error>,
+    },
+    #[error("{path}: {context}: {source}")]
+    Io {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Space used by the wallets table and the whole file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The file's length. redb grows a file below 4 GiB by doubling it and
+    /// the new space is sparse, so this can be up to twice `disk_bytes`.
+    pub file_bytes: u64,
+    /// Blocks the file system holds for the file (unix `st_blocks`), the
+    /// space it really takes; `file_bytes` where that is unknown.
+    pub disk_bytes: u64,
+    pub page_size: u64,
+    /// Pages the allocator has handed out (live and not yet freed).
+    pub allocated_pages: u64,
+    pub wallets: u64,
+    /// Bytes of wallet keys and values in leaves.
+    pub wallet_stored_bytes: u64,
+    /// Page headers, offsets and branch pages of the wallets tree.
+    pub wallet_metadata_bytes: u64,
+    /// Unused space inside the wallets tree's pages.
+    pub wallet_fragmented_bytes: u64,
+    pub wallet_leaf_pages: u64,
+    pub wallet_branch_pages: u64,
+}
+
+impl StoreStats {
+    /// Bytes the wallets tree occupies (its pages), per wallet.
+    pub fn wallet_tree_bytes_per_wallet(&self) -> f64 {
+        let pages = self.wallet_leaf_pages + self.wallet_branch_pages;
+        (pages * self.page_size) as f64 / self.wallets.max(1) as f64
+    }
+    pub fn file_bytes_per_wallet(&self) -> f64 {
+        self.file_bytes as f64 / self.wallets.max(1) as f64
+    }
+    pub fn disk_bytes_per_wallet(&self) -> f64 {
+        self.disk_bytes as f64 / self.wallets.max(1) as f64
+    }
+}
+
+/// How the store is opened. The defaults are what a node runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Record redb's allocator state with every commit, so reopening after
+    /// a crash loads it instead of walking the whole file (milliseconds
+    /// instead of seconds at 10 M wallets). It costs a second fsync per
+    /// commit (redb then commits in two phases).
+    pub quick_repair: bool,
+    /// redb's page cache, in bytes. The snapshot is held by the core
+    /// anyway, so a small cache loses little.
+    pub cache_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            quick_repair: true,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StoreOptions {
+    pub fn with_quick_repair(mut self, enabled: bool) -> Self {
+        self.quick_repair = enabled;
+        self
+    }
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
+        self
+    }
+}
+
+/// The open store. One writer: `commit` takes `&mut self`.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+    /// The first 4 bytes of each member's ID, by index: enough to catch a
+    /// wallet filed under the wrong index without a second copy of the
+    /// membership (32 B per member; 320 MB at 10 M).
+    id_tags: Vec<u32>,
+    options: StoreOptions,
+}
+
+fn id_tag(id: &MemberId) -> u32 {
+    u32::from_le_bytes([id.0[0], id.0[1], id.0[2], id.0[3]])
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("members", &self.id_tags.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// With quick repair, commits record the allocator state, so the open
+/// after a crash reads it instead of walking every page. Two-phase commit
+/// comes with it.
+fn begin_write(
+    db: &Database,
+    path: &Path,
+    options: &StoreOptions,
+) -> Result<WriteTransaction, StoreError> {
+    // Durability::Immediate (fsync before commit returns) is redb's default
+    // for a write transaction; nothing here lowers it.
+    let mut txn = db.begin_write().map_err(db_err(path, "begin a write"))?;
+    txn.set_quick_repair(options.quick_repair);
+    Ok(txn)
+}
+
+fn db_err<E: Into<redb::Error>>(
+    path: &Path,
+    context: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    let path = path.to_owned();
+    move |e| StoreError::Db {
+        path,
+        context,
+        source: Box::new(e.into()),
+    }
+}
+
+/// What the meta table records about the membership: its size and a hash
+/// of every ID in order.
+fn membership_fingerprint(members: &[MemberId]) -> [u8; 40] {
+    let mut h = Sha256::new();
+    h.update(b"wallance/store/members/v1");
+    h.update((members.len() as u64).to_le_bytes());
+    for id in members {
+        h.update(id.0);
+    }
+    let mut out = [0u8; 40];
+    out[..8].copy_from_slice(&(members.len() as u64).to_le_bytes());
+    out[8..].copy_from_slice(&h.finalize());
+    out
+}
+
+fn describe_fingerprint(bytes: &[u8]) -> String {
+    if bytes.len() != 40 {
+        return format!("an unreadable record of {} bytes", bytes.len());
+    }
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&bytes[..8]);
+    format!(
+        "{} members, digest {}",
+        u64::from_le_bytes(n),
+        hex::encode(&bytes[8..16])
+    )
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it if missing, and loads the
+    /// whole durable state.
+    ///
+    /// `members` is the membership in index order. Wallets are stored by
+    /// index without their ID (it would be a third of each row); the store
+    /// records a fingerprint of `members` and refuses to open with another.
+    pub fn open(path: &Path, members: &[MemberId]) -> Result<(Store, Snapshot), StoreError> {
+        Self::open_with(path, members, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options other than the defaults.
+    pub fn open_with(
+        path: &Path,
+        members: &[MemberId],
+        options: StoreOptions,
+    ) -> Result<(Store, Snapshot), StoreError> {
+        let existed = path.exists();
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(|e| {
+                // redb reports a file that is not a database as invalid data.
+                if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e
+                    && existed
+                    && io.kind() == std::io::ErrorKind::InvalidData
+                {
+                    return StoreError::NotAStore {
+                        path: path.to_owned(),
+                        reason: format!("not a redb database ({io})"),
+                    };
+                }
+                StoreError::Open {
+                    path: path.to_owned(),
+                    source: Box::new(e),
+                }
+            })?;
+        let store = Store {
+            db,
+            path: path.to_owned(),
+            id_tags: members.iter().map(id_tag).collect(),
+            options,
+        };
+        store.check_or_init(members)?;
+        let snapshot = store.load(members)?;
+        Ok((store, snapshot))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the meta table, or lays out a new store in an empty file.
+    fn check_or_init(&self, members: &[MemberId]) -> Result<(), StoreError> {
+        let path = &self.path;
+        let fingerprint = membership_fingerprint(members);
+        let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
+        let names: Vec<String> = txn
+            .list_tables()
+            .map_err(db_err(path, "list tables"))?
+            .map(|t| t.name().to_string())
+            .collect();
+        if names.is_empty() {
+            drop(txn);
+            return self.init(&fingerprint);
+        }
+        if !names.iter().any(|n| n == META.name()) {
+            return Err(StoreError::NotAStore {
+                path: path.clone(),
+                reason: format!(
+                    "a redb database without a `meta` table (it has {})",
+                    names.join(", ")
+                ),
+            });
+        }
+        let meta = txn.open_table(META).map_err(db_err(path, "open meta"))?;
+        let get = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta
+                .get(key)
+                .map_err(db_err(path, "read meta"))?
+                .map(|v| v.value().to_vec()))
+        };
+        if get(META_MAGIC)?.as_deref() != Some(MAGIC) {
+            return Err(StoreError::NotAStore {
+                path: path.clone(),
+                reason: "its meta table has no wallance mark".into(),
+            });
+        }
+        let schema = get(META_SCHEMA)?.ok_or_else(|| StoreError::Corrupt {
+            path: path.clone(),
+            table: "meta",
+            key: META_SCHEMA.into(),
+            reason: "missing".into(),
+        })?;
+        let found = <[u8; 4]>::try_from(schema.as_slice())
+            .map(u32::from_le_bytes)
+            .map_err(|_| StoreError::Corrupt {
+                path: path.clone(),
+                table: "meta",
+                key: META_SCHEMA.into(),
+                reason: format!("{} bytes, expected 4", schema.len()),
+            })?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            return Err(StoreError::OlderSchema {
+                path: path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let recorded = get(META_MEMBERS)?.unwrap_or_default();
+        if recorded != fingerprint {
+            return Err(StoreError::MembershipChanged {
+                path: path.clone(),
+                found: describe_fingerprint(&recorded),
+                expected: describe_fingerprint(&fingerprint),
+            });
+        }
+        Ok(())
+    }
+
+    /// Creates every table, so readers never meet a missing one, and marks
+    /// the file as ours, all in one commit.
+    fn init(&self, fingerprint: &[u8; 40]) -> Result<(), StoreError> {
+        let path = &self.path;
+        let txn = begin_write(&self.db, path, &self.options)?;
+        {
+            let e = db_err::<redb::TableError>;
+            let mut meta = txn.open_table(META).map_err(e(path, "create meta"))?;
+            let put = |meta: &mut redb::Table<&str, &[u8]>, k: &str, v: &[u8]| {
+                meta.insert(k, v)
+                    .map(drop)
+                    .map_err(db_err(path, "write meta"))
+            };
+            put(&mut meta, META_MAGIC, MAGIC)?;
+            put(&mut meta, META_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
+            put(&mut meta, META_MEMBERS, fingerprint)?;
+            put(&mut meta, META_SHARE_SEQ, &0u64.to_le_bytes())?;
+            put(&mut meta, META_ANNOUNCE_SEQ, &0u64.to_le_bytes())?;
+            txn.open_table(WALLETS).map_err(e(path, "create wallets"))?;
+            txn.open_table(MY_VOTES)
+                .map_err(e(path, "create my_votes"))?;
+            txn.open_table(REQUESTS)
+                .map_err(e(path, "create requests"))?;
+            txn.open_table(VOTES).map_err(e(path, "create votes"))?;
+            txn.open_table(CERTS).map_err(e(path, "create certs"))?;
+            txn.open_table(RUNS).map_err(e(path, "create runs"))?;
+            txn.open_table(RUN_OUTCOMES)
+                .map_err(e(path, "create run_outcomes"))?;
+            txn.open_table(ANNOUNCES)
+                .map_err(e(path, "create announces"))?;
+            txn.open_table(CONTRACT_KV)
+                .map_err(e(path, "create contract_kv"))?;
+        }
+        txn.commit().map_err(db_err(path, "commit the new store"))
+    }
+
+    /// Applies a whole batch in one durable transaction, exactly as
+    /// [`Snapshot::apply`] would. Returns once it is on disk.
+    pub fn commit(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        self.commit_with_kv(batch, &[])
+    }
+
+    /// [`Store::commit`] plus contract key-value writes, in the same
+    /// transaction: a contract run's effects and its `Change::RunDone` are
+    /// durable together or not at all.
+    pub fn commit_with_kv(&mut self, batch: &[Change], kv: &[KvWrite]) -> Result<(), StoreError> {
+        let path = &self.path;
+        let txn = begin_write(&self.db, path, &self.options)?;
+        {
+            let mut tables = Tables::new(&txn, path);
+            for change in batch {
+                tables.apply(&self.id_tags, change)?;
+            }
+            for write in kv {
+                tables.kv_write(write)?;
+            }
+        }
+        // Dropping an uncommitted transaction on an error above aborts it.
+        txn.commit().map_err(db_err(path, "commit"))
+    }
+
+    /// A contract's stored value for `key`, as of the last commit.
+    pub fn kv_get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = &self.path;
+        let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
+        let table = txn
+            .open_table(CONTRACT_KV)
+            .map_err(db_err(path, "open contract_kv"))?;
+        Ok(table
+            .get((contract, key))
+            .map_err(db_err(path, "read contract_kv"))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Rewrites the file so pages are full and free space returns to the
+    /// file system. Slow on a big store (it copies every page); for
+    /// maintenance and measurements, not the commit path.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        self.db.compact().map_err(db_err(&self.path, "compact"))
+    }
+
+    /// Space used, from redb's own accounting and the file length.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let path = &self.path;
+        let txn = begin_write(&self.db, path, &self.options)?;
+        let db_stats = txn.stats().map_err(db_err(path, "read stats"))?;
+        let (wallets, t) = {
+            let table = txn
+                .open_table(WALLETS)
+                .map_err(db_err(path, "open wallets"))?;
+            let n = table.len().map_err(db_err(path, "count wallets"))?;
+            (n, table.stats().map_err(db_err(path, "read stats"))?)
+        };
+        // Nothing was written; aborting leaves the file as it was.
+        txn.abort().map_err(db_err(path, "abort"))?;
+        let metadata = std::fs::metadata(path).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            context: "stat the file",
+            source,
+        })?;
+        let file_bytes = metadata.len();
+        #[cfg(unix)]
+        let disk_bytes = std::os::unix::fs::MetadataExt::blocks(&metadata) * 512;
+        #[cfg(not(unix))]
+        let disk_bytes = file_bytes;
+        Ok(StoreStats {
+            file_bytes,
+            disk_bytes,
+            page_size: db_stats.page_size() as u64,
+            allocated_pages: db_stats.allocated_pages(),
+            wallets,
+            wallet_stored_bytes: t.stored_bytes(),
+            wallet_metadata_bytes: t.metadata_bytes(),
+            wallet_fragmented_bytes: t.fragmented_bytes(),
+            wallet_leaf_pages: t.leaf_pages(),
+            wallet_branch_pages: t.branch_pages(),
+        })
+    }
+
+    /// Reads every table back into a [`Snapshot`].
+    fn load(&self, members: &[MemberId]) -> Result<Snapshot, StoreError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(db_err(&self.path, "begin a read"))?;
+        let r = Loader {
+            txn: &txn,
+            path: &self.path,
+        };
+        let mut snap = Snapshot::default();
+
+        r.each(WALLETS, "wallets", |idx, bytes| {
+            let id = members.get(idx as usize).ok_or_else(|| {
+                format!(
+                    "index {idx} is past the membership's {} members",
+                    members.len()
+                )
+            })?;
+            snap.wallets.insert(idx, codec::decode_wallet(*id, bytes)?);
+            Ok(())
+        })?;
+        r.each(MY_VOTES, "my_votes", |idx, bytes| {
+            snap.my_votes.insert(idx, codec::decode_my_vote(bytes)?);
+            Ok(())
+        })?;
+        r.each(REQUESTS, "requests", |id, bytes| {
+            match codec::decode_message(bytes)? {
+                Message::Request(req) => snap.requests.insert(id, req),
+                other => return Err(format!("expected a request, found a {}", other.kind())),
+            };
+            Ok(())
+        })?;
+        r.each(VOTES, "votes", |(request_id, voter), bytes| {
+            match codec::decode_message(bytes)? {
+                Message::Vote(v) if v.request_id == request_id && v.voter.0 == voter => {
+                    snap.votes.insert((request_id, voter), v)
+                }
+                Message::Vote(_) => return Err("vote does not match its key".into()),
+                other => return Err(format!("expected a vote, found a {}", other.kind())),
+            };
+            Ok(())
+        })?;
+        r.each(CERTS, "certs", |key, bytes| {
+            snap.certs.insert(key, decode_cert(bytes)?);
+            Ok(())
+        })?;
+        r.each(RUNS, "runs", |key, bytes| {
+            let cert = decode_cert(bytes)?;
+            snap.runs.insert(key, RunRecord { cert, done: None });
+            Ok(())
+        })?;
+        r.each(RUN_OUTCOMES, "run_outcomes", |key, bytes| {
+            let run = snap
+                .runs
+                .get_mut(&key)
+                .ok_or("an outcome for a run that was never pending")?;
+            run.done = Some(codec::decode_outcome(bytes)?);
+            Ok(())
+        })?;
+        r.each(ANNOUNCES, "announces", |provider, bytes| {
+            match codec::decode_message(bytes)? {
+                Message::Announce(a) if a.provider.0 == provider => {
+                    snap.announces.insert(provider, a)
+                }
+                Message::Announce(_) => return Err("announce does not match its key".into()),
+                other => return Err(format!("expected an announce, found a {}", other.kind())),
+            };
+            Ok(())
+        })?;
+        snap.share_seq = r.meta_u64(META_SHARE_SEQ)?;
+        snap.announce_seq = r.meta_u64(META_ANNOUNCE_SEQ)?;
+        Ok(snap)
+    }
+}
+
+fn decode_cert(bytes: &[u8]) -> Result<wallance_core::msg::Certificate, String> {
+    match codec::decode_message(bytes)? {
+        Message::Certificate(c) => Ok(*c),
+        other => Err(format!("expected a certificate, found a {}", other.kind())),
+    }
+}
+
+/// How a key is named in an error.
+trait ShowKey {
+    fn show(&self) -> String;
+}
+impl ShowKey for u32 {
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+impl ShowKey for [u8; 32] {
+    fn show(&self) -> String {
+        hex::encode(self)
+    }
+}
+impl ShowKey for ([u8; 32], [u8; 32]) {
+    fn show(&self) -> String {
+        format!("({}, {})", hex::encode(self.0), hex::encode(self.1))
+    }
+}
+impl ShowKey for (u32, u64) {
+    fn show(&self) -> String {
+        format!("({}, {})", self.0, self.1)
+    }
+}
+
+struct Loader<'a> {
+    txn: &'a ReadTransaction,
+    path: &'a Path,
+}
+
+impl Loader<'_> {
+    /// Calls `f` on every row of a table whose keys are plain values; a row
+    /// `f` rejects becomes a `Corrupt` error naming the table and key.
+    fn each<K, F>(
+        &self,
+        def: TableDefinition<K, &'static [u8]>,
+        table: &'static str,
+        mut f: F,
+    ) -> Result<(), StoreError>
+    where
+        K: redb::Key + 'static,
+        for<'b> K: redb::Value<SelfType<'b> = K>,
+        K: ShowKey,
+        F: FnMut(K, &[u8]) -> Result<(), String>,
+    {
+        let t = self
+            .txn
+            .open_table(def)
+            .map_err(db_err(self.path, "open a table"))?;
+        for row in t.iter().map_err(db_err(self.path, "read a table"))? {
+            let (k, v) = row.map_err(db_err(self.path, "read a row"))?;
+            let key = k.value();
+            let shown = key.show();
+            f(key, v.value()).map_err(|reason| StoreError::Corrupt {
+                path: self.path.to_owned(),
+                table,
+                key: shown,
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
+        let t = self
+            .txn
+            .open_table(META)
+            .map_err(db_err(self.path, "open meta"))?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: self.path.to_owned(),
+            table: "meta",
+            key: key.to_string(),
+            reason,
+        };
+        let v = t
+            .get(key)
+            .map_err(db_err(self.path, "read meta"))?
+            .ok_or_else(|| corrupt("missing".into()))?;
+        let bytes = v.value();
+        <[u8; 8]>::try_from(bytes)
+            .map(u64::from_le_bytes)
+            .map_err(|_| corrupt(format!("{} bytes, expected 8", bytes.len())))
+    }
+}
+
+/// The tables of one write transaction, each opened on first use and kept
+/// open for the rest of the batch (opening is a lookup in redb's table tree,
+/// not free when a bulk load writes a million wallets).
+struct Tables<'t> {
+    txn: &'t WriteTransaction,
+    path: &'t Path,
+    meta: Option<Table<'t, &'static str, &'static [u8]>>,
+    wallets: Option<Table<'t, u32, &'static [u8]>>,
+    my_votes: Option<Table<'t, u32, &'static [u8]>>,
+    requests: Option<Table<'t, [u8; 32], &'static [u8]>>,
+    votes: Option<Table<'t, VoteKey, &'static [u8]>>,
+    certs: Option<Table<'t, (u32, u64), &'static [u8]>>,
+    runs: Option<Table<'t, (u32, u64), &'static [u8]>>,
+    run_outcomes: Option<Table<'t, (u32, u64), &'static [u8]>>,
+    announces: Option<Table<'t, [u8; 32], &'static [u8]>>,
+    contract_kv: Option<Table<'t, KvKey, &'static [u8]>>,
+}
+
+fn table<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<Table<'t, K, V>>,
+    txn: &'t WriteTransaction,
+    path: &Path,
+    def: TableDefinition<K, V>,
+) -> Result<&'s mut Table<'t, K, V>, StoreError> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(def).map_err(db_err(path, "open a table"))?);
+    }
+    // Set just above when it was empty.
+    Ok(slot.as_mut().expect("table is open"))
+}
+
+impl<'t> Tables<'t> {
+    fn new(txn: &'t WriteTransaction, path: &'t Path) -> Self {
+        Self {
+            txn,
+            path,
+            meta: None,
+            wallets: None,
+            my_votes: None,
+            requests: None,
+            votes: None,
+            certs: None,
+            runs: None,
+            run_outcomes: None,
+            announces: None,
+            contract_kv: None,
+        }
+    }
+
+    /// One change, written exactly as `Snapshot::apply` applies it.
+    fn apply(&mut self, id_tags: &[u32], change: &Change) -> Result<(), StoreError> {
+        let (txn, path) = (self.txn, self.path);
+        let write = |what: &'static str| db_err::<redb::StorageError>(path, what);
+        let encode = |msg: Message, what: &'static str| {
+            codec::encode_message(&msg).ok_or_else(|| StoreError::TooLarge {
+                path: path.to_owned(),
+                what,
+            })
+        };
+        match change {
+            Change::Wallet { idx, wallet } => {
+                // The ID is not stored but taken from the membership on
+                // load, so a wallet under another member's index must not
+                // get in.
+                let expected = id_tags.get(*idx as usize);
+                if expected != Some(&id_tag(&wallet.id)) {
+                    return Err(StoreError::WrongMember {
+                        path: path.to_owned(),
+                        idx: *idx,
+                        found: wallet.id.to_hex(),
+                        note: match expected {
+                            Some(_) => String::new(),
+                            None => format!(" (the membership has {} members)", id_tags.len()),
+                        },
+                    });
+                }
+                table(&mut self.wallets, txn, path, WALLETS)?
+                    .insert(*idx, codec::encode_wallet(wallet).as_slice())
+                    .map_err(write("write a wallet"))?;
+            }
+            Change::MyVote {
+                requester_idx,
+                version,
+                vote,
+            } => {
+                table(&mut self.my_votes, txn, path, MY_VOTES)?
+                    .insert(
+                        *requester_idx,
+                        codec::encode_my_vote(*version, vote).as_slice(),
+                    )
+                    .map_err(write("write my vote"))?;
+            }
+            Change::PutRequest(r) => {
+                let bytes = encode(Message::Request((**r).clone()), "a request")?;
+                table(&mut self.requests, txn, path, REQUESTS)?
+                    .insert(r.id(), bytes.as_slice())
+                    .map_err(write("write a request"))?;
+            }
+            Change::DropRequest(id) => {
+                table(&mut self.requests, txn, path, REQUESTS)?
+                    .remove(id)
+                    .map_err(write("drop a request"))?;
+            }
+            Change::PutVote(v) => {
+                let bytes = encode(Message::Vote(*v), "a vote")?;
+                table(&mut self.votes, txn, path, VOTES)?
+                    .insert((v.request_id, v.voter.0), bytes.as_slice())
+                    .map_err(write("write a vote"))?;
+            }
+            Change::DropVotes(id) => {
+                let t = table(&mut self.votes, txn, path, VOTES)?;
+                let keys = t
+                    .range((*id, [0; 32])..=(*id, [0xff; 32]))
+                    .map_err(write("find votes"))?
+                    .map(|row| row.map(|(k, _)| k.value()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(write("find votes"))?;
+                for k in keys {
+                    t.remove(k).map_err(write("drop a vote"))?;
+                }
+            }
+            Change::PutCert { idx, version, cert } => {
+                let bytes = encode(Message::Certificate(cert.clone()), "a certificate")?;
+                table(&mut self.certs, txn, path, CERTS)?
+                    .insert((*idx, *version), bytes.as_slice())
+                    .map_err(write("write a certificate"))?;
+            }
+            Change::DropCert { idx, version } => {
+                table(&mut self.certs, txn, path, CERTS)?
+                    .remove((*idx, *version))
+                    .map_err(write("drop a certificate"))?;
+            }
+            Change::RunPending { idx, version, cert } => {
+                let t = table(&mut self.runs, txn, path, RUNS)?;
+                // A run is recorded once: a repeat keeps the first
+                // certificate and whatever outcome it has.
+                if t.get((*idx, *version))
+                    .map_err(write("read a run"))?
+                    .is_none()
+                {
+                    let bytes = encode(Message::Certificate(cert.clone()), "a certificate")?;
+                    t.insert((*idx, *version), bytes.as_slice())
+                        .map_err(write("write a run"))?;
+                }
+            }
+            Change::RunDone {
+                idx,
+                version,
+                ok,
+                body,
+            } => {
+                let pending = table(&mut self.runs, txn, path, RUNS)?
+                    .get((*idx, *version))
+                    .map_err(write("read a run"))?
+                    .is_some();
+                // An outcome for a run never recorded is dropped, as in the
+                // core.
+                if pending {
+                    table(&mut self.run_outcomes, txn, path, RUN_OUTCOMES)?
+                        .insert(
+                            (*idx, *version),
+                            codec::encode_outcome(*ok, body).as_slice(),
+                        )
+                        .map_err(write("write a run outcome"))?;
+                }
+            }
+            Change::Announce(a) => {
+                let bytes = encode(Message::Announce(a.clone()), "an announce")?;
+                table(&mut self.announces, txn, path, ANNOUNCES)?
+                    .insert(a.provider.0, bytes.as_slice())
+                    .map_err(write("write an announce"))?;
+            }
+            Change::ShareSeq(s) => {
+                table(&mut self.meta, txn, path, META)?
+                    .insert(META_SHARE_SEQ, s.to_le_bytes().as_slice())
+                    .map_err(write("write share_seq"))?;
+            }
+            Change::AnnounceSeq(s) => {
+                table(&mut self.meta, txn, path, META)?
+                    .insert(META_ANNOUNCE_SEQ, s.to_le_bytes().as_slice())
+                    .map_err(write("write announce_seq"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn kv_write(&mut self, (contract, key, value): &KvWrite) -> Result<(), StoreError> {
+        let (txn, path) = (self.txn, self.path);
+        let t = table(&mut self.contract_kv, txn, path, CONTRACT_KV)?;
+        let k = (contract.as_str(), key.as_slice());
+        match value {
+            Some(v) => t.insert(k, v.as_slice()).map(drop),
+            None => t.remove(k).map(drop),
+        }
+        .map_err(db_err(path, "write contract_kv"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! Opening odd files, corrupt rows and the contract key-value table.
+
+use super::*;
+use wallance_core::{Params, Wallet};
+
+fn members() -> Vec<MemberId> {
+    (1..=5u8).map(|i| MemberId([i; 32])).collect()
+}
+
+fn wallet(idx: u32, version: u64) -> Change {
+    let mut w = Wallet::genesis(members()[idx as usize], &Params::default());
+    w.version = version;
+    w.state = [version as u8; 32];
+    w.balance = 1_000 * version;
+    Change::Wallet { idx, wallet: w }
+}
+
+/// Writes raw bytes into a table, behind the store's back.
+fn poke<K: redb::Key + 'static>(
+    path: &Path,
+    def: TableDefinition<K, &'static [u8]>,
+    key: K::SelfType<'_>,
+    value: &[u8],
+) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(def).unwrap().insert(key, value).unwrap();
+    txn.commit().unwrap();
+}
+
+fn new_store(dir: &tempfile::TempDir) -> PathBuf {
+    let path = dir.path().join("node.redb");
+    let (mut store, snap) = Store::open(&path, &members()).unwrap();
+    assert_eq!(snap, Snapshot::default());
+    store.commit(&[wallet(1, 3), wallet(3, 4)]).unwrap();
+    path
+}
+
+#[test]
+fn corrupt_wallet_row_names_table_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    poke(&path, WALLETS, 3, &[0, 0x85]);
+    let err = Store::open(&path, &members()).unwrap_err();
+    match &err {
+        StoreError::Corrupt { table, key, .. } => {
+            assert_eq!((*table, key.as_str()), ("wallets", "3"))
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("node.redb") && msg.contains("`wallets`"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn corrupt_message_rows_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    poke(&path, VOTES, ([1; 32], [2; 32]), b"\x03garbage");
+    let err = Store::open(&path, &members()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "votes", key, .. } if key.starts_with("(0101")),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    poke(&path, RUN_OUTCOMES, (1, 2), b"\x01done");
+    let err = Store::open(&path, &members()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "run_outcomes", key, .. } if key == "(1, 2)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wallet_past_the_membership_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (_, snap) = Store::open(&path, &members()).unwrap();
+    let good = codec::encode_wallet(&snap.wallets[&1]);
+    poke(&path, WALLETS, 9, &good);
+    let err = Store::open(&path, &members()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "wallets", key, reason, .. }
+            if key == "9" && reason.contains("past the membership")),
+        "{err}"
+    );
+}
+
+#[test]
+fn schema_versions_are_checked() {
+    for (version, newer) in [(SCHEMA_VERSION + 1, true), (0, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = new_store(&dir);
+        poke(&path, META, META_SCHEMA, &version.to_le_bytes());
+        let err = Store::open(&path, &members()).unwrap_err();
+        if newer {
+            assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == version));
+            assert!(err.to_string().contains("upgrade wallance"), "{err}");
+        } else {
+            assert!(
+                matches!(err, StoreError::OlderSchema { found: 0, .. }),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn foreign_files_are_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(
+        &text,
+        "not a database, but long enough to look like a header".repeat(100),
+    )
+    .unwrap();
+    let before = std::fs::read(&text).unwrap();
+    let err = Store::open(&text, &members()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotAStore { .. } | StoreError::Open { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("notes.txt"), "{err}");
+    assert_eq!(std::fs::read(&text).unwrap(), before);
+
+    // Another program's redb database.
+    let other = dir.path().join("other.redb");
+    let t: TableDefinition<u64, u64> = TableDefinition::new("accounts");
+    let db = Database::create(&other).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(t).unwrap().insert(1, 2).unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    let err = Store::open(&other, &members()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotAStore { reason, .. } if reason.contains("accounts")),
+        "{err}"
+    );
+    let db = Database::create(&other).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert_eq!(txn.list_tables().unwrap().count(), 1, "nothing was added");
+}
+
+#[test]
+fn membership_change_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let mut swapped = members();
+    swapped.swap(0, 1);
+    let err = Store::open(&path, &swapped).unwrap_err();
+    assert!(matches!(err, StoreError::MembershipChanged { .. }), "{err}");
+    let err = Store::open(&path, &members()[..4]).unwrap_err();
+    assert!(err.to_string().contains("4 members"), "{err}");
+    assert!(Store::open(&path, &members()).is_ok());
+}
+
+#[test]
+fn a_failing_change_commits_nothing_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, before) = Store::open(&path, &members()).unwrap();
+    let mut stranger = Wallet::genesis(MemberId([0xaa; 32]), &Params::default());
+    stranger.version = 1;
+    let batch = [
+        wallet(0, 9),
+        Change::ShareSeq(77),
+        Change::Wallet {
+            idx: 2,
+            wallet: stranger,
+        },
+    ];
+    let kv = [("c".to_string(), b"k".to_vec(), Some(b"v".to_vec()))];
+    let err = store.commit_with_kv(&batch, &kv).unwrap_err();
+    assert!(
+        matches!(err, StoreError::WrongMember { idx: 2, .. }),
+        "{err}"
+    );
+    let err = store.commit(&[wallet(0, 1), {
+        let Change::Wallet { wallet, .. } = wallet(0, 1) else {
+            unreachable!()
+        };
+        Change::Wallet { idx: 5, wallet }
+    }]);
+    assert!(matches!(err, Err(StoreError::WrongMember { idx: 5, .. })));
+    assert_eq!(store.kv_get("c", b"k").unwrap(), None);
+    drop(store);
+    let (_, after) = Store::open(&path, &members()).unwrap();
+    assert_eq!(after, before);
+}
+
+#[test]
+fn contract_kv_commits_with_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    let set = |c: &str, k: &[u8], v: &[u8]| (c.to_string(), k.to_vec(), Some(v.to_vec()));
+    store
+        .commit_with_kv(
+            &[wallet(2, 1)],
+            &[
+                set("espresso", b"cups", b"3"),
+                set("espresso", b"beans", b"arabica"),
+                set("radio", b"cups", b"other contract"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        store.kv_get("espresso", b"cups").unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+    assert_eq!(
+        store.kv_get("radio", b"cups").unwrap().as_deref(),
+        Some(&b"other contract"[..])
+    );
+    assert_eq!(store.kv_get("espresso", b"nothing").unwrap(), None);
+    // Contract names are not prefixes of each other's keys.
+    assert_eq!(store.kv_get("espress", b"ocups").unwrap(), None);
+
+    store
+        .commit_with_kv(
+            &[],
+            &[
+                ("espresso".into(), b"beans".to_vec(), None),
+                set("espresso", b"cups", b"4"),
+            ],
+        )
+        .unwrap();
+    drop(store);
+    let (store, snap) = Store::open(&path, &members()).unwrap();
+    assert_eq!(snap.wallets[&2].version, 1);
+    assert_eq!(store.kv_get("espresso", b"beans").unwrap(), None);
+    assert_eq!(
+        store.kv_get("espresso", b"cups").unwrap().as_deref(),
+        Some(&b"4"[..])
+    );
+}
+
+#[test]
+fn stats_count_wallets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    let s = store.stats().unwrap();
+    assert_eq!(s.wallets, 2);
+    assert!(s.wallet_stored_bytes > 0 && s.file_bytes >= s.page_size);
+    store.compact().unwrap();
+    assert_eq!(store.stats().unwrap().wallets, 2);
+}
