@@ -1,0 +1,1 @@
+wallance_sdk::export_contract!(X); struct X; impl wallance_sdk::Contract for X { fn info() -> wallance_sdk::ServiceInfo { todo!() } fn purchase(_: wallance_sdk::Purchase) -> Result<wallance_sdk::Outcome, String> { todo!() } }
