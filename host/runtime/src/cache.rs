@@ -64,15 +64,25 @@ impl DiskCache {
         if !path.is_file() {
             return None;
         }
-        // SAFETY: `deserialize_file` runs native code from the file, so the
-        // file must be one wasmtime wrote. It lives in the node's private
-        // cache dir (never the contracts drop folder), was written by
-        // `store` below through a rename (never half-written), and its name
-        // binds it to this engine's fingerprint; wasmtime additionally checks
+        // Read into memory rather than `deserialize_file`'s mmap: a mapped
+        // cache file truncated behind our back (an operator clearing the
+        // cache) would kill the node with SIGBUS.
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot read cache entry");
+                return None;
+            }
+        };
+        // SAFETY: `deserialize` runs native code from these bytes, so they
+        // must be something wasmtime wrote. They come from the node's private
+        // cache dir (never the contracts drop folder), were written by
+        // `store` below through a rename (never half-written), and the file
+        // name binds them to this engine's fingerprint; wasmtime also checks
         // the header and engine compatibility and fails instead of loading a
         // mismatched artifact.
         #[allow(unsafe_code)]
-        let loaded = unsafe { Component::deserialize_file(engine, &path) };
+        let loaded = unsafe { Component::deserialize(engine, &bytes) };
         match loaded {
             Ok(component) => Some(component),
             Err(error) => {

@@ -655,7 +655,9 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = ContractPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        // Links but lacks our exports: some other component or module.
+        let pre =
+            ContractPre::new(instance_pre).map_err(|e| LoadError::NotAContract(format!("{e:#}")))?;
 
         let mut store = self.new_store("(loading)", 0, None, Devices::new(), limits.fuel_for_info);
         let info = pre
@@ -845,20 +847,21 @@ fn is_core_module(bytes: &[u8]) -> bool {
 }
 
 fn componentize_module(bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
-    wit_component::ComponentEncoder::default()
-        .validate(true)
-        .module(bytes)
-        .and_then(|mut encoder| encoder.encode())
-        .map_err(|e| {
-            let message = format!("{e:#}");
-            // wit-component reports a module without our type section or
-            // with foreign imports this way; anything else is broken wasm.
-            if message.contains("decode") || message.contains("import") || message.contains("world") {
-                LoadError::NotAContract(message)
-            } else {
-                LoadError::Compile(message)
-            }
-        })
+    // wit-component trusts its input's structure (it panics on some
+    // truncated modules), so validate first.
+    wasmparser::Validator::new()
+        .validate_all(bytes)
+        .map_err(|e| LoadError::Compile(e.to_string()))?;
+    // Belt and braces: a panic inside wit-component on input that passed
+    // validation must still only reject this file.
+    let encoded = std::panic::catch_unwind(|| {
+        wit_component::ComponentEncoder::default()
+            .validate(true)
+            .module(bytes)
+            .and_then(|mut encoder| encoder.encode())
+    })
+    .map_err(|_| LoadError::NotAContract("wit-component panicked on this module".into()))?;
+    encoded.map_err(|e| LoadError::NotAContract(format!("{e:#}")))
 }
 
 fn validate_info(info: &wit::ServiceInfo) -> Result<(), LoadError> {

@@ -191,7 +191,17 @@ fn watch_loop(
             pending.paths.extend(runtime.loaded_files());
         }
         for path in pending.paths {
-            reload(runtime, &path);
+            // The watcher must outlive any bug a file can trigger.
+            let reloaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                reload(runtime, &path);
+            }));
+            if reloaded.is_err() {
+                tracing::error!(path = %path.display(), "reloading panicked; file skipped");
+                runtime.emit(RegistryEvent::LoadFailed {
+                    path,
+                    error: "internal error while loading (see the node log)".into(),
+                });
+            }
         }
     }
 }
