@@ -14,4 +14,5 @@ pub const ALL: &[&str] = &[
     ECHO_V1,
     ECHO_V2,
     BAD_INFO,
+    CONTRACT_TEMPLATE,
 ];

@@ -59,14 +59,12 @@ impl Contract for Espresso {
         storage::set_u64(&buyer_key, cups_buyer);
 
         log::info(&format!("cup {cups_total}: {size_name} ({size_ml} ml)"));
-        Ok(
-            Outcome::new(format!("brewed a {size_ml} ml {size_name}"))
-                .with("size-ml", size_ml)
-                .with("cup-number", cups_total)
-                .with("cups-for-buyer", cups_buyer)
-                .with("water-ml-left", number(&brewed, "water-ml")?)
-                .with("beans-g-left", number(&brewed, "beans-g")?),
-        )
+        Ok(Outcome::new(format!("brewed a {size_ml} ml {size_name}"))
+            .with("size-ml", size_ml)
+            .with("cup-number", cups_total)
+            .with("cups-for-buyer", cups_buyer)
+            .with("water-ml-left", number(&brewed, "water-ml")?)
+            .with("beans-g-left", number(&brewed, "beans-g")?))
     }
 }
 

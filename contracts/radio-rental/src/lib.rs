@@ -39,7 +39,10 @@ impl Contract for RadioRental {
 
     fn purchase(purchase: Purchase) -> Result<Outcome, String> {
         if purchase.price < PRICE {
-            return Err(format!("the minimum price is {PRICE}, {} was paid", purchase.price));
+            return Err(format!(
+                "the minimum price is {PRICE}, {} was paid",
+                purchase.price
+            ));
         }
         let radios: Vec<devices::DeviceInfo> = devices::list()
             .into_iter()
@@ -57,11 +60,7 @@ impl Contract for RadioRental {
     }
 }
 
-fn lease(
-    purchase: &Purchase,
-    radios: &[devices::DeviceInfo],
-    now: u64,
-) -> Result<Outcome, String> {
+fn lease(purchase: &Purchase, radios: &[devices::DeviceInfo], now: u64) -> Result<Outcome, String> {
     let wanted = purchase
         .param("radio")
         .ok_or("missing parameter \"radio\" (a name like lora0 or a kind: lora, ble, zigbee)")?;
@@ -77,13 +76,23 @@ fn lease(
     let chosen = candidates
         .iter()
         .find(|r| current_lease(&r.name, now).is_some_and(|l| l.holder == buyer))
-        .or_else(|| candidates.iter().find(|r| current_lease(&r.name, now).is_none()));
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|r| current_lease(&r.name, now).is_none())
+        });
     let Some(radio) = chosen else {
         let busy: Vec<String> = candidates
             .iter()
             .filter_map(|r| {
-                current_lease(&r.name, now)
-                    .map(|l| format!("{} held by {} until {}", r.name, short(&l.holder), l.until_ms))
+                current_lease(&r.name, now).map(|l| {
+                    format!(
+                        "{} held by {} until {}",
+                        r.name,
+                        short(&l.holder),
+                        l.until_ms
+                    )
+                })
             })
             .collect();
         return Err(format!("no free radio: {}", busy.join("; ")));
@@ -103,8 +112,15 @@ fn lease(
         "assign",
         &[("holder", &buyer), ("until-ms", &until_text)],
     )?;
-    storage::set_string(&format!("lease/{}", radio.name), &format!("{buyer}@{until_ms}"));
-    log::info(&format!("{} leased to {} until {until_ms}", radio.name, short(&buyer)));
+    storage::set_string(
+        &format!("lease/{}", radio.name),
+        &format!("{buyer}@{until_ms}"),
+    );
+    log::info(&format!(
+        "{} leased to {} until {until_ms}",
+        radio.name,
+        short(&buyer)
+    ));
     let outcome = Outcome::new(format!("{} is yours until {until_ms}", radio.name))
         .with("radio", &radio.name)
         .with("kind", &radio.kind)

@@ -35,7 +35,9 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()?;
     let wasm_dir = build_contracts(&repo)?;
     let mut rows = Vec::new();
 
@@ -131,8 +133,20 @@ fn main() -> Result<()> {
     let espresso = purchase(&[("size", "ristretto")]);
     let compute = purchase(&[("task", "sha256-chain"), ("input", "x"), ("rounds", "1")]);
     for (key, what, service, purchase, devices) in [
-        ("invoke_espresso", "invoke espresso (2 device calls, 2 writes)", "espresso", &espresso, &devices),
-        ("invoke_compute_small", "invoke compute (1 hash)", "compute", &compute, &Devices::new()),
+        (
+            "invoke_espresso",
+            "invoke espresso (2 device calls, 2 writes)",
+            "espresso",
+            &espresso,
+            &devices,
+        ),
+        (
+            "invoke_compute_small",
+            "invoke compute (1 hash)",
+            "compute",
+            &compute,
+            &Devices::new(),
+        ),
     ] {
         let mut times = Vec::new();
         for i in 0..3_000 {
@@ -152,7 +166,11 @@ fn main() -> Result<()> {
     // Fuel overhead on CPU-bound work.
     let heavy = Purchase {
         price: 10,
-        ..purchase(&[("task", "sha256-chain"), ("input", "x"), ("rounds", "100000")])
+        ..purchase(&[
+            ("task", "sha256-chain"),
+            ("input", "x"),
+            ("rounds", "100000"),
+        ])
     };
     let no_fuel = Runtime::new(RuntimeConfig {
         consume_fuel: false,
@@ -164,20 +182,44 @@ fn main() -> Result<()> {
     let mut fuel_used = 0;
     for _ in 0..15 {
         let started = Instant::now();
-        fuel_used = runtime.invoke("compute", &heavy, &storage, &Devices::new())?.fuel_used;
+        fuel_used = runtime
+            .invoke("compute", &heavy, &storage, &Devices::new())?
+            .fuel_used;
         on.push(started.elapsed());
         let started = Instant::now();
         no_fuel.invoke("compute", &heavy, &storage, &Devices::new())?;
         off.push(started.elapsed());
     }
-    rows.push(row("sha256x100k_fuel_on", &format!("100k SHA-256 rounds, fuel on ({fuel_used} fuel)"), &mut on, false, "", ""));
-    rows.push(row("sha256x100k_fuel_off", "100k SHA-256 rounds, fuel off", &mut off, false, "", ""));
+    rows.push(row(
+        "sha256x100k_fuel_on",
+        &format!("100k SHA-256 rounds, fuel on ({fuel_used} fuel)"),
+        &mut on,
+        false,
+        "",
+        "",
+    ));
+    rows.push(row(
+        "sha256x100k_fuel_off",
+        "100k SHA-256 rounds, fuel off",
+        &mut off,
+        false,
+        "",
+        "",
+    ));
     let overhead = median(&mut on) / median(&mut off) - 1.0;
 
     // File landing to callable, through the watcher.
     for (key, what, config) in [
-        ("landing_cached", "file landing to callable (cache hit)", cached_config.clone()),
-        ("landing_compile", "file landing to callable (compiles)", RuntimeConfig::default()),
+        (
+            "landing_cached",
+            "file landing to callable (cache hit)",
+            cached_config.clone(),
+        ),
+        (
+            "landing_compile",
+            "file landing to callable (compiles)",
+            RuntimeConfig::default(),
+        ),
     ] {
         let dir = tempfile::tempdir()?;
         let dir_path = dir.path().canonicalize()?;
@@ -198,7 +240,14 @@ fn main() -> Result<()> {
             std::fs::remove_file(&target)?;
             wait_for(&events, |e| matches!(e, RegistryEvent::Removed(_)))?;
         }
-        rows.push(row(key, what, &mut times, false, "~60 ms (10 ms debounce)", "≤ 100 ms p50"));
+        rows.push(row(
+            key,
+            what,
+            &mut times,
+            false,
+            "~60 ms (10 ms debounce)",
+            "≤ 100 ms p50",
+        ));
     }
 
     print_table(&rows, overhead);
@@ -211,7 +260,10 @@ fn purchase(params: &[(&str, &str)]) -> Purchase {
         price: 2,
         consensus_time_ms: 1_000,
         certificate: [2; 32],
-        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
 
@@ -240,7 +292,14 @@ fn percentile(times: &mut [Duration], p: f64) -> f64 {
     times[index].as_secs_f64() * 1e6
 }
 
-fn row(key: &str, what: &str, times: &mut [Duration], p99: bool, anchor: &'static str, target: &'static str) -> Row {
+fn row(
+    key: &str,
+    what: &str,
+    times: &mut [Duration],
+    p99: bool,
+    anchor: &'static str,
+    target: &'static str,
+) -> Row {
     Row {
         key: key.to_string(),
         what: what.to_string(),
@@ -272,14 +331,23 @@ fn print_table(rows: &[Row], fuel_overhead: f64) {
             row.target
         );
     }
-    println!("| fuel overhead (on vs off, CPU-bound) | {:+.1} % | | | |", fuel_overhead * 100.0);
+    println!(
+        "| fuel overhead (on vs off, CPU-bound) | {:+.1} % | | | |",
+        fuel_overhead * 100.0
+    );
 
     let mut json = serde_json::Map::new();
     for row in rows {
         let mut entry = serde_json::Map::new();
-        entry.insert("median_us".into(), serde_json::json!((row.median_us * 10.0).round() / 10.0));
+        entry.insert(
+            "median_us".into(),
+            serde_json::json!((row.median_us * 10.0).round() / 10.0),
+        );
         if let Some(p99) = row.p99_us {
-            entry.insert("p99_us".into(), serde_json::json!((p99 * 10.0).round() / 10.0));
+            entry.insert(
+                "p99_us".into(),
+                serde_json::json!((p99 * 10.0).round() / 10.0),
+            );
         }
         if !row.anchor.is_empty() {
             entry.insert("anchor".into(), serde_json::json!(row.anchor));
@@ -289,8 +357,14 @@ fn print_table(rows: &[Row], fuel_overhead: f64) {
         }
         json.insert(row.key.clone(), entry.into());
     }
-    json.insert("fuel_overhead_pct".into(), serde_json::json!((fuel_overhead * 1000.0).round() / 10.0));
-    println!("\n{}", serde_json::to_string_pretty(&json).expect("plain JSON"));
+    json.insert(
+        "fuel_overhead_pct".into(),
+        serde_json::json!((fuel_overhead * 1000.0).round() / 10.0),
+    );
+    println!(
+        "\n{}",
+        serde_json::to_string_pretty(&json).expect("plain JSON")
+    );
 }
 
 /// Builds the shipped contracts for wasm32 with their own workspace.
@@ -300,7 +374,13 @@ fn build_contracts(repo: &Path) -> Result<PathBuf> {
     eprintln!("building contracts/ for wasm32 ...");
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
         .current_dir(&workspace)
-        .args(["build", "--release", "--target", "wasm32-unknown-unknown", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")

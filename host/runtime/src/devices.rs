@@ -21,8 +21,11 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn kind(&self) -> &str;
     /// Runs `command`. `Err` is a refusal or failure with a message for the
     /// buyer (e.g. "no water"); it is returned to the contract, not a trap.
-    fn call(&self, command: &str, args: &[(String, String)])
-    -> Result<Vec<(String, String)>, String>;
+    fn call(
+        &self,
+        command: &str,
+        args: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, String>;
 }
 
 /// The devices granted to one service, by name. Cheap to clone.
@@ -170,9 +173,7 @@ impl DeviceGrants {
 }
 
 fn arg<'a>(args: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    args.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 fn parse_arg(args: &[(String, String)], key: &str) -> Result<u64, String> {

@@ -246,7 +246,9 @@ impl wallance::contract::devices::Host for HostState {
             }));
         }
         let Some(device) = self.devices.get(&name) else {
-            return Ok(Err(format!("no device {name:?} is granted to this service")));
+            return Ok(Err(format!(
+                "no device {name:?} is granted to this service"
+            )));
         };
         let answer = device.call(&command, &args);
         tracing::debug!(service = %self.service, device = %name, %command, ok = answer.is_ok(), "device call");

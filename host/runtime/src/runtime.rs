@@ -190,7 +190,10 @@ pub enum RegistryEvent {
     Removed(ServiceInfo),
     /// A file in the watched folder was rejected; any previous version of
     /// its service keeps serving.
-    LoadFailed { path: PathBuf, error: String },
+    LoadFailed {
+        path: PathBuf,
+        error: String,
+    },
 }
 
 pub(crate) struct LoadedContract {
@@ -295,14 +298,12 @@ impl Runtime {
                     config.consume_fuel, limits.wasm_stack_bytes_max, limits.memory_bytes_max
                 );
                 let fingerprint = engine_fingerprint(&engine, &tag);
-                Some(
-                    DiskCache::new(dir.clone(), fingerprint).map_err(|error| {
-                        RuntimeError::CacheDir {
-                            path: dir.clone(),
-                            error,
-                        }
-                    })?,
-                )
+                Some(DiskCache::new(dir.clone(), fingerprint).map_err(|error| {
+                    RuntimeError::CacheDir {
+                        path: dir.clone(),
+                        error,
+                    }
+                })?)
             }
             None => None,
         };
@@ -357,7 +358,11 @@ impl Runtime {
     }
 
     /// Loads `bytes`, already read from `path`.
-    pub(crate) fn load_read_file(&self, path: &Path, bytes: &[u8]) -> Result<LoadReport, LoadError> {
+    pub(crate) fn load_read_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<LoadReport, LoadError> {
         let prepared = self.prepare(bytes)?;
         self.install(prepared, Some(path.to_path_buf()))
     }
@@ -656,8 +661,8 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         // Links but lacks our exports: some other component or module.
-        let pre =
-            ContractPre::new(instance_pre).map_err(|e| LoadError::NotAContract(format!("{e:#}")))?;
+        let pre = ContractPre::new(instance_pre)
+            .map_err(|e| LoadError::NotAContract(format!("{e:#}")))?;
 
         let mut store = self.new_store("(loading)", 0, None, Devices::new(), limits.fuel_for_info);
         let info = pre
@@ -694,7 +699,11 @@ impl Runtime {
         })
     }
 
-    fn install(&self, prepared: Prepared, source: Option<PathBuf>) -> Result<LoadReport, LoadError> {
+    fn install(
+        &self,
+        prepared: Prepared,
+        source: Option<PathBuf>,
+    ) -> Result<LoadReport, LoadError> {
         let Prepared {
             mut contract,
             from_cache,
@@ -899,7 +908,11 @@ fn classify(
     fuel_limit: u64,
     instantiating: bool,
 ) -> FailureCause {
-    if let Some(cause) = state.aborted.clone().or_else(|| state.limiter.exceeded.clone()) {
+    if let Some(cause) = state
+        .aborted
+        .clone()
+        .or_else(|| state.limiter.exceeded.clone())
+    {
         return cause;
     }
     if let Some(HostAbort(cause)) = error.downcast_ref::<HostAbort>() {

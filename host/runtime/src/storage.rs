@@ -330,13 +330,18 @@ mod tests {
         overlay.set("k2".into(), Some(vec![0; 16])).unwrap();
         assert!(matches!(
             overlay.set("k3".into(), Some(vec![0; 16])),
-            Err(OverlayError::Quota(StorageQuotaError::QuotaExceeded { bytes: 54, max: 40 }))
+            Err(OverlayError::Quota(StorageQuotaError::QuotaExceeded {
+                bytes: 54,
+                max: 40
+            }))
         ));
         // Shrinking stays allowed when full; the fifth write hits the count.
         overlay.set("k1".into(), None).unwrap();
         assert!(matches!(
             overlay.set("k4".into(), None),
-            Err(OverlayError::Quota(StorageQuotaError::TooManyWrites { max: 4 }))
+            Err(OverlayError::Quota(StorageQuotaError::TooManyWrites {
+                max: 4
+            }))
         ));
     }
 }

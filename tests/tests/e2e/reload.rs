@@ -17,7 +17,10 @@ fn next_change(events: &Receiver<RegistryEvent>) -> RegistryEvent {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left).expect("no registry event in time") {
+        match events
+            .recv_timeout(left)
+            .expect("no registry event in time")
+        {
             RegistryEvent::LoadFailed { .. } => continue,
             event => return event,
         }
@@ -25,7 +28,10 @@ fn next_change(events: &Receiver<RegistryEvent>) -> RegistryEvent {
 }
 
 fn next_failure(events: &Receiver<RegistryEvent>) -> String {
-    match events.recv_timeout(PATIENCE).expect("no registry event in time") {
+    match events
+        .recv_timeout(PATIENCE)
+        .expect("no registry event in time")
+    {
         RegistryEvent::LoadFailed { error, .. } => error,
         other => panic!("expected a rejected file, got {other:?}"),
     }
@@ -33,7 +39,12 @@ fn next_failure(events: &Receiver<RegistryEvent>) -> String {
 
 fn say(runtime: &Runtime, text: &str) -> String {
     let outcome = runtime
-        .invoke("echo", &purchase(1, 2, 1, &[("say", text)]), &storage(), &Devices::new())
+        .invoke(
+            "echo",
+            &purchase(1, 2, 1, &[("say", text)]),
+            &storage(),
+            &Devices::new(),
+        )
         .expect("echo runs");
     outcome.result.expect("echo serves").message
 }
@@ -56,9 +67,17 @@ fn files_added_replaced_and_removed_are_picked_up_without_restart() {
 
     // Added.
     drop_in(ECHO_V1, &dir_path, "echo.wasm");
-    let RegistryEvent::Added(info) = next_change(&events) else { panic!("expected Added") };
-    assert_eq!((info.name.as_str(), info.price, info.version.as_str()), ("echo", 1, "1"));
-    assert_eq!(info.source.as_deref(), Some(dir_path.join("echo.wasm").as_path()));
+    let RegistryEvent::Added(info) = next_change(&events) else {
+        panic!("expected Added")
+    };
+    assert_eq!(
+        (info.name.as_str(), info.price, info.version.as_str()),
+        ("echo", 1, "1")
+    );
+    assert_eq!(
+        info.source.as_deref(),
+        Some(dir_path.join("echo.wasm").as_path())
+    );
     assert_eq!(say(&runtime, "hi"), "v1: hi");
 
     // Our own reads of the file must not trigger reloads.
@@ -69,19 +88,26 @@ fn files_added_replaced_and_removed_are_picked_up_without_restart() {
     let RegistryEvent::Replaced { previous, current } = next_change(&events) else {
         panic!("expected Replaced")
     };
-    assert_eq!((previous.version.as_str(), current.version.as_str()), ("1", "2"));
+    assert_eq!(
+        (previous.version.as_str(), current.version.as_str()),
+        ("1", "2")
+    );
     assert_eq!(current.price, 2);
     assert_ne!(previous.contract_hash, current.contract_hash);
     assert_eq!(say(&runtime, "hi"), "v2: hi");
 
     // A second service beside it.
     drop_in(ESPRESSO, &dir_path, "espresso.wasm");
-    let RegistryEvent::Added(info) = next_change(&events) else { panic!("expected Added") };
+    let RegistryEvent::Added(info) = next_change(&events) else {
+        panic!("expected Added")
+    };
     assert_eq!(info.name, "espresso");
 
     // Removed.
     std::fs::remove_file(dir_path.join("echo.wasm")).unwrap();
-    let RegistryEvent::Removed(info) = next_change(&events) else { panic!("expected Removed") };
+    let RegistryEvent::Removed(info) = next_change(&events) else {
+        panic!("expected Removed")
+    };
     assert_eq!(info.name, "echo");
     let error = runtime
         .invoke("echo", &purchase(1, 2, 1, &[]), &storage(), &Devices::new())
@@ -136,7 +162,11 @@ fn calls_in_flight_finish_on_the_version_they_started_with() {
     let dir_path = dir.path().canonicalize().unwrap();
     std::fs::copy(ECHO_V1, dir_path.join("echo.wasm")).unwrap();
     let runtime = runtime_with(RuntimeConfig {
-        limits: Limits { fuel_per_call: 20_000_000_000, wall_time_max_ms: 60_000, ..Limits::default() },
+        limits: Limits {
+            fuel_per_call: 20_000_000_000,
+            wall_time_max_ms: 60_000,
+            ..Limits::default()
+        },
         ..RuntimeConfig::default()
     });
     let events = runtime.subscribe();
@@ -155,18 +185,27 @@ fn calls_in_flight_finish_on_the_version_they_started_with() {
     // Let the call start, then replace the contract under it.
     std::thread::sleep(Duration::from_millis(50));
     drop_in(ECHO_V2, &dir_path, "echo.wasm");
-    assert!(matches!(next_change(&events), RegistryEvent::Replaced { .. }));
+    assert!(matches!(
+        next_change(&events),
+        RegistryEvent::Replaced { .. }
+    ));
     assert_eq!(say(&runtime, "new"), "v2: new");
     let (outcome, elapsed) = long_call.join().unwrap();
     let outcome = outcome.expect("the long call finishes");
     assert_eq!(outcome.result.unwrap().message, "v1: slow");
-    assert!(elapsed > Duration::from_millis(60), "the call was not in flight: {elapsed:?}");
+    assert!(
+        elapsed > Duration::from_millis(60),
+        "the call was not in flight: {elapsed:?}"
+    );
 }
 
 #[test]
 fn a_node_with_cached_contracts_starts_without_compiling() {
     let cache = tempfile::tempdir().unwrap();
-    let config = RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..RuntimeConfig::default() };
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
 
     let first = runtime_with(config.clone());
     for path in [ESPRESSO, RADIO_RENTAL, COMPUTE_RENTAL] {
@@ -182,7 +221,12 @@ fn a_node_with_cached_contracts_starts_without_compiling() {
         assert!(report.componentize.is_zero());
     }
     let outcome = second
-        .invoke("compute", &purchase(1, 1, 1, &[("task", "prime-count"), ("below", "100")]), &storage(), &Devices::new())
+        .invoke(
+            "compute",
+            &purchase(1, 1, 1, &[("task", "prime-count"), ("below", "100")]),
+            &storage(),
+            &Devices::new(),
+        )
         .unwrap();
     assert_eq!(outcome.result.unwrap().get("primes"), Some("25"));
 
@@ -208,12 +252,25 @@ fn precompiled_artifacts_in_the_drop_folder_are_refused() {
     // Even a genuine artifact from our own cache is refused when it comes
     // through the contracts folder.
     let cache = tempfile::tempdir().unwrap();
-    let runtime = runtime_with(RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..RuntimeConfig::default() });
+    let runtime = runtime_with(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    });
     runtime.load_file(ESPRESSO).unwrap();
-    let artifact = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
+    let artifact = std::fs::read_dir(cache.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let drop_dir = tempfile::tempdir().unwrap();
     let dropped = drop_dir.path().join("sneaky.wasm");
     std::fs::copy(artifact, &dropped).unwrap();
     let error = runtime.load_file(&dropped).unwrap_err();
-    assert!(error.to_string().contains("precompiled native code is never loaded"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("precompiled native code is never loaded"),
+        "{error}"
+    );
 }

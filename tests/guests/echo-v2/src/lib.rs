@@ -1,1 +1,3 @@
-const VERSION: &str = "2"; const PRICE: u64 = 2; include!("../../echo.rs");
+const VERSION: &str = "2";
+const PRICE: u64 = 2;
+include!("../../echo.rs");
