@@ -1,0 +1,134 @@
+//! Errors of the runtime. None of them is fatal to the host: a bad contract
+//! fails its own load or call and everything else goes on.
+
+use std::path::PathBuf;
+
+use crate::host::LogEntry;
+use crate::storage::StorageQuotaError;
+
+/// Why a contract call was stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FailureCause {
+    #[error("ran out of fuel ({limit} units): endless loop or too much work for one call")]
+    OutOfFuel { limit: u64 },
+    #[error("exceeded the wall-clock backstop of {limit_ms} ms")]
+    WallClock { limit_ms: u64 },
+    #[error("memory limit exceeded: wanted {requested_bytes} bytes, limit is {limit_bytes}")]
+    MemoryLimit {
+        limit_bytes: u64,
+        requested_bytes: u64,
+    },
+    #[error("table limit of {limit_elements} elements exceeded")]
+    TableLimit { limit_elements: u64 },
+    #[error("call stack exhausted (recursion too deep)")]
+    StackOverflow,
+    #[error("panicked: {0}")]
+    Panic(String),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("logged more than {limit_bytes} bytes")]
+    LogLimit { limit_bytes: u64 },
+    #[error("more than {limit} device calls in one call")]
+    DeviceCallLimit { limit: u64 },
+    #[error("output of {len_bytes} bytes exceeds the {limit_bytes} byte limit")]
+    OutputTooLarge { len_bytes: u64, limit_bytes: u64 },
+    #[error("storage: {0}")]
+    Storage(StorageQuotaError),
+    #[error("storage backend: {0}")]
+    StorageBackend(String),
+    #[error("could not instantiate: {0}")]
+    Instantiate(String),
+}
+
+/// Errors of [`Runtime::invoke`](crate::Runtime::invoke).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    #[error("no service named {0:?} is loaded")]
+    UnknownService(String),
+    #[error("invalid purchase: {0}")]
+    InvalidPurchase(String),
+    /// The contract was stopped; its logs up to that point are kept.
+    #[error("contract {service:?} failed: {cause}")]
+    Failed {
+        service: String,
+        cause: FailureCause,
+        fuel_used: u64,
+        logs: Vec<LogEntry>,
+    },
+    /// The call succeeded but its storage writes could not be committed; the
+    /// purchase must be treated as not served.
+    #[error("contract {service:?}: committing storage failed: {error}")]
+    Commit {
+        service: String,
+        error: crate::storage::StorageError,
+    },
+}
+
+impl InvokeError {
+    /// The cause, when the contract itself was stopped.
+    pub fn cause(&self) -> Option<&FailureCause> {
+        match self {
+            InvokeError::Failed { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
+}
+
+/// Why a contract could not be loaded. The previous version of the service,
+/// if any, keeps serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("cannot read {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("file of {len_bytes} bytes exceeds the {limit_bytes} byte limit for contracts")]
+    TooLarge { len_bytes: u64, limit_bytes: u64 },
+    #[error("not a WebAssembly file (bad magic bytes; half-written?)")]
+    NotWasm,
+    #[error(
+        "precompiled native code is never loaded from the contracts folder; drop the .wasm instead"
+    )]
+    Precompiled,
+    #[error("not a Wallance contract: {0}")]
+    NotAContract(String),
+    #[error("invalid WebAssembly: {0}")]
+    Compile(String),
+    #[error("contract imports something the node does not offer: {0}")]
+    Link(String),
+    #[error("reading the contract's info failed: {0}")]
+    Info(FailureCause),
+    #[error("invalid service info: {0}")]
+    InvalidInfo(String),
+    #[error("service {name:?} is already provided by {other}")]
+    NameTaken { name: String, other: String },
+}
+
+/// Errors creating a [`Runtime`](crate::Runtime).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("wasmtime engine: {0}")]
+    Engine(String),
+    #[error("cache directory {path}: {error}")]
+    CacheDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Config(String),
+}
+
+/// Errors starting a [`ContractWatcher`](crate::ContractWatcher).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    #[error("cannot watch {path}: {error}")]
+    Notify { path: PathBuf, error: notify::Error },
+    #[error("cannot start the watcher thread: {0}")]
+    Thread(std::io::Error),
+}

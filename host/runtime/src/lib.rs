@@ -1,0 +1,40 @@
+//! Runs Wallance service contracts: WebAssembly components written against
+//! the WIT world `wallance:contract/contract` (repository folder `wit/`),
+//! usually with the `wallance-sdk` crate.
+//!
+//! The node uses it like this:
+//!
+//! 1. [`Runtime::new`] once, with a cache directory and [`Limits`].
+//! 2. [`Runtime::subscribe`] to learn of services appearing, changing or
+//!    going away ([`RegistryEvent`]), and announce them (name, price,
+//!    contract hash).
+//! 3. [`Runtime::watch`] the contracts folder (or [`Runtime::load_file`] /
+//!    [`Runtime::load_dir`] without hot reload).
+//! 4. For each authorized purchase, [`Runtime::invoke`] with the node's
+//!    [`ContractStorage`] and the [`Devices`] granted to that service
+//!    ([`DeviceGrants::for_service`]). The [`Outcome`] carries the
+//!    contract's result, the fuel used and the peak memory; an
+//!    [`InvokeError`] says why a contract was stopped.
+//!
+//! See `README.md` beside this crate for the design choices.
+
+mod cache;
+mod devices;
+mod error;
+mod host;
+mod runtime;
+mod storage;
+mod watch;
+
+pub use devices::{
+    Device, DeviceConfig, DeviceGrants, Devices, EspressoMachine, EspressoState, Radio, RadioKind,
+    SimulatedKind,
+};
+pub use error::{FailureCause, InvokeError, LoadError, RuntimeError, WatchError};
+pub use host::{LogEntry, LogLevel};
+pub use runtime::{
+    ContractOutput, Limits, LoadReport, Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig,
+    ServiceInfo,
+};
+pub use storage::{ContractStorage, MemoryStorage, StorageError, StorageQuotaError, StorageWrite};
+pub use watch::ContractWatcher;

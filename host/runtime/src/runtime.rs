@@ -1,0 +1,954 @@
+//! The runtime: one engine, a registry of loaded contracts, and invocation
+//! of a contract on a fresh store under limits.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Engine, Store, Trap};
+
+use crate::cache::{DiskCache, engine_fingerprint};
+use crate::devices::Devices;
+use crate::error::{FailureCause, InvokeError, LoadError, RuntimeError};
+use crate::host::{self, CallLimits, ContractPre, HostAbort, HostState, Limiter, LogEntry, wit};
+use crate::storage::{ContractStorage, Overlay, StorageLimits};
+
+/// Limits applied to every contract. Fuel and memory limits are
+/// deterministic: every node stops a contract at the same point, so every
+/// node agrees whether a purchase was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel for one purchase (about one unit per WebAssembly instruction).
+    pub fuel_per_call: u64,
+    /// Fuel for the `info` call made at load time.
+    pub fuel_for_info: u64,
+    /// Wall-clock backstop for one call, in case a host function or the
+    /// compiled code is far slower than its fuel suggests. Not
+    /// deterministic: a node that hits it reports a failure the others may
+    /// not see, so keep it well above what the fuel allows.
+    pub wall_time_max_ms: u64,
+    /// Linear memory of one call, all memories together.
+    pub memory_bytes_max: u64,
+    pub table_elements_max: u64,
+    /// Native stack the contract may use; deep recursion stops here.
+    pub wasm_stack_bytes_max: usize,
+    pub log_bytes_max: usize,
+    /// Output (message plus data, or the refusal reason) of one call.
+    pub output_bytes_max: usize,
+    /// Parameters of one purchase, keys and values together.
+    pub params_bytes_max: usize,
+    pub storage_key_bytes_max: usize,
+    pub storage_value_bytes_max: usize,
+    pub storage_writes_max: usize,
+    /// Bytes (keys plus values) one service may keep in storage.
+    pub storage_bytes_max: u64,
+    /// Most keys one `keys` call returns.
+    pub storage_keys_limit_max: u32,
+    pub device_calls_max: usize,
+    /// Largest `.wasm` file accepted.
+    pub contract_bytes_max: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            fuel_per_call: 500_000_000,
+            fuel_for_info: 10_000_000,
+            wall_time_max_ms: 5_000,
+            memory_bytes_max: 32 << 20,
+            table_elements_max: 20_000,
+            wasm_stack_bytes_max: 512 << 10,
+            log_bytes_max: 16 << 10,
+            output_bytes_max: 16 << 10,
+            params_bytes_max: 8 << 10,
+            storage_key_bytes_max: 256,
+            storage_value_bytes_max: 64 << 10,
+            storage_writes_max: 1_000,
+            storage_bytes_max: 1 << 20,
+            storage_keys_limit_max: 1_000,
+            device_calls_max: 64,
+            contract_bytes_max: 16 << 20,
+        }
+    }
+}
+
+/// How to build a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled contracts are cached. `None` compiles at every load.
+    pub cache_dir: Option<PathBuf>,
+    pub limits: Limits,
+    /// Meter fuel. Only the benchmark turns this off, to measure its cost.
+    pub consume_fuel: bool,
+    /// Period of the epoch ticker that drives the wall-clock backstop.
+    pub epoch_tick_ms: u64,
+    /// Quiet time the watcher waits for after a file event before loading.
+    pub debounce_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            limits: Limits::default(),
+            consume_fuel: true,
+            epoch_tick_ms: 10,
+            debounce_ms: 10,
+        }
+    }
+}
+
+/// A service as the node announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub name: String,
+    /// Integer DCoin units.
+    pub price: u64,
+    pub description: String,
+    pub version: String,
+    /// SHA-256 of the `.wasm` file as dropped (before the node turns a core
+    /// module into a component): what voters compare.
+    pub contract_hash: [u8; 32],
+    /// The file it was loaded from, if any.
+    pub source: Option<PathBuf>,
+}
+
+/// An authorized purchase, as consensus decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    /// The buyer's Ed25519 public key.
+    pub buyer: [u8; 32],
+    /// Integer DCoin units.
+    pub price: u64,
+    pub consensus_time_ms: u64,
+    /// Identity of the quorum certificate.
+    pub certificate: [u8; 32],
+    pub params: Vec<(String, String)>,
+}
+
+/// What a successful purchase delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractOutput {
+    pub message: String,
+    pub data: Vec<(String, String)>,
+}
+
+impl ContractOutput {
+    /// The value of `key` in `data`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The result of a call that ran to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub service: String,
+    pub contract_hash: [u8; 32],
+    /// `Err` is the contract's refusal (e.g. "the machine has no water");
+    /// its storage writes were dropped.
+    pub result: Result<ContractOutput, String>,
+    /// Deterministic: the same on every node running the same contract.
+    pub fuel_used: u64,
+    pub peak_memory_bytes: u64,
+    /// Storage writes committed (0 on refusal).
+    pub storage_writes: usize,
+    pub logs: Vec<LogEntry>,
+    /// Wall time of the call including instantiation; not deterministic.
+    pub elapsed: Duration,
+}
+
+/// Timings of one load, for logs and the benchmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    pub info: ServiceInfo,
+    /// Whether the compiled code came from the disk cache.
+    pub from_cache: bool,
+    /// Core module to component (zero for components and cache hits).
+    pub componentize: Duration,
+    /// Compile, or deserialize on a cache hit.
+    pub compile: Duration,
+    /// Linking plus the `info` call.
+    pub link_and_info: Duration,
+}
+
+/// A change of the set of services, for the node to re-announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistryEvent {
+    Added(ServiceInfo),
+    Replaced {
+        previous: ServiceInfo,
+        current: ServiceInfo,
+    },
+    Removed(ServiceInfo),
+    /// A file in the watched folder was rejected; any previous version of
+    /// its service keeps serving.
+    LoadFailed {
+        path: PathBuf,
+        error: String,
+    },
+}
+
+pub(crate) struct LoadedContract {
+    pub info: ServiceInfo,
+    pre: ContractPre<HostState>,
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    by_name: BTreeMap<String, Arc<LoadedContract>>,
+    by_file: BTreeMap<PathBuf, String>,
+}
+
+struct Shared {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: RuntimeConfig,
+    cache: Option<DiskCache>,
+    /// Swapped whole on every change, so a call holds the version it
+    /// started with until it ends.
+    registry: RwLock<Arc<Registry>>,
+    /// Serializes changes to the registry (loads run outside it).
+    install_lock: Mutex<()>,
+    subscribers: Mutex<Vec<mpsc::Sender<RegistryEvent>>>,
+}
+
+/// Runs Wallance contracts. Cheap to clone; clones share everything.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use wallance_runtime::*;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = Runtime::new(RuntimeConfig {
+///     cache_dir: Some("/var/lib/wallance/cache".into()),
+///     ..RuntimeConfig::default()
+/// })?;
+/// let changes = runtime.subscribe();
+/// let _watcher = runtime.watch("/var/lib/wallance/contracts")?;
+/// for service in runtime.services() {
+///     println!("{} at {}", service.name, service.price);
+/// }
+/// let storage: Arc<dyn ContractStorage> = Arc::new(MemoryStorage::new());
+/// let purchase = Purchase {
+///     buyer: [7; 32],
+///     price: 2,
+///     consensus_time_ms: 1_000,
+///     certificate: [9; 32],
+///     params: vec![("size".into(), "lungo".into())],
+/// };
+/// let outcome = runtime.invoke("espresso", &purchase, &storage, &Devices::new())?;
+/// println!("{:?}, {} fuel", outcome.result, outcome.fuel_used);
+/// # drop(changes);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("services", &self.services().len())
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let limits = config.limits;
+        if config.epoch_tick_ms == 0 || limits.wall_time_max_ms < config.epoch_tick_ms {
+            return Err(RuntimeError::Config(
+                "epoch_tick_ms must be positive and at most wall_time_max_ms".into(),
+            ));
+        }
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .consume_fuel(config.consume_fuel)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.wasm_stack_bytes_max)
+            // Pi boards run 39-bit address spaces (512 GiB): the default
+            // 4 GiB reservation plus guards per memory would cap a node at
+            // about a hundred live instances. Reserve what a call may use
+            // at most, so memories never move, and pay for explicit bounds
+            // checks instead.
+            .memory_reservation(limits.memory_bytes_max)
+            .memory_reservation_for_growth(0)
+            .memory_guard_size(64 << 10)
+            .guard_before_linear_memory(false)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+
+        let cache = match &config.cache_dir {
+            Some(dir) => {
+                // The settings that change compiled code, on top of what
+                // wasmtime's own compatibility hash covers.
+                let tag = format!(
+                    "fuel={} stack={} reservation={}",
+                    config.consume_fuel, limits.wasm_stack_bytes_max, limits.memory_bytes_max
+                );
+                let fingerprint = engine_fingerprint(&engine, &tag);
+                Some(DiskCache::new(dir.clone(), fingerprint).map_err(|error| {
+                    RuntimeError::CacheDir {
+                        path: dir.clone(),
+                        error,
+                    }
+                })?)
+            }
+            None => None,
+        };
+
+        spawn_epoch_ticker(&engine, Duration::from_millis(config.epoch_tick_ms))
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Runtime {
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                config,
+                cache,
+                registry: RwLock::new(Arc::new(Registry::default())),
+                install_lock: Mutex::new(()),
+                subscribers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.shared.config
+    }
+
+    /// Loaded services, sorted by name.
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        self.registry()
+            .by_name
+            .values()
+            .map(|c| c.info.clone())
+            .collect()
+    }
+
+    pub fn service(&self, name: &str) -> Option<ServiceInfo> {
+        self.registry().by_name.get(name).map(|c| c.info.clone())
+    }
+
+    /// Receives every later change of the set of services.
+    pub fn subscribe(&self) -> mpsc::Receiver<RegistryEvent> {
+        let (sender, receiver) = mpsc::channel();
+        lock(&self.shared.subscribers).push(sender);
+        receiver
+    }
+
+    /// Loads (or reloads) the contract in `path` and registers it as that
+    /// file's service. A replaced version keeps serving the calls that
+    /// already started on it.
+    pub fn load_file(&self, path: impl AsRef<Path>) -> Result<LoadReport, LoadError> {
+        let path = path.as_ref();
+        let bytes = self.read_contract(path)?;
+        self.load_read_file(path, &bytes)
+    }
+
+    /// Loads `bytes`, already read from `path`.
+    pub(crate) fn load_read_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<LoadReport, LoadError> {
+        let prepared = self.prepare(bytes)?;
+        self.install(prepared, Some(path.to_path_buf()))
+    }
+
+    /// Loads a contract from bytes, not tied to a file.
+    pub fn load_bytes(&self, bytes: &[u8]) -> Result<LoadReport, LoadError> {
+        let prepared = self.prepare(bytes)?;
+        self.install(prepared, None)
+    }
+
+    /// Loads every `*.wasm` file in `dir`, in name order. A bad file is
+    /// reported and skipped.
+    pub fn load_dir(&self, dir: impl AsRef<Path>) -> Vec<(PathBuf, Result<LoadReport, LoadError>)> {
+        let mut files = wasm_files(dir.as_ref());
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let result = self.load_file(&path);
+                if let Err(error) = &result {
+                    tracing::warn!(path = %path.display(), %error, "contract rejected");
+                }
+                (path, result)
+            })
+            .collect()
+    }
+
+    /// Withdraws a service. Calls in flight finish.
+    pub fn unload(&self, name: &str) -> Option<ServiceInfo> {
+        let _guard = lock(&self.shared.install_lock);
+        let mut next = (*self.registry()).clone();
+        let removed = next.by_name.remove(name)?;
+        if let Some(source) = &removed.info.source {
+            next.by_file.remove(source);
+        }
+        self.publish(next, vec![RegistryEvent::Removed(removed.info.clone())]);
+        Some(removed.info.clone())
+    }
+
+    /// Withdraws the service loaded from `path`, if any.
+    pub fn unload_file(&self, path: &Path) -> Option<ServiceInfo> {
+        let name = self.registry().by_file.get(path).cloned()?;
+        self.unload(&name)
+    }
+
+    /// Runs an authorized purchase of `service` on a fresh instance.
+    ///
+    /// `storage` is the node's contract storage (the runtime scopes it to
+    /// the service); `devices` are those the operator granted to the service
+    /// (see [`DeviceGrants::for_service`](crate::DeviceGrants::for_service)).
+    /// `Ok` means the contract ran to its end (served or refused); `Err`
+    /// means it was stopped or could not run, and nothing was written.
+    pub fn invoke(
+        &self,
+        service: &str,
+        purchase: &Purchase,
+        storage: &Arc<dyn ContractStorage>,
+        devices: &Devices,
+    ) -> Result<Outcome, InvokeError> {
+        let started = Instant::now();
+        let limits = &self.shared.config.limits;
+        let params_bytes: usize = purchase.params.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if params_bytes > limits.params_bytes_max {
+            return Err(InvokeError::InvalidPurchase(format!(
+                "parameters of {params_bytes} bytes exceed the {} byte limit",
+                limits.params_bytes_max
+            )));
+        }
+        // Holding this Arc keeps the version alive even if it is replaced
+        // or removed while the call runs.
+        let contract = self
+            .registry()
+            .by_name
+            .get(service)
+            .cloned()
+            .ok_or_else(|| InvokeError::UnknownService(service.to_string()))?;
+        let overlay = Overlay::new(
+            storage.clone(),
+            contract.info.name.clone(),
+            StorageLimits {
+                key_bytes_max: limits.storage_key_bytes_max,
+                value_bytes_max: limits.storage_value_bytes_max,
+                writes_max: limits.storage_writes_max,
+                service_bytes_max: limits.storage_bytes_max,
+            },
+        );
+        let mut store = self.new_store(
+            &contract.info.name,
+            purchase.consensus_time_ms,
+            Some(overlay),
+            devices.clone(),
+            limits.fuel_per_call,
+        );
+        let wit_purchase = wit::Purchase {
+            buyer: purchase.buyer.to_vec(),
+            price: purchase.price,
+            consensus_time_ms: purchase.consensus_time_ms,
+            certificate: purchase.certificate.to_vec(),
+            params: purchase.params.clone(),
+        };
+        let result = contract
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| (true, e))
+            .and_then(|instance| {
+                instance
+                    .call_purchase(&mut store, &wit_purchase)
+                    .map_err(|e| (false, e))
+            });
+        let fuel_used = self.fuel_used(&store, limits.fuel_per_call);
+        let state = store.into_data();
+        let service = contract.info.name.clone();
+
+        let returned = match result {
+            Ok(returned) => returned,
+            Err((instantiating, error)) => {
+                let cause = classify(&error, &state, limits, limits.fuel_per_call, instantiating);
+                tracing::info!(%service, %cause, "contract call failed");
+                return Err(InvokeError::Failed {
+                    service,
+                    cause,
+                    fuel_used,
+                    logs: state.logs,
+                });
+            }
+        };
+        let output_bytes = match &returned {
+            Ok(outcome) => {
+                outcome.message.len()
+                    + outcome
+                        .data
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            }
+            Err(reason) => reason.len(),
+        };
+        if output_bytes > limits.output_bytes_max {
+            return Err(InvokeError::Failed {
+                service,
+                cause: FailureCause::OutputTooLarge {
+                    len_bytes: output_bytes as u64,
+                    limit_bytes: limits.output_bytes_max as u64,
+                },
+                fuel_used,
+                logs: state.logs,
+            });
+        }
+        let mut storage_writes = 0;
+        let result = match returned {
+            Ok(outcome) => {
+                if let Some(overlay) = state.storage {
+                    let backend = overlay.backend().clone();
+                    let writes = overlay.into_writes();
+                    if !writes.is_empty() {
+                        backend
+                            .commit(&service, &writes)
+                            .map_err(|error| InvokeError::Commit {
+                                service: service.clone(),
+                                error,
+                            })?;
+                    }
+                    storage_writes = writes.len();
+                }
+                Ok(ContractOutput {
+                    message: outcome.message,
+                    data: outcome.data,
+                })
+            }
+            Err(reason) => Err(reason),
+        };
+        Ok(Outcome {
+            service,
+            contract_hash: contract.info.contract_hash,
+            result,
+            fuel_used,
+            peak_memory_bytes: state.limiter.memory_bytes_peak as u64,
+            storage_writes,
+            logs: state.logs,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn registry(&self) -> Arc<Registry> {
+        // Readers only clone the Arc; a poisoned lock still holds a whole
+        // registry because writers replace it in one assignment.
+        self.shared
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn publish(&self, next: Registry, events: Vec<RegistryEvent>) {
+        *self
+            .shared
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        let mut subscribers = lock(&self.shared.subscribers);
+        for event in events {
+            tracing::info!(?event, "services changed");
+            subscribers.retain(|s| s.send(event.clone()).is_ok());
+        }
+    }
+
+    pub(crate) fn emit(&self, event: RegistryEvent) {
+        lock(&self.shared.subscribers).retain(|s| s.send(event.clone()).is_ok());
+    }
+
+    /// Hash of the file a service was loaded from, to skip no-op reloads.
+    pub(crate) fn loaded_hash_of_file(&self, path: &Path) -> Option<[u8; 32]> {
+        let registry = self.registry();
+        let name = registry.by_file.get(path)?;
+        registry.by_name.get(name).map(|c| c.info.contract_hash)
+    }
+
+    pub(crate) fn loaded_files(&self) -> Vec<PathBuf> {
+        self.registry().by_file.keys().cloned().collect()
+    }
+
+    pub(crate) fn read_contract(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
+        use std::io::Read;
+        let limit = self.shared.config.limits.contract_bytes_max;
+        let read_error = |error| LoadError::Read {
+            path: path.to_path_buf(),
+            error,
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        let mut bytes = Vec::new();
+        // Read one byte past the limit to detect an oversized file without
+        // trusting its metadata (it may still be growing).
+        file.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if bytes.len() as u64 > limit {
+            return Err(LoadError::TooLarge {
+                len_bytes: bytes.len() as u64,
+                limit_bytes: limit,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Compiles (or loads from cache), links and asks the contract its info.
+    fn prepare(&self, bytes: &[u8]) -> Result<Prepared, LoadError> {
+        let limits = &self.shared.config.limits;
+        if bytes.len() as u64 > limits.contract_bytes_max {
+            return Err(LoadError::TooLarge {
+                len_bytes: bytes.len() as u64,
+                limit_bytes: limits.contract_bytes_max,
+            });
+        }
+        if bytes.starts_with(b"\x7fELF") {
+            return Err(LoadError::Precompiled);
+        }
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm);
+        }
+        let contract_hash: [u8; 32] = Sha256::digest(bytes).into();
+        let engine = &self.shared.engine;
+
+        let mut componentize = Duration::ZERO;
+        let started = Instant::now();
+        let cached = self
+            .shared
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(engine, &contract_hash));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component_bytes = if is_core_module(bytes) {
+                    let started = Instant::now();
+                    let encoded = componentize_module(bytes)?;
+                    componentize = started.elapsed();
+                    encoded
+                } else {
+                    bytes.to_vec()
+                };
+                let component = Component::from_binary(engine, &component_bytes)
+                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+                if let Some(cache) = &self.shared.cache {
+                    cache.store(&contract_hash, &component);
+                }
+                component
+            }
+        };
+        let compile = started.elapsed() - componentize;
+
+        let started = Instant::now();
+        let instance_pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        // Links but lacks our exports: some other component or module.
+        let pre = ContractPre::new(instance_pre)
+            .map_err(|e| LoadError::NotAContract(format!("{e:#}")))?;
+
+        let mut store = self.new_store("(loading)", 0, None, Devices::new(), limits.fuel_for_info);
+        let info = pre
+            .instantiate(&mut store)
+            .map_err(|e| (true, e))
+            .and_then(|instance| instance.call_info(&mut store).map_err(|e| (false, e)))
+            .map_err(|(instantiating, error)| {
+                LoadError::Info(classify(
+                    &error,
+                    store.data(),
+                    limits,
+                    limits.fuel_for_info,
+                    instantiating,
+                ))
+            })?;
+        validate_info(&info)?;
+        let link_and_info = started.elapsed();
+        Ok(Prepared {
+            contract: LoadedContract {
+                info: ServiceInfo {
+                    name: info.name,
+                    price: info.price,
+                    description: info.description,
+                    version: info.version,
+                    contract_hash,
+                    source: None,
+                },
+                pre,
+            },
+            from_cache,
+            componentize,
+            compile,
+            link_and_info,
+        })
+    }
+
+    fn install(
+        &self,
+        prepared: Prepared,
+        source: Option<PathBuf>,
+    ) -> Result<LoadReport, LoadError> {
+        let Prepared {
+            mut contract,
+            from_cache,
+            componentize,
+            compile,
+            link_and_info,
+        } = prepared;
+        contract.info.source = source.clone();
+        let info = contract.info.clone();
+        let _guard = lock(&self.shared.install_lock);
+        let mut next = (*self.registry()).clone();
+        let mut events = Vec::new();
+
+        if let Some(existing) = next.by_name.get(&info.name)
+            && existing.info.source != source
+        {
+            return Err(LoadError::NameTaken {
+                name: info.name.clone(),
+                other: existing
+                    .info
+                    .source
+                    .as_ref()
+                    .map_or("a contract loaded from bytes".into(), |p| {
+                        p.display().to_string()
+                    }),
+            });
+        }
+        // The file used to provide another service: withdraw it.
+        if let Some(path) = &source
+            && let Some(old_name) = next.by_file.get(path).cloned()
+            && old_name != info.name
+            && let Some(old) = next.by_name.remove(&old_name)
+        {
+            events.push(RegistryEvent::Removed(old.info.clone()));
+        }
+        let previous = next.by_name.insert(info.name.clone(), Arc::new(contract));
+        if let Some(path) = source {
+            next.by_file.insert(path, info.name.clone());
+        }
+        match previous {
+            Some(previous) if previous.info == info => {}
+            Some(previous) => events.push(RegistryEvent::Replaced {
+                previous: previous.info.clone(),
+                current: info.clone(),
+            }),
+            None => events.push(RegistryEvent::Added(info.clone())),
+        }
+        self.publish(next, events);
+        Ok(LoadReport {
+            info,
+            from_cache,
+            componentize,
+            compile,
+            link_and_info,
+        })
+    }
+
+    fn new_store(
+        &self,
+        service: &str,
+        now_ms: u64,
+        storage: Option<Overlay>,
+        devices: Devices,
+        fuel: u64,
+    ) -> Store<HostState> {
+        let config = &self.shared.config;
+        let limits = &config.limits;
+        let mut store = Store::new(
+            &self.shared.engine,
+            HostState {
+                limiter: Limiter {
+                    memory_bytes_max: usize::try_from(limits.memory_bytes_max)
+                        .unwrap_or(usize::MAX),
+                    table_elements_max: usize::try_from(limits.table_elements_max)
+                        .unwrap_or(usize::MAX),
+                    memory_bytes: 0,
+                    memory_bytes_peak: 0,
+                    exceeded: None,
+                },
+                limits: CallLimits {
+                    log_bytes_max: limits.log_bytes_max,
+                    device_calls_max: limits.device_calls_max,
+                    keys_limit_max: limits.storage_keys_limit_max,
+                },
+                now_ms,
+                logs: Vec::new(),
+                log_bytes: 0,
+                panic_message: None,
+                storage,
+                devices,
+                device_calls: 0,
+                service: service.to_string(),
+                aborted: None,
+            },
+        );
+        store.limiter(|state| &mut state.limiter);
+        if config.consume_fuel {
+            // Only fails when fuel is off, which this branch excludes.
+            let _ = store.set_fuel(fuel);
+        }
+        store.set_epoch_deadline(limits.wall_time_max_ms.div_ceil(config.epoch_tick_ms));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn fuel_used(&self, store: &Store<HostState>, limit: u64) -> u64 {
+        if !self.shared.config.consume_fuel {
+            return 0;
+        }
+        limit.saturating_sub(store.get_fuel().unwrap_or(0))
+    }
+}
+
+struct Prepared {
+    contract: LoadedContract,
+    from_cache: bool,
+    componentize: Duration,
+    compile: Duration,
+    link_and_info: Duration,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here leaves its data whole (single pushes and
+    // assignments), so a poisoned lock is safe to keep using.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Increments the engine's epoch every `tick`; stops once the engine is
+/// gone.
+fn spawn_epoch_ticker(engine: &Engine, tick: Duration) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("wallance-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// A core module has layer 0 and version 1 after the magic; a component
+/// has version 0x0d and layer 1.
+fn is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes[4..8] == [1, 0, 0, 0]
+}
+
+fn componentize_module(bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+    // wit-component trusts its input's structure (it panics on some
+    // truncated modules), so validate first.
+    wasmparser::Validator::new()
+        .validate_all(bytes)
+        .map_err(|e| LoadError::Compile(e.to_string()))?;
+    // Belt and braces: a panic inside wit-component on input that passed
+    // validation must still only reject this file.
+    let encoded = std::panic::catch_unwind(|| {
+        wit_component::ComponentEncoder::default()
+            .validate(true)
+            .module(bytes)
+            .and_then(|mut encoder| encoder.encode())
+    })
+    .map_err(|_| LoadError::NotAContract("wit-component panicked on this module".into()))?;
+    encoded.map_err(|e| LoadError::NotAContract(format!("{e:#}")))
+}
+
+fn validate_info(info: &wit::ServiceInfo) -> Result<(), LoadError> {
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= 64
+        && !info.name.starts_with('-')
+        && info
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !name_ok {
+        return Err(LoadError::InvalidInfo(format!(
+            "name {:?} must be 1 to 64 of a-z, 0-9 and '-', not starting with '-'",
+            info.name
+        )));
+    }
+    if info.description.len() > 256 {
+        return Err(LoadError::InvalidInfo(
+            "description longer than 256 bytes".into(),
+        ));
+    }
+    if info.version.is_empty() || info.version.len() > 64 {
+        return Err(LoadError::InvalidInfo(
+            "version must be 1 to 64 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a wasmtime error into the reason the contract was stopped.
+fn classify(
+    error: &wasmtime::Error,
+    state: &HostState,
+    limits: &Limits,
+    fuel_limit: u64,
+    instantiating: bool,
+) -> FailureCause {
+    if let Some(cause) = state
+        .aborted
+        .clone()
+        .or_else(|| state.limiter.exceeded.clone())
+    {
+        return cause;
+    }
+    if let Some(HostAbort(cause)) = error.downcast_ref::<HostAbort>() {
+        return cause.clone();
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => FailureCause::OutOfFuel { limit: fuel_limit },
+            Trap::Interrupt => FailureCause::WallClock {
+                limit_ms: limits.wall_time_max_ms,
+            },
+            Trap::StackOverflow => FailureCause::StackOverflow,
+            other => match &state.panic_message {
+                Some(message) => FailureCause::Panic(message.clone()),
+                None => FailureCause::Trap(other.to_string()),
+            },
+        };
+    }
+    if instantiating {
+        FailureCause::Instantiate(format!("{error:#}"))
+    } else {
+        FailureCause::Trap(format!("{error:#}"))
+    }
+}
+
+pub(crate) fn wasm_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .filter(|path| is_wasm_path(path) && path.is_file())
+        .collect()
+}
+
+pub(crate) fn is_wasm_path(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "wasm")
+}

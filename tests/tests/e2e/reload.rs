@@ -1,0 +1,276 @@
+//! Hot reload of the contracts folder, and the compiled-code cache.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use wallance_runtime::{Devices, InvokeError, Limits, RegistryEvent, Runtime, RuntimeConfig};
+use wallance_tests::{COMPUTE_RENTAL, ECHO_V1, ECHO_V2, ESPRESSO, RADIO_RENTAL};
+
+use crate::support::{purchase, runtime, runtime_with, storage};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The next event other than `LoadFailed` (returned separately).
+fn next_change(events: &Receiver<RegistryEvent>) -> RegistryEvent {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events
+            .recv_timeout(left)
+            .expect("no registry event in time")
+        {
+            RegistryEvent::LoadFailed { .. } => continue,
+            event => return event,
+        }
+    }
+}
+
+fn next_failure(events: &Receiver<RegistryEvent>) -> String {
+    match events
+        .recv_timeout(PATIENCE)
+        .expect("no registry event in time")
+    {
+        RegistryEvent::LoadFailed { error, .. } => error,
+        other => panic!("expected a rejected file, got {other:?}"),
+    }
+}
+
+fn say(runtime: &Runtime, text: &str) -> String {
+    let outcome = runtime
+        .invoke(
+            "echo",
+            &purchase(1, 2, 1, &[("say", text)]),
+            &storage(),
+            &Devices::new(),
+        )
+        .expect("echo runs");
+    outcome.result.expect("echo serves").message
+}
+
+/// Copies via a temporary name and a rename, as deploy tools do.
+fn drop_in(source: &str, dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::copy(source, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+#[test]
+fn files_added_replaced_and_removed_are_picked_up_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let runtime = runtime();
+    let events = runtime.subscribe();
+    let _watcher = runtime.watch(&dir_path).unwrap();
+    assert!(runtime.services().is_empty());
+
+    // Added.
+    drop_in(ECHO_V1, &dir_path, "echo.wasm");
+    let RegistryEvent::Added(info) = next_change(&events) else {
+        panic!("expected Added")
+    };
+    assert_eq!(
+        (info.name.as_str(), info.price, info.version.as_str()),
+        ("echo", 1, "1")
+    );
+    assert_eq!(
+        info.source.as_deref(),
+        Some(dir_path.join("echo.wasm").as_path())
+    );
+    assert_eq!(say(&runtime, "hi"), "v1: hi");
+
+    // Our own reads of the file must not trigger reloads.
+    assert!(events.recv_timeout(Duration::from_millis(300)).is_err());
+
+    // Replaced in place (overwrite, not rename).
+    std::fs::write(dir_path.join("echo.wasm"), std::fs::read(ECHO_V2).unwrap()).unwrap();
+    let RegistryEvent::Replaced { previous, current } = next_change(&events) else {
+        panic!("expected Replaced")
+    };
+    assert_eq!(
+        (previous.version.as_str(), current.version.as_str()),
+        ("1", "2")
+    );
+    assert_eq!(current.price, 2);
+    assert_ne!(previous.contract_hash, current.contract_hash);
+    assert_eq!(say(&runtime, "hi"), "v2: hi");
+
+    // A second service beside it.
+    drop_in(ESPRESSO, &dir_path, "espresso.wasm");
+    let RegistryEvent::Added(info) = next_change(&events) else {
+        panic!("expected Added")
+    };
+    assert_eq!(info.name, "espresso");
+
+    // Removed.
+    std::fs::remove_file(dir_path.join("echo.wasm")).unwrap();
+    let RegistryEvent::Removed(info) = next_change(&events) else {
+        panic!("expected Removed")
+    };
+    assert_eq!(info.name, "echo");
+    let error = runtime
+        .invoke("echo", &purchase(1, 2, 1, &[]), &storage(), &Devices::new())
+        .unwrap_err();
+    assert!(matches!(error, InvokeError::UnknownService(_)));
+    assert_eq!(runtime.services().len(), 1);
+}
+
+#[test]
+fn half_written_and_garbage_files_keep_the_previous_version_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    std::fs::copy(ECHO_V1, dir_path.join("echo.wasm")).unwrap();
+    let runtime = runtime();
+    let events = runtime.subscribe();
+    // Already there at start: loaded by the initial scan.
+    let _watcher = runtime.watch(&dir_path).unwrap();
+    assert!(matches!(next_change(&events), RegistryEvent::Added(_)));
+    assert_eq!(say(&runtime, "a"), "v1: a");
+
+    // A writer stalls halfway through v2: rejected, v1 keeps serving.
+    let v2 = std::fs::read(ECHO_V2).unwrap();
+    let mut file = std::fs::File::create(dir_path.join("echo.wasm")).unwrap();
+    file.write_all(&v2[..v2.len() / 2]).unwrap();
+    file.flush().unwrap();
+    let error = next_failure(&events);
+    assert!(!error.is_empty());
+    assert_eq!(say(&runtime, "b"), "v1: b");
+    // The writer finishes: v2 is loaded.
+    file.write_all(&v2[v2.len() / 2..]).unwrap();
+    drop(file);
+    let RegistryEvent::Replaced { current, .. } = next_change(&events) else {
+        panic!("expected Replaced")
+    };
+    assert_eq!(current.version, "2");
+    assert_eq!(say(&runtime, "c"), "v2: c");
+
+    // Garbage replaces it: rejected with a clear reason, v2 keeps serving.
+    std::fs::write(dir_path.join("echo.wasm"), b"definitely not a contract").unwrap();
+    let error = next_failure(&events);
+    assert!(error.contains("not a WebAssembly file"), "{error}");
+    assert_eq!(say(&runtime, "d"), "v2: d");
+
+    // Files that are not .wasm are ignored.
+    std::fs::write(dir_path.join("notes.txt"), b"hello").unwrap();
+    assert!(events.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+#[test]
+fn calls_in_flight_finish_on_the_version_they_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    std::fs::copy(ECHO_V1, dir_path.join("echo.wasm")).unwrap();
+    let runtime = runtime_with(RuntimeConfig {
+        limits: Limits {
+            fuel_per_call: 20_000_000_000,
+            wall_time_max_ms: 60_000,
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    });
+    let events = runtime.subscribe();
+    let _watcher = runtime.watch(&dir_path).unwrap();
+    assert!(matches!(next_change(&events), RegistryEvent::Added(_)));
+
+    let long_call = {
+        let runtime = runtime.clone();
+        std::thread::spawn(move || {
+            let purchase = purchase(1, 1, 1, &[("say", "slow"), ("spin", "150000000")]);
+            let started = Instant::now();
+            let outcome = runtime.invoke("echo", &purchase, &storage(), &Devices::new());
+            (outcome, started.elapsed())
+        })
+    };
+    // Let the call start, then replace the contract under it.
+    std::thread::sleep(Duration::from_millis(50));
+    drop_in(ECHO_V2, &dir_path, "echo.wasm");
+    assert!(matches!(
+        next_change(&events),
+        RegistryEvent::Replaced { .. }
+    ));
+    assert_eq!(say(&runtime, "new"), "v2: new");
+    let (outcome, elapsed) = long_call.join().unwrap();
+    let outcome = outcome.expect("the long call finishes");
+    assert_eq!(outcome.result.unwrap().message, "v1: slow");
+    assert!(
+        elapsed > Duration::from_millis(60),
+        "the call was not in flight: {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_node_with_cached_contracts_starts_without_compiling() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+
+    let first = runtime_with(config.clone());
+    for path in [ESPRESSO, RADIO_RENTAL, COMPUTE_RENTAL] {
+        assert!(!first.load_file(path).unwrap().from_cache);
+    }
+    drop(first);
+
+    // A restarted node: every contract comes from the cache.
+    let second = runtime_with(config.clone());
+    for path in [ESPRESSO, RADIO_RENTAL, COMPUTE_RENTAL] {
+        let report = second.load_file(path).unwrap();
+        assert!(report.from_cache, "{path} was compiled again");
+        assert!(report.componentize.is_zero());
+    }
+    let outcome = second
+        .invoke(
+            "compute",
+            &purchase(1, 1, 1, &[("task", "prime-count"), ("below", "100")]),
+            &storage(),
+            &Devices::new(),
+        )
+        .unwrap();
+    assert_eq!(outcome.result.unwrap().get("primes"), Some("25"));
+
+    // A corrupt cache entry is dropped and the contract compiled again.
+    for entry in std::fs::read_dir(cache.path()).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"corrupt").unwrap();
+    }
+    let third = runtime_with(config.clone());
+    assert!(!third.load_file(ESPRESSO).unwrap().from_cache);
+    assert!(runtime_with(config).load_file(ESPRESSO).unwrap().from_cache);
+
+    // A different engine configuration never reads the other's entries.
+    let no_fuel = runtime_with(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        consume_fuel: false,
+        ..RuntimeConfig::default()
+    });
+    assert!(!no_fuel.load_file(ESPRESSO).unwrap().from_cache);
+}
+
+#[test]
+fn precompiled_artifacts_in_the_drop_folder_are_refused() {
+    // Even a genuine artifact from our own cache is refused when it comes
+    // through the contracts folder.
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = runtime_with(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    });
+    runtime.load_file(ESPRESSO).unwrap();
+    let artifact = std::fs::read_dir(cache.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let drop_dir = tempfile::tempdir().unwrap();
+    let dropped = drop_dir.path().join("sneaky.wasm");
+    std::fs::copy(artifact, &dropped).unwrap();
+    let error = runtime.load_file(&dropped).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("precompiled native code is never loaded"),
+        "{error}"
+    );
+}

@@ -1,0 +1,68 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::sync::Arc;
+
+use wallance_runtime::{
+    ContractStorage, Devices, MemoryStorage, Outcome, Purchase, Runtime, RuntimeConfig,
+};
+
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).expect("runtime")
+}
+
+pub fn runtime_with(config: RuntimeConfig) -> Runtime {
+    Runtime::new(config).expect("runtime")
+}
+
+pub fn storage() -> Arc<dyn ContractStorage> {
+    Arc::new(MemoryStorage::new())
+}
+
+pub fn purchase(buyer: u8, price: u64, time_ms: u64, params: &[(&str, &str)]) -> Purchase {
+    Purchase {
+        buyer: [buyer; 32],
+        price,
+        consensus_time_ms: time_ms,
+        certificate: [buyer ^ 0xff; 32],
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Invokes and expects the contract to serve the purchase.
+pub fn served(
+    runtime: &Runtime,
+    service: &str,
+    purchase: &Purchase,
+    storage: &Arc<dyn ContractStorage>,
+    devices: &Devices,
+) -> Outcome {
+    let outcome = runtime
+        .invoke(service, purchase, storage, devices)
+        .unwrap_or_else(|e| panic!("{service} failed: {e}"));
+    assert!(
+        outcome.result.is_ok(),
+        "{service} refused: {:?}",
+        outcome.result
+    );
+    outcome
+}
+
+/// Invokes and expects a refusal; returns its reason.
+pub fn refused(
+    runtime: &Runtime,
+    service: &str,
+    purchase: &Purchase,
+    storage: &Arc<dyn ContractStorage>,
+    devices: &Devices,
+) -> String {
+    let outcome = runtime
+        .invoke(service, purchase, storage, devices)
+        .unwrap_or_else(|e| panic!("{service} failed: {e}"));
+    match outcome.result {
+        Ok(output) => panic!("{service} served instead of refusing: {output:?}"),
+        Err(reason) => reason,
+    }
+}
