@@ -42,13 +42,23 @@ fn net_ns(pid: &str) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
 }
 
-/// True when this process's network namespace differs from PID 1's.
+/// Set in the child to the namespace its parent ran in.
+const ENV_PARENT_NS: &str = "WALLANCE_NETNS_PARENT";
+
+/// True when this process's network namespace differs from the one its
+/// launcher ran in and, where `/proc/1` is readable, from PID 1's.
 pub fn in_private_namespace() -> bool {
-    match (net_ns("self"), net_ns("1")) {
-        (Some(me), Some(init)) => me != init,
-        // Without /proc/1 (hidepid) we cannot prove isolation: say no.
-        _ => false,
+    let Some(me) = net_ns("self") else {
+        return false;
+    };
+    let Ok(parent) = std::env::var(ENV_PARENT_NS) else {
+        return false;
+    };
+    if me.as_os_str() == parent.as_str() {
+        return false;
     }
+    // PID 1's namespace is often unreadable in containers; check it when we can.
+    net_ns("1").is_none_or(|init| init != me)
 }
 
 fn is_root() -> bool {
@@ -84,8 +94,8 @@ pub fn isolate(lo: Loopback, args: &[&str]) -> std::io::Result<Isolation> {
     if let Ok(tag) = std::env::var(ENV_INSIDE) {
         assert!(
             in_private_namespace(),
-            "{ENV_INSIDE} is set but this process shares PID 1's network namespace; \
-             refusing to start DDS participants"
+            "{ENV_INSIDE} is set but this process shares its launcher's (or PID 1's) \
+             network namespace; refusing to start DDS participants"
         );
         let lo = if tag == Loopback::NoMulticast.tag() {
             Loopback::NoMulticast
@@ -95,6 +105,8 @@ pub fn isolate(lo: Loopback, args: &[&str]) -> std::io::Result<Isolation> {
         return Ok(Isolation::Inside(lo));
     }
     let exe = std::env::current_exe()?;
+    let parent_ns =
+        net_ns("self").ok_or_else(|| std::io::Error::other("cannot read /proc/self/ns/net"))?;
     let unshare_flags = if is_root() { "-n" } else { "-rn" };
     let script = format!("{} && exec \"$0\" \"$@\"", lo.setup());
     let status = Command::new("unshare")
@@ -105,6 +117,7 @@ pub fn isolate(lo: Loopback, args: &[&str]) -> std::io::Result<Isolation> {
         .arg(exe)
         .args(args)
         .env(ENV_INSIDE, lo.tag())
+        .env(ENV_PARENT_NS, parent_ns)
         .status()?;
     Ok(Isolation::Ran(status))
 }

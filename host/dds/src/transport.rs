@@ -134,8 +134,8 @@ pub struct TopicStats {
 #[derive(Debug, Clone, Default)]
 pub struct TransportStats {
     pub topics: Vec<(TopicId, TopicStats)>,
-    /// The reason the latest malformed sample was dropped.
-    pub last_malformed: Option<String>,
+    /// Per topic, why its latest malformed sample was dropped.
+    pub last_malformed: Vec<(TopicId, String)>,
 }
 
 impl TransportStats {
@@ -145,6 +145,12 @@ impl TransportStats {
             .find(|(t, _)| *t == topic)
             .map(|(_, s)| *s)
             .unwrap_or_default()
+    }
+    pub fn last_malformed(&self, topic: TopicId) -> Option<&str> {
+        self.last_malformed
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, r)| r.as_str())
     }
     pub fn malformed(&self) -> u64 {
         self.topics.iter().map(|(_, s)| s.malformed).sum()
@@ -165,14 +171,14 @@ struct Counters {
 
 struct Stats {
     topics: Vec<Counters>,
-    last_malformed: Mutex<Option<String>>,
+    last_malformed: Mutex<Vec<(TopicId, String)>>,
 }
 
 impl Stats {
     fn new() -> Self {
         Self {
             topics: TopicId::ALL.iter().map(|_| Counters::default()).collect(),
-            last_malformed: Mutex::new(None),
+            last_malformed: Mutex::new(Vec::new()),
         }
     }
     fn of(&self, t: TopicId) -> &Counters {
@@ -182,7 +188,10 @@ impl Stats {
         self.of(t).malformed.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(topic = t.name(), %reason, "dropped a malformed sample");
         if let Ok(mut last) = self.last_malformed.lock() {
-            *last = Some(format!("{}: {reason}", t.name()));
+            match last.iter_mut().find(|(topic, _)| *topic == t) {
+                Some(slot) => slot.1 = reason,
+                None => last.push((t, reason)),
+            }
         }
     }
 }
@@ -750,8 +759,8 @@ impl Transport {
                 .stats
                 .last_malformed
                 .lock()
-                .ok()
-                .and_then(|l| l.clone()),
+                .map(|l| l.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -773,6 +782,36 @@ impl Transport {
         prefixes.sort();
         prefixes.dedup();
         prefixes.len()
+    }
+
+    /// How many readers of other participants discovery has found on
+    /// `topic`. A volatile sample written before a reader is found never
+    /// reaches it, so tests and tools wait on this before sending.
+    pub fn remote_readers(&self, topic: TopicId) -> usize {
+        let own = self.participant.guid();
+        self.participant
+            .discovered_readers()
+            .iter()
+            .filter(|r| {
+                r.subscription_topic_data.topic_name() == topic.name()
+                    && r.reader_proxy.remote_reader_guid.prefix != own.prefix
+            })
+            .count()
+    }
+
+    /// Waits until every topic has at least `n` remote readers, or `timeout`.
+    /// Returns whether it got there.
+    pub fn wait_for_readers(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if TopicId::ALL.iter().all(|&t| self.remote_readers(t) >= n) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The underlying participant, for tests and tools that need raw access.
