@@ -891,11 +891,11 @@ fn reader_loop(
     while !stop.load(Ordering::Relaxed) {
         // The timeout is a safety net: a missed readiness event costs at most
         // this much latency, never a stuck sample.
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(50))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                tracing::error!(error = %e, "DDS reader poll failed; reader thread stops");
-                return;
-            }
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(50)))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            tracing::error!(error = %e, "DDS reader poll failed; reader thread stops");
+            return;
         }
         // Drain every reader, not only those with events: it is cheap and
         // covers notifications that raced with the previous drain.

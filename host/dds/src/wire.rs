@@ -734,3 +734,413 @@ pub fn from_cdr<T: serde::de::DeserializeOwned>(
 ) -> Result<T, rustdds::cdr_encoding::Error> {
     rustdds::cdr_encoding::from_bytes::<T, byteorder::LittleEndian>(bytes).map(|(v, _)| v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use wallance_core::msg::{
+        Announce as CAnnounce, CertFetch as CCertFetch, CertVote as CCertVote,
+        Certificate as CCertificate, Head as CHead, Heads as CHeads, HeadsRequest as CHeadsRequest,
+        Outcome as COutcome, Request as CRequest, ServiceOffer as CServiceOffer, Share as CShare,
+        ShareFetch as CShareFetch, SyncDigest as CSyncDigest, Vote as CVote,
+    };
+
+    /// Through CDR bytes and back, as a remote participant would see it.
+    fn via_cdr(w: WireMessage) -> WireMessage {
+        fn rt<T: Serialize + serde::de::DeserializeOwned>(t: &T) -> T {
+            from_cdr(&to_cdr(t).expect("serialize")).expect("deserialize")
+        }
+        match &w {
+            WireMessage::Share(m) => WireMessage::Share(rt(m)),
+            WireMessage::Request(m) => WireMessage::Request(rt(m)),
+            WireMessage::Vote(m) => WireMessage::Vote(rt(m)),
+            WireMessage::Certificate(m) => WireMessage::Certificate(Box::new(rt(&**m))),
+            WireMessage::Announce(m) => WireMessage::Announce(rt(m)),
+            WireMessage::Outcome(m) => WireMessage::Outcome(rt(m)),
+            WireMessage::Digest(m) => WireMessage::Digest(rt(m)),
+            WireMessage::HeadsRequest(m) => WireMessage::HeadsRequest(rt(m)),
+            WireMessage::Heads(m) => WireMessage::Heads(rt(m)),
+            WireMessage::CertFetch(m) => WireMessage::CertFetch(rt(m)),
+            WireMessage::ShareFetch(m) => WireMessage::ShareFetch(rt(m)),
+        }
+    }
+
+    fn a32() -> impl Strategy<Value = [u8; 32]> {
+        any::<[u8; 32]>()
+    }
+    fn mid() -> impl Strategy<Value = MemberId> {
+        a32().prop_map(MemberId)
+    }
+    fn sg() -> impl Strategy<Value = Signature> {
+        (a32(), a32()).prop_map(|(a, b)| {
+            let mut s = [0u8; 64];
+            s[..32].copy_from_slice(&a);
+            s[32..].copy_from_slice(&b);
+            Signature(s)
+        })
+    }
+    /// Names: any non-NUL characters within `max` bytes.
+    fn nm(max: usize) -> impl Strategy<Value = String> {
+        "[^\u{0}]{0,64}".prop_filter_map("too long", move |s: String| (s.len() <= max).then_some(s))
+    }
+    /// Free text: anything, NUL included, within `max` bytes.
+    fn tx(max: usize) -> impl Strategy<Value = String> {
+        any::<String>().prop_map(move |s| {
+            let mut end = s.len().min(max);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s[..end].to_string()
+        })
+    }
+    fn req() -> impl Strategy<Value = CRequest> {
+        (
+            (
+                mid(),
+                nm(MAX_SERVICE_LEN),
+                mid(),
+                any::<u64>(),
+                any::<u64>(),
+            ),
+            (any::<u64>(), a32(), any::<u64>(), any::<u64>()),
+            prop::collection::vec((nm(MAX_PARAM_KEY_LEN), tx(200)), 0..4),
+            (any::<u64>(), sg()),
+        )
+            .prop_map(
+                |(
+                    (requester, service, provider, price, time_ms),
+                    (version, state, shares_upto, received_upto),
+                    params,
+                    (nonce, sig),
+                )| CRequest {
+                    requester,
+                    service,
+                    provider,
+                    price,
+                    time_ms,
+                    version,
+                    state,
+                    shares_upto,
+                    received_upto,
+                    params,
+                    nonce,
+                    sig,
+                },
+            )
+    }
+
+    fn message() -> impl Strategy<Value = Message> {
+        prop_oneof![
+            (
+                mid(),
+                any::<u64>(),
+                any::<u64>(),
+                nm(MAX_TOPIC_LEN),
+                any::<u64>(),
+                sg()
+            )
+                .prop_map(|(sender, seq, time_ms, topic, bits, sig)| Message::Share(
+                    CShare {
+                        sender,
+                        seq,
+                        time_ms,
+                        topic,
+                        // Every bit pattern, NaN payloads included.
+                        value: f64::from_bits(bits),
+                        sig,
+                    }
+                )),
+            req().prop_map(Message::Request),
+            (mid(), a32(), any::<u64>(), any::<u64>(), sg()).prop_map(
+                |(voter, request_id, remaining, nonce, sig)| Message::Vote(CVote {
+                    voter,
+                    request_id,
+                    remaining,
+                    nonce,
+                    sig
+                })
+            ),
+            (
+                req(),
+                any::<u64>(),
+                prop::collection::vec((any::<u32>(), any::<u64>(), sg()), 0..6),
+                sg()
+            )
+                .prop_map(|(request, remaining, votes, provider_sig)| {
+                    Message::Certificate(Box::new(CCertificate {
+                        request,
+                        remaining,
+                        votes: votes
+                            .into_iter()
+                            .map(|(voter_idx, nonce, sig)| CCertVote {
+                                voter_idx,
+                                nonce,
+                                sig,
+                            })
+                            .collect(),
+                        provider_sig,
+                    }))
+                }),
+            (
+                mid(),
+                any::<u64>(),
+                prop::collection::vec((nm(MAX_SERVICE_LEN), any::<u64>(), a32()), 0..5),
+                sg()
+            )
+                .prop_map(|(provider, seq, services, sig)| Message::Announce(
+                    CAnnounce {
+                        provider,
+                        seq,
+                        services: services
+                            .into_iter()
+                            .map(|(name, price, contract_hash)| CServiceOffer {
+                                name,
+                                price,
+                                contract_hash,
+                            })
+                            .collect(),
+                        sig,
+                    }
+                )),
+            (
+                (mid(), mid(), a32(), any::<u64>()),
+                (any::<bool>(), tx(MAX_OUTCOME_LEN), sg())
+            )
+                .prop_map(
+                    |((provider, requester, request_id, version), (ok, body, sig))| {
+                        Message::Outcome(COutcome {
+                            provider,
+                            requester,
+                            request_id,
+                            version,
+                            ok,
+                            body,
+                            sig,
+                        })
+                    }
+                ),
+            (mid(), any::<u64>(), a32(), sg()).prop_map(|(from, time_ms, digest, sig)| {
+                Message::Digest(CSyncDigest {
+                    from,
+                    time_ms,
+                    digest,
+                    sig,
+                })
+            }),
+            (mid(), mid(), any::<u64>(), sg()).prop_map(|(from, to, time_ms, sig)| {
+                Message::HeadsRequest(CHeadsRequest {
+                    from,
+                    to,
+                    time_ms,
+                    sig,
+                })
+            }),
+            (
+                mid(),
+                mid(),
+                any::<u64>(),
+                prop::collection::vec((any::<u32>(), any::<u64>(), any::<u64>()), 0..8),
+                sg()
+            )
+                .prop_map(|(from, to, time_ms, heads, sig)| Message::Heads(CHeads {
+                    from,
+                    to,
+                    time_ms,
+                    heads: heads
+                        .into_iter()
+                        .map(|(idx, version, settled)| CHead {
+                            idx,
+                            version,
+                            settled,
+                        })
+                        .collect(),
+                    sig,
+                })),
+            (mid(), mid(), any::<u32>(), any::<u64>(), any::<u64>(), sg()).prop_map(
+                |(from, to, idx, first_version, last_version, sig)| {
+                    Message::CertFetch(CCertFetch {
+                        from,
+                        to,
+                        idx,
+                        first_version,
+                        last_version,
+                        sig,
+                    })
+                }
+            ),
+            (mid(), mid(), any::<u64>(), any::<u64>(), sg()).prop_map(
+                |(from, to, first_seq, last_seq, sig)| Message::ShareFetch(CShareFetch {
+                    from,
+                    to,
+                    first_seq,
+                    last_seq,
+                    sig,
+                })
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// Lossless: core -> wire -> CDR bytes -> wire -> core gives the same
+        /// canonical bytes (so the same signatures verify), for every kind.
+        #[test]
+        fn every_message_roundtrips_through_cdr(msg in message()) {
+            let wire = WireMessage::from_message(&msg).expect("representable");
+            let back = via_cdr(wire).into_message().expect("valid");
+            prop_assert_eq!(back.encode(), msg.encode());
+            prop_assert_eq!(back.kind(), msg.kind());
+        }
+
+        /// Arbitrary bytes on any topic: an error or a value, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = from_cdr::<Share>(&bytes).map(core_msg::Share::try_from);
+            let _ = from_cdr::<Request>(&bytes).map(core_msg::Request::try_from);
+            let _ = from_cdr::<Vote>(&bytes).map(core_msg::Vote::from);
+            let _ = from_cdr::<Certificate>(&bytes).map(core_msg::Certificate::try_from);
+            let _ = from_cdr::<Announce>(&bytes).map(core_msg::Announce::try_from);
+            let _ = from_cdr::<Outcome>(&bytes).map(core_msg::Outcome::try_from);
+            let _ = from_cdr::<Heads>(&bytes).map(core_msg::Heads::try_from);
+        }
+    }
+
+    /// The exact XCDR1 bytes of a vote: what any vendor must produce from the IDL.
+    #[test]
+    fn vote_golden_bytes() {
+        let v = Vote {
+            voter: [0x11; 32],
+            request_id: [0x22; 32],
+            remaining: 0x0102_0304_0506_0708,
+            nonce: 9,
+            sig: [0x33; 64],
+        };
+        let bytes = to_cdr(&v).expect("serialize");
+        assert_eq!(bytes.len(), 144);
+        let mut want = Vec::new();
+        want.extend([0x11; 32]);
+        want.extend([0x22; 32]);
+        want.extend([8, 7, 6, 5, 4, 3, 2, 1]);
+        want.extend([9, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend([0x33; 64]);
+        assert_eq!(bytes, want);
+    }
+
+    /// Strings and sequences: length prefixes, NUL terminator, 8-byte alignment.
+    #[test]
+    fn share_golden_bytes() {
+        let s = Share {
+            sender: [1; 32],
+            seq: 2,
+            time_ms: 3,
+            topic: "ab".into(),
+            value: 1.5,
+            sig: [4; 64],
+        };
+        let bytes = to_cdr(&s).expect("serialize");
+        let mut want = Vec::new();
+        want.extend([1; 32]);
+        want.extend(2u64.to_le_bytes());
+        want.extend(3u64.to_le_bytes());
+        want.extend(3u32.to_le_bytes()); // "ab" + NUL
+        want.extend(b"ab\0");
+        want.push(0); // pad 55 -> 56 for the double
+        want.extend(1.5f64.to_le_bytes());
+        want.extend([4; 64]);
+        assert_eq!(bytes, want);
+    }
+
+    #[test]
+    fn names_with_nul_are_refused_on_send() {
+        let key = wallance_core::Keypair::from_seed([1; 32]);
+        let share = CShare::new(&key, 1, 1, "a\0b", 1.0);
+        assert_eq!(
+            WireMessage::from_message(&Message::Share(share)),
+            Err(WireError::Nul("share topic"))
+        );
+    }
+
+    #[test]
+    fn bounds_are_checked_on_receipt() {
+        let mut o = Outcome {
+            provider: [0; 32],
+            requester: [0; 32],
+            request_id: [0; 32],
+            version: 0,
+            ok: true,
+            body: vec![b'x'; MAX_OUTCOME_LEN + 1],
+            sig: [0; 64],
+        };
+        assert!(matches!(
+            core_msg::Outcome::try_from(o.clone()),
+            Err(WireError::TooLong {
+                field: "outcome body",
+                ..
+            })
+        ));
+        o.body = vec![0xff, 0xfe];
+        assert_eq!(
+            core_msg::Outcome::try_from(o),
+            Err(WireError::Utf8("outcome body"))
+        );
+        let a = Announce {
+            provider: KeyId([0; 32]),
+            seq: 0,
+            services: vec![
+                ServiceOffer {
+                    name: String::new(),
+                    price: 0,
+                    contract_hash: [0; 32],
+                };
+                MAX_SERVICES_PER_PROVIDER + 1
+            ],
+            sig: [0; 64],
+        };
+        assert!(matches!(
+            core_msg::Announce::try_from(a),
+            Err(WireError::TooLong {
+                field: "announce services",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn certificate_key_must_match_requester() {
+        let key = wallance_core::Keypair::from_seed([2; 32]);
+        let request = CRequest::build(
+            &key,
+            core_msg::RequestDraft {
+                service: "s".into(),
+                provider: key.id(),
+                price: 1,
+                time_ms: 1,
+                version: 0,
+                state: [0; 32],
+                shares_upto: 0,
+                received_upto: 0,
+                params: vec![],
+            },
+            0,
+        )
+        .expect("difficulty 0");
+        let cert = CCertificate {
+            request,
+            remaining: 0,
+            votes: vec![],
+            provider_sig: Signature::default(),
+        };
+        let WireMessage::Certificate(mut w) =
+            WireMessage::from_message(&Message::Certificate(Box::new(cert))).expect("ok")
+        else {
+            panic!("not a certificate")
+        };
+        w.requester = KeyId([9; 32]);
+        assert!(matches!(
+            core_msg::Certificate::try_from(*w),
+            Err(WireError::KeyMismatch { .. })
+        ));
+    }
+}
