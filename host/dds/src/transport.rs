@@ -897,12 +897,22 @@ fn reader_loop(
             tracing::error!(error = %e, "DDS reader poll failed; reader thread stops");
             return;
         }
-        // Drain every reader, not only those with events: it is cheap and
-        // covers notifications that raced with the previous drain.
+        // Drain the readers that signalled; after a quiet timeout drain all,
+        // which covers any notification that raced with an earlier drain.
+        let mut ready = vec![events.is_empty(); readers.len()];
+        for e in events.iter() {
+            if let Some(r) = ready.get_mut(e.token().0) {
+                *r = true;
+            }
+        }
         loop {
-            let mut consumed = 0;
-            for r in readers.iter_mut() {
-                consumed += r.drain(&mut batch, BATCH);
+            let mut full = false;
+            for (r, is_ready) in readers.iter_mut().zip(ready.iter_mut()) {
+                if *is_ready {
+                    // A reader that filled its batch may hold more: go again.
+                    *is_ready = r.drain(&mut batch, BATCH) >= BATCH;
+                    full |= *is_ready;
+                }
             }
             if !batch.is_empty() {
                 inbox.push_all(&mut batch, stop);
@@ -910,7 +920,7 @@ fn reader_loop(
                     f();
                 }
             }
-            if consumed == 0 || stop.load(Ordering::Relaxed) {
+            if !full || stop.load(Ordering::Relaxed) {
                 break;
             }
         }
