@@ -129,7 +129,16 @@ pub fn isolate(lo: Loopback, args: &[&str]) -> std::io::Result<Isolation> {
 /// `false`; inside, returns `true`. Usage:
 /// `if !netns::test_inside("my_test", Loopback::Multicast) { return; }`
 pub fn test_inside(name: &str, lo: Loopback) -> bool {
-    match isolate(lo, &[name, "--exact", "--nocapture", "--test-threads=1"]) {
+    // `--include-ignored` so tests ignored by default (they need extra tools)
+    // still run in the child when the parent was asked to run them.
+    let args = [
+        name,
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "--include-ignored",
+    ];
+    match isolate(lo, &args) {
         Ok(Isolation::Inside(_)) => true,
         Ok(Isolation::Ran(status)) => {
             assert!(
