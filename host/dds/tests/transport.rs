@@ -268,3 +268,28 @@ fn discovery_without_multicast_flag() {
     a.send(&v).expect("send");
     assert_eq!(recv_n(&b, 1, Duration::from_secs(10)), vec![v]);
 }
+
+/// A node alone on the network (first boot, partition) keeps sending: with
+/// no reader matched, a reliable writer must neither block nor fail.
+#[test]
+fn lone_node_sends_without_blocking() {
+    if !netns::test_inside("lone_node_sends_without_blocking", Loopback::Multicast) {
+        return;
+    }
+    let a = transport(0);
+    let voter = key(6);
+    let base = Vote::build(&voter, [3; 32], 0, 0).expect("difficulty 0");
+    let started = Instant::now();
+    // Past the 16 384-sample window of the vote topic.
+    for i in 0..40_000 {
+        a.send(&Message::Vote(Vote {
+            remaining: i,
+            ..base
+        }))
+        .expect("send with nobody listening");
+    }
+    let elapsed = started.elapsed();
+    println!("40 000 votes with no reader: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(20), "sends blocked: {elapsed:?}");
+    assert_eq!(a.stats().topic(TopicId::Vote).sent, 40_000);
+}
