@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use wallance_core::Keypair;
 use wallance_core::msg::{Message, Vote};
 use wallance_dds::netns::{self, Isolation, Loopback};
-use wallance_dds::{TopicId, Transport, TransportConfig, wire};
+use wallance_dds::{Receiving, TopicId, Transport, TransportConfig, wire};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Opaque {
@@ -158,9 +158,13 @@ fn votes(key: &Keypair, n: usize) -> Vec<Vote> {
         .collect()
 }
 
-fn pair(domain: u16) -> Result<(Transport, Transport, Duration)> {
-    let a = Transport::new(TransportConfig::loopback(domain))?;
-    let b = Transport::new(TransportConfig::loopback(domain))?;
+fn pair(domain: u16, receiving: Receiving) -> Result<(Transport, Transport, Duration)> {
+    let config = TransportConfig {
+        receiving,
+        ..TransportConfig::loopback(domain)
+    };
+    let a = Transport::new(config.clone())?;
+    let b = Transport::new(config)?;
     let started = Instant::now();
     anyhow::ensure!(a.wait_for_readers(1, Duration::from_secs(20)), "discovery");
     anyhow::ensure!(b.wait_for_readers(1, Duration::from_secs(20)), "discovery");
@@ -173,6 +177,7 @@ fn vote_one_way(
     b: Transport,
     all: &[Vote],
     warmup: usize,
+    name: &str,
 ) -> Result<(Summary, Transport)> {
     let total = all.len();
     let base = Instant::now();
@@ -207,14 +212,7 @@ fn vote_one_way(
         .join()
         .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     let size = 4 + wire::to_cdr(&wire::Vote::from(&all[0]))?.len();
-    Ok((
-        summarize(
-            "signed vote one-way (Transport)",
-            size,
-            lat[warmup..].to_vec(),
-        ),
-        b,
-    ))
+    Ok((summarize(name, size, lat[warmup..].to_vec()), b))
 }
 
 /// Round trips: A sends a vote, B's loop sends it straight back.
@@ -312,14 +310,20 @@ fn main() -> Result<()> {
     let key = Keypair::from_seed([42; 32]);
     let all = votes(&key, warmup + n);
     let vote_bytes = 4 + wire::to_cdr(&wire::Vote::from(&all[0]))?.len();
-    let (a, b, discovery) = pair(0)?;
-    let (one_way, b) = vote_one_way(&a, b, &all, warmup)?;
+    let (a, b, discovery) = pair(0, Receiving::Thread)?;
+    let name = "signed vote one-way (Transport)";
+    let (one_way, b) = vote_one_way(&a, b, &all, warmup, name)?;
     rows.push(one_way);
     drop((a, b));
-    let (a, b, _) = pair(1)?;
+    let (a, b, _) = pair(3, Receiving::Direct)?;
+    let name = "signed vote one-way (Transport, Direct)";
+    let (one_way, b) = vote_one_way(&a, b, &all, warmup, name)?;
+    rows.push(one_way);
+    drop((a, b));
+    let (a, b, _) = pair(1, Receiving::Thread)?;
     rows.push(vote_round_trip(&a, b, &all, warmup)?);
     drop(a);
-    let (a, b, _) = pair(2)?;
+    let (a, b, _) = pair(2, Receiving::Thread)?;
     let tput_votes = votes(&key, 100_000.max(n));
     let throughput = vote_throughput(&a, &b, &tput_votes)?;
 

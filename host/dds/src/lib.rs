@@ -27,7 +27,7 @@ pub mod wire;
 
 pub use topics::{TopicId, TopicSpec};
 pub use transport::{
-    Networks, OnReceive, Receiver, SendError, TopicStats, Transport, TransportConfig,
+    Networks, OnReceive, Receiver, Receiving, SendError, TopicStats, Transport, TransportConfig,
     TransportError, TransportStats,
 };
 pub use wire::{WireError, WireMessage};

@@ -5,8 +5,9 @@
 //! - a reader's cache keeps `ResourceLimits::max_samples` samples (64 when
 //!   unset) and silently drops older untaken ones even when reliable, so every
 //!   topic sets generous limits and a dedicated thread takes samples at once;
-//! - a reliable writer blocks (up to `max_blocking_time`) once
-//!   `max_samples` samples are unacknowledged: that limit is our send window.
+//! - a reliable writer blocks (up to `max_blocking_time`) once its
+//!   `max_samples` samples are unacknowledged: that limit is our send window
+//!   ([`SEND_WINDOW`]), set on writers only.
 //!
 //! rustdds does not keep history per instance: `KeepLast(n)` keeps the
 //! writer's last `n` samples overall. Keys still matter to other vendors
@@ -42,9 +43,16 @@ pub struct TopicSpec {
     pub transient_local: bool,
     /// `None` is KeepAll (bounded by `max_samples`).
     pub keep_last: Option<i32>,
-    /// Reader cache size and writer send window.
+    /// The reader's cache (`ResourceLimits::max_samples` of the reader).
     pub max_samples: i32,
 }
+
+/// Unacknowledged samples a reliable writer may have in flight before `send`
+/// blocks (the writer's `ResourceLimits::max_samples`). Small enough that a
+/// burst fits the receiver's socket buffer (4 MiB here, ~1 KiB per small
+/// datagram) even when its event loop is descheduled: a flood past that is
+/// dropped by the kernel and rustdds repairs it at ~160 samples/s.
+pub const SEND_WINDOW: i32 = 256;
 
 impl TopicId {
     pub const ALL: [TopicId; 11] = [
@@ -163,9 +171,23 @@ impl TopicId {
         }
     }
 
-    /// The QoS of both writer and reader. `max_blocking` bounds how long a
-    /// reliable send waits for the window to open before it fails.
+    /// The writer's QoS: the reader's, with the resource limit set to the
+    /// send window ([`SEND_WINDOW`], or the history depth a transient-local
+    /// writer must keep for late joiners, whichever is larger).
+    pub fn writer_qos(self, max_blocking: std::time::Duration) -> QosPolicies {
+        let s = self.spec();
+        let window = SEND_WINDOW.max(s.keep_last.unwrap_or(0)).min(s.max_samples);
+        self.qos_with(max_blocking, window)
+    }
+
+    /// The QoS of the topic and its reader. Resource limits are not part of
+    /// QoS matching, so writer and reader may differ there. `max_blocking`
+    /// bounds how long a reliable send waits for the window to open.
     pub fn qos(self, max_blocking: std::time::Duration) -> QosPolicies {
+        self.qos_with(max_blocking, self.spec().max_samples)
+    }
+
+    fn qos_with(self, max_blocking: std::time::Duration, max_samples: i32) -> QosPolicies {
         let s = self.spec();
         let reliability = if s.reliable {
             Reliability::Reliable {
@@ -186,9 +208,9 @@ impl TopicId {
                 None => History::KeepAll,
             })
             .resource_limits(ResourceLimits {
-                max_samples: s.max_samples,
-                max_instances: s.max_samples,
-                max_samples_per_instance: s.max_samples,
+                max_samples,
+                max_instances: max_samples,
+                max_samples_per_instance: max_samples,
             })
             .build()
     }

@@ -55,7 +55,24 @@ pub struct TransportConfig {
     /// Deliver messages this participant wrote itself (off for the daemon:
     /// the core already knows what it sent).
     pub deliver_own: bool,
+    /// How samples reach `recv_batch`; see [`Receiving`].
+    pub receiving: Receiving,
     pub on_receive: Option<OnReceive>,
+}
+
+/// Where readers are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiving {
+    /// A dedicated thread takes samples the moment they arrive into a
+    /// bounded inbox; `recv_batch` drains the inbox. Nothing is lost while
+    /// the daemon is busy (up to `inbox_capacity`), and `on_receive` can wake
+    /// an async task. The default.
+    Thread,
+    /// `recv_batch` polls and takes from the readers itself: one thread hop
+    /// less (lower latency), but samples wait in rustdds' caches while the
+    /// caller is busy, so it must call `recv_batch` often; `on_receive` and
+    /// `inbox_capacity` are unused.
+    Direct,
 }
 
 impl std::fmt::Debug for TransportConfig {
@@ -66,6 +83,7 @@ impl std::fmt::Debug for TransportConfig {
             .field("inbox_capacity", &self.inbox_capacity)
             .field("send_block", &self.send_block)
             .field("deliver_own", &self.deliver_own)
+            .field("receiving", &self.receiving)
             .field("on_receive", &self.on_receive.is_some())
             .finish()
     }
@@ -81,6 +99,7 @@ impl TransportConfig {
             inbox_capacity: 65_536,
             send_block: Duration::from_secs(1),
             deliver_own: false,
+            receiving: Receiving::Thread,
             on_receive: None,
         }
     }
@@ -250,7 +269,13 @@ impl Inbox {
 /// inside `tokio::task::spawn_blocking`, or after an `on_receive` wake-up).
 #[derive(Clone)]
 pub struct Receiver {
-    inbox: Arc<Inbox>,
+    source: Source,
+}
+
+#[derive(Clone)]
+enum Source {
+    Inbox(Arc<Inbox>),
+    Direct(Arc<Mutex<ReaderSet>>),
 }
 
 impl std::fmt::Debug for Receiver {
@@ -263,12 +288,91 @@ impl Receiver {
     /// Appends up to `max` messages to `out`, waiting up to `timeout` for the
     /// first one. Returns how many were appended (0 on timeout).
     pub fn recv_batch(&self, out: &mut Vec<Message>, max: usize, timeout: Duration) -> usize {
-        self.inbox.take(out, max, Some(timeout))
+        match &self.source {
+            Source::Inbox(inbox) => inbox.take(out, max, Some(timeout)),
+            Source::Direct(set) => lock(set).recv(out, max, Some(timeout)),
+        }
     }
 
     /// Like [`Receiver::recv_batch`] without waiting.
     pub fn try_recv_batch(&self, out: &mut Vec<Message>, max: usize) -> usize {
-        self.inbox.take(out, max, None)
+        match &self.source {
+            Source::Inbox(inbox) => inbox.take(out, max, None),
+            Source::Direct(set) => lock(set).recv(out, max, None),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the readers usable: take over.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The readers and the `mio` poll that watches them.
+struct ReaderSet {
+    poll: Poll,
+    events: Events,
+    readers: Vec<Box<dyn Drain>>,
+    /// Readers to drain next.
+    ready: Vec<bool>,
+}
+
+impl ReaderSet {
+    /// Waits up to `timeout` and marks the readers that signalled; after a
+    /// quiet timeout marks all, which covers any notification that raced with
+    /// an earlier drain.
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => return Err(e),
+            _ => {}
+        }
+        if self.events.is_empty() {
+            self.ready.fill(true);
+        }
+        for e in self.events.iter() {
+            if let Some(r) = self.ready.get_mut(e.token().0) {
+                *r = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes from the marked readers, at most `per_reader` samples each. A
+    /// reader stays marked when it may hold more. Returns whether any does.
+    fn drain_ready(&mut self, out: &mut Vec<Message>, per_reader: usize) -> bool {
+        let mut more = false;
+        for (r, ready) in self.readers.iter_mut().zip(self.ready.iter_mut()) {
+            if *ready {
+                *ready = r.drain(out, per_reader) >= per_reader;
+                more |= *ready;
+            }
+        }
+        more
+    }
+
+    /// `recv_batch` of [`Receiving::Direct`].
+    fn recv(&mut self, out: &mut Vec<Message>, max: usize, timeout: Option<Duration>) -> usize {
+        let start = out.len();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // No `ready.fill(true)` here: marks persist between calls (a reader
+        // that may hold more stays marked) and every new sample raises an
+        // event, so draining only the marked readers misses nothing and saves
+        // a lock round on all 11 caches per call.
+        loop {
+            while out.len() - start < max && self.drain_ready(out, max - (out.len() - start)) {}
+            if out.len() > start {
+                return out.len() - start;
+            }
+            let Some(deadline) = deadline else { return 0 };
+            let now = Instant::now();
+            if now >= deadline {
+                return 0;
+            }
+            if let Err(e) = self.wait(deadline - now) {
+                tracing::error!(error = %e, "DDS reader poll failed");
+                return 0;
+            }
+        }
     }
 }
 
@@ -295,9 +399,15 @@ pub struct Transport {
     writers: Writers,
     receiver: Receiver,
     stats: Arc<Stats>,
+    /// The reader thread of [`Receiving::Thread`].
+    thread: Option<ReaderThread>,
+}
+
+struct ReaderThread {
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<()>>,
+    waker: Waker,
+    inbox: Arc<Inbox>,
+    handle: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -467,6 +577,7 @@ impl Transport {
             .map(|&t| topic(t))
             .collect::<Result<_, _>>()?;
         let qos = |t: TopicId| Some(t.qos(config.send_block));
+        let wqos = |t: TopicId| Some(t.writer_qos(config.send_block));
 
         let publisher = create(
             "publisher",
@@ -484,43 +595,53 @@ impl Transport {
             )
         }
         let writers = Writers {
-            share: nk(&publisher, &topics, TopicId::Share, qos(TopicId::Share))?,
-            request: nk(&publisher, &topics, TopicId::Request, qos(TopicId::Request))?,
-            vote: nk(&publisher, &topics, TopicId::Vote, qos(TopicId::Vote))?,
+            share: nk(&publisher, &topics, TopicId::Share, wqos(TopicId::Share))?,
+            request: nk(
+                &publisher,
+                &topics,
+                TopicId::Request,
+                wqos(TopicId::Request),
+            )?,
+            vote: nk(&publisher, &topics, TopicId::Vote, wqos(TopicId::Vote))?,
             certificate: create(
                 "certificate writer",
                 publisher.create_datawriter_cdr::<wire::Certificate>(
                     &topics[TopicId::Certificate as usize],
-                    qos(TopicId::Certificate),
+                    wqos(TopicId::Certificate),
                 ),
             )?,
             announce: create(
                 "announce writer",
                 publisher.create_datawriter_cdr::<wire::Announce>(
                     &topics[TopicId::Announce as usize],
-                    qos(TopicId::Announce),
+                    wqos(TopicId::Announce),
                 ),
             )?,
-            outcome: nk(&publisher, &topics, TopicId::Outcome, qos(TopicId::Outcome))?,
-            digest: nk(&publisher, &topics, TopicId::Digest, qos(TopicId::Digest))?,
+            outcome: nk(
+                &publisher,
+                &topics,
+                TopicId::Outcome,
+                wqos(TopicId::Outcome),
+            )?,
+            digest: nk(&publisher, &topics, TopicId::Digest, wqos(TopicId::Digest))?,
             heads_request: nk(
                 &publisher,
                 &topics,
                 TopicId::HeadsRequest,
-                qos(TopicId::HeadsRequest),
+                wqos(TopicId::HeadsRequest),
             )?,
-            heads: nk(&publisher, &topics, TopicId::Heads, qos(TopicId::Heads))?,
+            heads: nk(&publisher, &topics, TopicId::Heads, wqos(TopicId::Heads))?,
             cert_fetch: nk(
                 &publisher,
                 &topics,
                 TopicId::CertFetch,
-                qos(TopicId::CertFetch),
+                wqos(TopicId::CertFetch),
             )?,
             share_fetch: nk(
                 &publisher,
                 &topics,
                 TopicId::ShareFetch,
-                qos(TopicId::ShareFetch),
+                wqos(TopicId::ShareFetch),
             )?,
         };
 
@@ -659,31 +780,57 @@ impl Transport {
             poll.registry()
                 .register(r.source(), Token(i), Interest::READABLE)?;
         }
-        let waker = Arc::new(Waker::new(poll.registry(), Token(usize::MAX))?);
-        let inbox = Arc::new(Inbox {
-            queue: Mutex::new(VecDeque::new()),
-            not_empty: Condvar::new(),
-            not_full: Condvar::new(),
-            capacity: config.inbox_capacity.max(1),
-        });
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let inbox = inbox.clone();
-            let stop = stop.clone();
-            let on_receive = config.on_receive.clone();
-            std::thread::Builder::new()
-                .name(format!("wallance-dds-rx-{}", config.domain_id))
-                .spawn(move || reader_loop(poll, readers, &inbox, &stop, on_receive))?
+        let waker = Waker::new(poll.registry(), Token(usize::MAX))?;
+        let ready = vec![true; readers.len()];
+        let set = ReaderSet {
+            poll,
+            events: Events::with_capacity(64),
+            readers,
+            ready,
+        };
+        let (receiver, thread) = match config.receiving {
+            Receiving::Direct => (
+                Receiver {
+                    source: Source::Direct(Arc::new(Mutex::new(set))),
+                },
+                None,
+            ),
+            Receiving::Thread => {
+                let inbox = Arc::new(Inbox {
+                    queue: Mutex::new(VecDeque::new()),
+                    not_empty: Condvar::new(),
+                    not_full: Condvar::new(),
+                    capacity: config.inbox_capacity.max(1),
+                });
+                let stop = Arc::new(AtomicBool::new(false));
+                let handle = {
+                    let inbox = inbox.clone();
+                    let stop = stop.clone();
+                    let on_receive = config.on_receive.clone();
+                    std::thread::Builder::new()
+                        .name(format!("wallance-dds-rx-{}", config.domain_id))
+                        .spawn(move || reader_loop(set, &inbox, &stop, on_receive))?
+                };
+                (
+                    Receiver {
+                        source: Source::Inbox(inbox.clone()),
+                    },
+                    Some(ReaderThread {
+                        stop,
+                        waker,
+                        inbox,
+                        handle,
+                    }),
+                )
+            }
         };
 
         Ok(Self {
             participant,
             writers,
-            receiver: Receiver { inbox },
+            receiver,
             stats,
-            stop,
-            waker,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -822,12 +969,12 @@ impl Transport {
 
 impl Drop for Transport {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // If waking fails the thread still sees `stop` at its next poll timeout.
-        let _ = self.waker.wake();
-        self.receiver.inbox.not_full.notify_all();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            t.stop.store(true, Ordering::Relaxed);
+            // If waking fails the thread still sees `stop` at its next poll timeout.
+            let _ = t.waker.wake();
+            t.inbox.not_full.notify_all();
+            let _ = t.handle.join();
         }
     }
 }
@@ -880,47 +1027,28 @@ where
 const BATCH: usize = 256;
 
 fn reader_loop(
-    mut poll: Poll,
-    mut readers: Vec<Box<dyn Drain>>,
+    mut set: ReaderSet,
     inbox: &Inbox,
     stop: &AtomicBool,
     on_receive: Option<OnReceive>,
 ) {
-    let mut events = Events::with_capacity(64);
-    let mut batch = Vec::with_capacity(BATCH * readers.len());
+    let mut batch = Vec::with_capacity(BATCH * set.readers.len());
     while !stop.load(Ordering::Relaxed) {
         // The timeout is a safety net: a missed readiness event costs at most
         // this much latency, never a stuck sample.
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(50)))
-            && e.kind() != std::io::ErrorKind::Interrupted
-        {
+        if let Err(e) = set.wait(Duration::from_millis(50)) {
             tracing::error!(error = %e, "DDS reader poll failed; reader thread stops");
             return;
         }
-        // Drain the readers that signalled; after a quiet timeout drain all,
-        // which covers any notification that raced with an earlier drain.
-        let mut ready = vec![events.is_empty(); readers.len()];
-        for e in events.iter() {
-            if let Some(r) = ready.get_mut(e.token().0) {
-                *r = true;
-            }
-        }
         loop {
-            let mut full = false;
-            for (r, is_ready) in readers.iter_mut().zip(ready.iter_mut()) {
-                if *is_ready {
-                    // A reader that filled its batch may hold more: go again.
-                    *is_ready = r.drain(&mut batch, BATCH) >= BATCH;
-                    full |= *is_ready;
-                }
-            }
+            let more = set.drain_ready(&mut batch, BATCH);
             if !batch.is_empty() {
                 inbox.push_all(&mut batch, stop);
                 if let Some(f) = &on_receive {
                     f();
                 }
             }
-            if !full || stop.load(Ordering::Relaxed) {
+            if !more || stop.load(Ordering::Relaxed) {
                 break;
             }
         }

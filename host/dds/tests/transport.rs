@@ -6,11 +6,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{certificate, key, one_of_each, recv_n, transport};
+use common::{certificate, key, one_of_each, recv_n, recv_n_from, transport, transport_with};
 use serde::Serialize;
 use wallance_core::msg::{Announce, Message, ServiceOffer, Vote};
 use wallance_dds::netns::{self, Loopback};
-use wallance_dds::{TopicId, TransportStats, wire};
+use wallance_dds::{Receiving, TopicId, TransportStats, wire};
 
 const DISCOVERY: Duration = Duration::from_secs(20);
 
@@ -65,15 +65,35 @@ fn ten_thousand_votes_all_arrive() {
     if !netns::test_inside("ten_thousand_votes_all_arrive", Loopback::Multicast) {
         return;
     }
+    ten_thousand_votes(Receiving::Thread);
+}
+
+/// The same with `Receiving::Direct`, the receiver polling concurrently as a
+/// daemon loop would. (Left untaken, 10 000 samples in rustdds' cache make
+/// every take slow: about 150 per second in a debug build. Thread mode
+/// exists for that.)
+#[test]
+fn ten_thousand_votes_all_arrive_direct() {
+    if !netns::test_inside("ten_thousand_votes_all_arrive_direct", Loopback::Multicast) {
+        return;
+    }
+    ten_thousand_votes(Receiving::Direct);
+}
+
+fn ten_thousand_votes(receiving: Receiving) {
     const N: u64 = 10_000;
     let a = transport(0);
-    let b = transport(0);
+    let b = transport_with(0, receiving);
     assert!(a.wait_for_readers(1, DISCOVERY));
     let voter = key(3);
     let base = Vote::build(&voter, [5; 32], 0, 0).expect("difficulty 0");
     let started = Instant::now();
+    let rx = b.receiver();
+    let concurrent = (receiving == Receiving::Direct)
+        .then(|| std::thread::spawn(move || recv_n_from(&rx, N as usize, Duration::from_secs(60))));
     // As fast as `send` accepts: the reliable window (16 384 unacknowledged
-    // samples) back-pressures the sender, the reader thread drains the cache.
+    // samples) back-pressures the sender. In thread mode nothing receives
+    // until all are sent: the reader thread must keep the cache drained.
     for i in 0..N {
         let v = Vote {
             remaining: i,
@@ -81,7 +101,10 @@ fn ten_thousand_votes_all_arrive() {
         };
         a.send(&Message::Vote(v)).expect("send");
     }
-    let got = recv_n(&b, N as usize, Duration::from_secs(60));
+    let got = match concurrent {
+        Some(handle) => handle.join().expect("receiver thread"),
+        None => recv_n(&b, N as usize, Duration::from_secs(60)),
+    };
     let elapsed = started.elapsed();
     let remaining: HashSet<u64> = got
         .iter()
@@ -91,7 +114,7 @@ fn ten_thousand_votes_all_arrive() {
         })
         .collect();
     println!(
-        "{} of {N} votes in {elapsed:?} ({:.0} votes/s)",
+        "{receiving:?}: {} of {N} votes in {elapsed:?} ({:.0} votes/s)",
         got.len(),
         got.len() as f64 / elapsed.as_secs_f64()
     );
@@ -290,6 +313,9 @@ fn lone_node_sends_without_blocking() {
     }
     let elapsed = started.elapsed();
     println!("40 000 votes with no reader: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(20), "sends blocked: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "sends blocked: {elapsed:?}"
+    );
     assert_eq!(a.stats().topic(TopicId::Vote).sent, 40_000);
 }

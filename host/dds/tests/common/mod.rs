@@ -9,7 +9,7 @@ use wallance_core::msg::{
     Announce, CertFetch, CertVote, Certificate, Head, Heads, HeadsRequest, Message, Outcome,
     Request, RequestDraft, ServiceOffer, Share, ShareFetch, SyncDigest, Vote,
 };
-use wallance_dds::{Transport, TransportConfig};
+use wallance_dds::{Receiver, Receiving, Transport, TransportConfig};
 
 pub fn key(n: u8) -> Keypair {
     Keypair::from_seed([n; 32])
@@ -110,11 +110,23 @@ pub fn one_of_each(me: &Keypair) -> Vec<Message> {
 
 /// A loopback transport for tests, delivering nothing of its own.
 pub fn transport(domain: u16) -> Transport {
-    Transport::new(TransportConfig::loopback(domain)).expect("transport starts")
+    transport_with(domain, Receiving::Thread)
+}
+
+pub fn transport_with(domain: u16, receiving: Receiving) -> Transport {
+    Transport::new(TransportConfig {
+        receiving,
+        ..TransportConfig::loopback(domain)
+    })
+    .expect("transport starts")
 }
 
 /// Receives until `n` messages arrived or `timeout` passed.
 pub fn recv_n(t: &Transport, n: usize, timeout: Duration) -> Vec<Message> {
+    recv_n_from(&t.receiver(), n, timeout)
+}
+
+pub fn recv_n_from(t: &Receiver, n: usize, timeout: Duration) -> Vec<Message> {
     let deadline = std::time::Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < n {
