@@ -48,11 +48,20 @@ pub struct TopicSpec {
 }
 
 /// Unacknowledged samples a reliable writer may have in flight before `send`
-/// blocks (the writer's `ResourceLimits::max_samples`). Small enough that a
-/// burst fits the receiver's socket buffer (4 MiB here, ~1 KiB per small
-/// datagram) even when its event loop is descheduled: a flood past that is
-/// dropped by the kernel and rustdds repairs it at ~160 samples/s.
-pub const SEND_WINDOW: i32 = 256;
+/// blocks (the writer's `ResourceLimits::max_samples`).
+///
+/// Two limits pull against each other:
+/// - small enough that a burst fits the receiver's socket buffer (4 MiB
+///   here, ~1 KiB per small datagram) while its event loop is descheduled: a
+///   flood past that is dropped by the kernel and rustdds repairs it at only
+///   ~160 samples/s (measured with a 16 384 window under load);
+/// - large enough to outlast a peer that died without a goodbye: it stays
+///   matched, never acknowledges, and holds every reliable writer's window
+///   until its lease expires (rustdds announces 50 s). Past the window, sends
+///   fail with `WouldBlock` for everyone until then.
+///
+/// 1 024 covers 20 samples/s per topic for 50 s and 1 MiB of datagrams.
+pub const SEND_WINDOW: i32 = 1_024;
 
 impl TopicId {
     pub const ALL: [TopicId; 11] = [

@@ -90,13 +90,18 @@ impl std::fmt::Debug for TransportConfig {
 }
 
 impl TransportConfig {
-    /// Defaults for a node: all interfaces, 65 536 buffered messages, 1 s
-    /// send blocking, own messages not delivered.
+    /// Defaults for a node: all interfaces, 65 536 buffered messages, sends
+    /// blocking at most 1 s for the window, own messages not delivered.
     pub fn new(domain_id: u16) -> Self {
         Self {
             domain_id,
             networks: Networks::All,
             inbox_capacity: 65_536,
+            // A flood fills the window legitimately and the writer's event
+            // loop needs time to drain it (100 ms was too short for a debug
+            // build under load). A peer that died holds the window until its
+            // lease expires (50 s); each send then waits this long and fails:
+            // lower it where stalling matters more than flood throughput.
             send_block: Duration::from_secs(1),
             deliver_own: false,
             receiving: Receiving::Thread,
