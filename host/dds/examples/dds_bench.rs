@@ -43,9 +43,15 @@ struct Summary {
     p50_us: f64,
     p99_us: f64,
     max_us: f64,
+    /// The figure this row is compared with.
+    anchor: &'static str,
 }
 
-fn summarize(name: &str, bytes: usize, mut ns: Vec<u64>) -> Summary {
+const PAPER: &str = "paper Table II (Pi 3, WiFi): avg 1660, min 1400, max 5980";
+const TARGET_ONE_WAY: &str = "target p50 <= 50 (loopback); paper avg 1660";
+const RUSTDDS_RTT: &str = "rustdds measured here before: p50 50-100";
+
+fn summarize(name: &str, bytes: usize, mut ns: Vec<u64>, anchor: &'static str) -> Summary {
     ns.sort_unstable();
     let us = |v: u64| v as f64 / 1_000.0;
     let pct = |p: f64| us(ns[((ns.len() - 1) as f64 * p).round() as usize]);
@@ -58,6 +64,7 @@ fn summarize(name: &str, bytes: usize, mut ns: Vec<u64>) -> Summary {
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         max_us: us(ns[ns.len() - 1]),
+        anchor,
     }
 }
 
@@ -145,6 +152,7 @@ fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<S
         &format!("opaque {size} B one-way (raw rustdds)"),
         size,
         lat[warmup..].to_vec(),
+        PAPER,
     ))
 }
 
@@ -212,11 +220,20 @@ fn vote_one_way(
         .join()
         .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     let size = 4 + wire::to_cdr(&wire::Vote::from(&all[0]))?.len();
-    Ok((summarize(name, size, lat[warmup..].to_vec()), b))
+    Ok((
+        summarize(name, size, lat[warmup..].to_vec(), TARGET_ONE_WAY),
+        b,
+    ))
 }
 
 /// Round trips: A sends a vote, B's loop sends it straight back.
-fn vote_round_trip(a: &Transport, b: Transport, all: &[Vote], warmup: usize) -> Result<Summary> {
+fn vote_round_trip(
+    a: &Transport,
+    b: Transport,
+    all: &[Vote],
+    warmup: usize,
+    name: &str,
+) -> Result<Summary> {
     let total = all.len();
     let echo = std::thread::spawn(move || -> Result<()> {
         let mut batch = Vec::new();
@@ -253,11 +270,7 @@ fn vote_round_trip(a: &Transport, b: Transport, all: &[Vote], warmup: usize) -> 
     echo.join()
         .map_err(|_| anyhow::anyhow!("echo panicked"))??;
     let size = 4 + wire::to_cdr(&wire::Vote::from(&all[0]))?.len();
-    Ok(summarize(
-        "signed vote round trip (Transport)",
-        size,
-        rtt[warmup..].to_vec(),
-    ))
+    Ok(summarize(name, size, rtt[warmup..].to_vec(), RUSTDDS_RTT))
 }
 
 /// Votes per second, sending as fast as `send` accepts.
@@ -321,7 +334,12 @@ fn main() -> Result<()> {
     rows.push(one_way);
     drop((a, b));
     let (a, b, _) = pair(1, Receiving::Thread)?;
-    rows.push(vote_round_trip(&a, b, &all, warmup)?);
+    let name = "signed vote round trip (Transport)";
+    rows.push(vote_round_trip(&a, b, &all, warmup, name)?);
+    drop(a);
+    let (a, b, _) = pair(4, Receiving::Direct)?;
+    let name = "signed vote round trip (Transport, Direct)";
+    rows.push(vote_round_trip(&a, b, &all, warmup, name)?);
     drop(a);
     let (a, b, _) = pair(2, Receiving::Thread)?;
     let tput_votes = votes(&key, 100_000.max(n));
@@ -332,15 +350,25 @@ fn main() -> Result<()> {
         "Wallance DDS benchmark: loopback in a private netns, rustdds 0.15, {n} samples (+{warmup} warm-up)"
     );
     println!(
-        "{:<40} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<40} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  anchor (µs)",
         "measurement", "bytes", "avg µs", "min µs", "p50 µs", "p99 µs", "max µs"
     );
     for r in &rows {
         println!(
-            "{:<40} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
-            r.name, r.bytes, r.avg_us, r.min_us, r.p50_us, r.p99_us, r.max_us
+            "{:<40} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}",
+            r.name, r.bytes, r.avg_us, r.min_us, r.p50_us, r.p99_us, r.max_us, r.anchor
         );
     }
+    println!(
+        "{:<40} {:>6} {:>9.0}  samples/s; anchor: rustdds measured here before, up to ~200k/s",
+        "throughput, signed votes (Transport)", vote_bytes, throughput
+    );
+    println!(
+        "{:<40} {:>6}  bytes of serialized sample (4 encapsulation + 144 CDR), ~{} bytes RTPS datagram; anchor: <= 220",
+        "signed vote size",
+        vote_bytes,
+        vote_bytes + 56
+    );
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("host: {cpus} CPUs, load average {}", load.trim());
@@ -351,13 +379,8 @@ fn main() -> Result<()> {
     println!(
         "  target: vote one-way p50 <= 50 µs on loopback; signed vote <= 220 bytes on the wire"
     );
-    println!("throughput (signed votes via Transport): {throughput:.0} samples/s");
     println!("discovery (2 participants, all 11 topics both ways): {discovery:?}");
-    println!(
-        "signed vote sample: {vote_bytes} bytes of serialized payload (4 encapsulation + 144 CDR); \
-         RTPS datagram ~{} bytes (20 header + 12 INFO_TS + 24 DATA + payload)",
-        vote_bytes + 56
-    );
+    println!("(datagram estimate: 20 RTPS header + 12 INFO_TS + 24 DATA submessage + payload)");
 
     let json = serde_json::json!({
         "samples": n,
