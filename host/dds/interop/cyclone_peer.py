@@ -1,0 +1,118 @@
+"""A Cyclone DDS participant speaking Wallance topics, using only the IDL types.
+
+Run by host/dds/tests/interop.rs inside its private network namespace:
+
+    python cyclone_peer.py '<share json>' <n_votes>
+
+1. publishes the given Share (fields as JSON, byte arrays as hex) on
+   wallance_share once a Rust reader is matched;
+2. reads wallance_vote until n_votes arrived and the TransientLocal topic
+   wallance_certificate (published by Rust before this process started);
+3. prints one JSON line per received sample, then DONE.
+"""
+
+import json
+import os
+import sys
+import time
+
+# Loopback only, before cyclonedds loads its configuration.
+os.environ["CYCLONEDDS_URI"] = (
+    "<CycloneDDS><Domain><General><Interfaces>"
+    '<NetworkInterface name="lo" multicast="true"/>'
+    "</Interfaces><AllowMulticast>true</AllowMulticast></General></Domain></CycloneDDS>"
+)
+
+from cyclonedds.core import Policy, Qos  # noqa: E402
+from cyclonedds.domain import DomainParticipant  # noqa: E402
+from cyclonedds.pub import DataWriter  # noqa: E402
+from cyclonedds.sub import DataReader  # noqa: E402
+from cyclonedds.topic import Topic  # noqa: E402
+from cyclonedds.util import duration  # noqa: E402
+
+from wallance_types import Certificate, Share, Vote  # noqa: E402
+
+
+def hx(octets):
+    return bytes(octets).hex()
+
+
+def main():
+    share_in = json.loads(sys.argv[1])
+    n_votes = int(sys.argv[2])
+    deadline = time.monotonic() + 30
+
+    dp = DomainParticipant(0)
+    reliable = Policy.Reliability.Reliable(duration(seconds=1))
+    # The IDL says XCDR1; Cyclone's Python writers default to XCDR2.
+    xcdr1 = Policy.DataRepresentation(use_cdrv0_representation=True)
+    volatile = Qos(reliable, Policy.Durability.Volatile, Policy.History.KeepAll, xcdr1)
+    transient = Qos(
+        reliable, Policy.Durability.TransientLocal, Policy.History.KeepLast(1024), xcdr1
+    )
+
+    share_writer = DataWriter(dp, Topic(dp, "wallance_share", Share), qos=volatile)
+    vote_reader = DataReader(dp, Topic(dp, "wallance_vote", Vote), qos=volatile)
+    cert_reader = DataReader(
+        dp, Topic(dp, "wallance_certificate", Certificate), qos=transient
+    )
+
+    while not share_writer.get_matched_subscriptions():
+        if time.monotonic() > deadline:
+            print("ERROR no Rust share reader matched", flush=True)
+            return 1
+        time.sleep(0.01)
+    share_writer.write(
+        Share(
+            sender=list(bytes.fromhex(share_in["sender"])),
+            seq=share_in["seq"],
+            time_ms=share_in["time_ms"],
+            topic=share_in["topic"],
+            value=share_in["value"],
+            sig=list(bytes.fromhex(share_in["sig"])),
+        )
+    )
+    print(json.dumps({"kind": "share_sent"}), flush=True)
+
+    votes = 0
+    certs = 0
+    while (votes < n_votes or certs < 1) and time.monotonic() < deadline:
+        for v in vote_reader.take(N=1000):
+            votes += 1
+            print(
+                json.dumps(
+                    {
+                        "kind": "vote",
+                        "voter": hx(v.voter),
+                        "request_id": hx(v.request_id),
+                        "remaining": v.remaining,
+                        "nonce": v.nonce,
+                        "sig": hx(v.sig),
+                    }
+                )
+            )
+        for c in cert_reader.take(N=100):
+            certs += 1
+            print(
+                json.dumps(
+                    {
+                        "kind": "certificate",
+                        "requester": hx(c.requester),
+                        "service": c.request.service,
+                        "price": c.request.price,
+                        "params": [[p.key, bytes(p.value).decode()] for p in c.request.params],
+                        "remaining": c.remaining,
+                        "votes": [[cv.voter_idx, cv.nonce, hx(cv.sig)] for cv in c.votes],
+                        "provider_sig": hx(c.provider_sig),
+                    }
+                )
+            )
+        time.sleep(0.005)
+    # Let the reliable share reach the Rust side before the participant goes.
+    share_writer.wait_for_acks(duration(seconds=5))
+    print("DONE", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+//! The Wallance DDS transport: `wallance_core::Message`s over RTPS topics.
+//!
+//! Every message kind has its own topic, its own IDL struct
+//! (`idl/wallance.idl`, mirrored by [`wire`]) and a QoS chosen for what it
+//! carries ([`topics`]). Any DDS vendor that compiles the IDL can join.
+//!
+//! ```text
+//! let transport = Transport::new(TransportConfig::new(domain_id))?;
+//! let mut inbox = Vec::new();
+//! loop {
+//!     transport.recv_batch(&mut inbox, 1024, core.poll_timeout() - now);
+//!     for msg in inbox.drain(..) { core.handle_message(now, msg) }
+//!     while let Some(out) = core.poll_output() {
+//!         if let Output::Send(msg) = out { transport.send(&msg)? }
+//!     }
+//! }
+//! ```
+//!
+//! The transport checks shapes and bounds only; signatures, proof of work and
+//! protocol rules stay in the core. A sample that does not decode, or breaks a
+//! bound, is counted in [`TransportStats`] and dropped, never a panic.
+
+pub mod netns;
+pub mod topics;
+pub mod transport;
+pub mod wire;
+
+pub use topics::{TopicId, TopicSpec};
+pub use transport::{
+    Networks, OnReceive, Receiver, Receiving, SendError, TopicStats, Transport, TransportConfig,
+    TransportError, TransportStats,
+};
+pub use wire::{WireError, WireMessage};

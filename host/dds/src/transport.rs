@@ -1,0 +1,1061 @@
+//! The daemon's view of DDS: `send(&Message)` and batches of received messages.
+//!
+//! One participant, one writer and one reader per topic. A dedicated thread
+//! owns the readers, waits on them with `mio` and takes every available sample
+//! at once, in batches, into a bounded inbox the daemon drains with
+//! [`Receiver::recv_batch`]. Taking immediately matters: rustdds drops the
+//! oldest untaken samples once a reader's cache is full, silently, even on a
+//! reliable topic (see the README).
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustdds::dds::result::WriteError;
+use rustdds::mio1::{Events, Interest, Poll, Token, Waker};
+use rustdds::{
+    CDRDeserializerAdapter, CDRSerializerAdapter, DomainParticipant, DomainParticipantBuilder,
+    GUID, RTPSEntity, ReadCondition, Subscriber, Topic, no_key, with_key,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wallance_core::Message;
+
+use crate::topics::TopicId;
+use crate::wire::{self, WireError, WireMessage};
+
+/// Which interfaces the participant may use and advertise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Networks {
+    /// rustdds' default: every interface.
+    All,
+    /// 127.0.0.1 only: discovery multicast and locators stay on `lo`.
+    Loopback,
+    /// Only these addresses.
+    Only(Vec<IpAddr>),
+}
+
+/// Called from the reader thread after new messages reach the inbox; for
+/// example `move || notify.notify_one()` with a `tokio::sync::Notify`.
+pub type OnReceive = Arc<dyn Fn() + Send + Sync>;
+
+/// Everything [`Transport::new`] needs.
+#[derive(Clone)]
+pub struct TransportConfig {
+    pub domain_id: u16,
+    pub networks: Networks,
+    /// Messages buffered between the reader thread and the daemon. When full,
+    /// the reader thread stops taking until the daemon drains it.
+    pub inbox_capacity: usize,
+    /// How long `send` on a reliable topic may wait for the send window.
+    pub send_block: Duration,
+    /// Deliver messages this participant wrote itself (off for the daemon:
+    /// the core already knows what it sent).
+    pub deliver_own: bool,
+    /// How samples reach `recv_batch`; see [`Receiving`].
+    pub receiving: Receiving,
+    pub on_receive: Option<OnReceive>,
+}
+
+/// Where readers are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receiving {
+    /// A dedicated thread takes samples the moment they arrive into a
+    /// bounded inbox; `recv_batch` drains the inbox. Nothing is lost while
+    /// the daemon is busy (up to `inbox_capacity`), and `on_receive` can wake
+    /// an async task. The default.
+    Thread,
+    /// `recv_batch` polls and takes from the readers itself: one thread hop
+    /// less (lower latency), but samples wait in rustdds' caches while the
+    /// caller is busy, so it must call `recv_batch` often; `on_receive` and
+    /// `inbox_capacity` are unused.
+    Direct,
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("domain_id", &self.domain_id)
+            .field("networks", &self.networks)
+            .field("inbox_capacity", &self.inbox_capacity)
+            .field("send_block", &self.send_block)
+            .field("deliver_own", &self.deliver_own)
+            .field("receiving", &self.receiving)
+            .field("on_receive", &self.on_receive.is_some())
+            .finish()
+    }
+}
+
+impl TransportConfig {
+    /// Defaults for a node: all interfaces, 65 536 buffered messages, sends
+    /// blocking at most 1 s for the window, own messages not delivered.
+    pub fn new(domain_id: u16) -> Self {
+        Self {
+            domain_id,
+            networks: Networks::All,
+            inbox_capacity: 65_536,
+            // A flood fills the window legitimately and the writer's event
+            // loop needs time to drain it (100 ms was too short for a debug
+            // build under load). A peer that died holds the window until its
+            // lease expires (50 s); each send then waits this long and fails:
+            // lower it where stalling matters more than flood throughput.
+            send_block: Duration::from_secs(1),
+            deliver_own: false,
+            receiving: Receiving::Thread,
+            on_receive: None,
+        }
+    }
+
+    pub fn loopback(domain_id: u16) -> Self {
+        Self {
+            networks: Networks::Loopback,
+            ..Self::new(domain_id)
+        }
+    }
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("DDS participant, topic or endpoint creation failed: {0}")]
+    Create(String),
+    #[error("reader thread setup failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a message was not sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    #[error("{kind} cannot be put on the wire: {source}")]
+    Wire {
+        kind: &'static str,
+        source: WireError,
+    },
+    #[error("{0} not sent: the reliable send window stayed full for the whole send_block")]
+    WouldBlock(&'static str),
+    #[error("{kind} not sent: {reason}")]
+    Dds { kind: &'static str, reason: String },
+}
+
+/// Counters of one topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicStats {
+    pub sent: u64,
+    pub send_failed: u64,
+    pub received: u64,
+    /// Samples that did not decode or broke a bound; dropped.
+    pub malformed: u64,
+    /// Samples this participant wrote itself, skipped (`deliver_own` off).
+    pub own_skipped: u64,
+}
+
+/// A snapshot of [`Transport::stats`].
+#[derive(Debug, Clone, Default)]
+pub struct TransportStats {
+    pub topics: Vec<(TopicId, TopicStats)>,
+    /// Per topic, why its latest malformed sample was dropped.
+    pub last_malformed: Vec<(TopicId, String)>,
+}
+
+impl TransportStats {
+    pub fn topic(&self, topic: TopicId) -> TopicStats {
+        self.topics
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, s)| *s)
+            .unwrap_or_default()
+    }
+    pub fn last_malformed(&self, topic: TopicId) -> Option<&str> {
+        self.last_malformed
+            .iter()
+            .find(|(t, _)| *t == topic)
+            .map(|(_, r)| r.as_str())
+    }
+    pub fn malformed(&self) -> u64 {
+        self.topics.iter().map(|(_, s)| s.malformed).sum()
+    }
+    pub fn received(&self) -> u64 {
+        self.topics.iter().map(|(_, s)| s.received).sum()
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    send_failed: AtomicU64,
+    received: AtomicU64,
+    malformed: AtomicU64,
+    own_skipped: AtomicU64,
+}
+
+struct Stats {
+    topics: Vec<Counters>,
+    last_malformed: Mutex<Vec<(TopicId, String)>>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            topics: TopicId::ALL.iter().map(|_| Counters::default()).collect(),
+            last_malformed: Mutex::new(Vec::new()),
+        }
+    }
+    fn of(&self, t: TopicId) -> &Counters {
+        &self.topics[t as usize]
+    }
+    fn malformed(&self, t: TopicId, reason: String) {
+        self.of(t).malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(topic = t.name(), %reason, "dropped a malformed sample");
+        if let Ok(mut last) = self.last_malformed.lock() {
+            match last.iter_mut().find(|(topic, _)| *topic == t) {
+                Some(slot) => slot.1 = reason,
+                None => last.push((t, reason)),
+            }
+        }
+    }
+}
+
+/// The bounded queue between the reader thread and the daemon.
+struct Inbox {
+    queue: Mutex<VecDeque<Message>>,
+    not_empty: Condvar,
+    not_full: Condvar,
+    capacity: usize,
+}
+
+impl Inbox {
+    /// Blocks while full, unless `stop` is raised.
+    fn push_all(&self, batch: &mut Vec<Message>, stop: &AtomicBool) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        for msg in batch.drain(..) {
+            while q.len() >= self.capacity {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                q = self
+                    .not_full
+                    .wait_timeout(q, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            q.push_back(msg);
+        }
+        self.not_empty.notify_all();
+    }
+
+    fn take(&self, out: &mut Vec<Message>, max: usize, timeout: Option<Duration>) -> usize {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while q.is_empty() {
+            let Some(deadline) = deadline else { return 0 };
+            let now = Instant::now();
+            if now >= deadline {
+                return 0;
+            }
+            q = self
+                .not_empty
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let n = q.len().min(max);
+        out.extend(q.drain(..n));
+        self.not_full.notify_all();
+        n
+    }
+}
+
+/// The receiving half; cheap to clone, usable from any thread (for example
+/// inside `tokio::task::spawn_blocking`, or after an `on_receive` wake-up).
+#[derive(Clone)]
+pub struct Receiver {
+    source: Source,
+}
+
+#[derive(Clone)]
+enum Source {
+    Inbox(Arc<Inbox>),
+    Direct(Arc<Mutex<ReaderSet>>),
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
+
+impl Receiver {
+    /// Appends up to `max` messages to `out`, waiting up to `timeout` for the
+    /// first one. Returns how many were appended (0 on timeout).
+    pub fn recv_batch(&self, out: &mut Vec<Message>, max: usize, timeout: Duration) -> usize {
+        match &self.source {
+            Source::Inbox(inbox) => inbox.take(out, max, Some(timeout)),
+            Source::Direct(set) => lock(set).recv(out, max, Some(timeout)),
+        }
+    }
+
+    /// Like [`Receiver::recv_batch`] without waiting.
+    pub fn try_recv_batch(&self, out: &mut Vec<Message>, max: usize) -> usize {
+        match &self.source {
+            Source::Inbox(inbox) => inbox.take(out, max, None),
+            Source::Direct(set) => lock(set).recv(out, max, None),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the readers usable: take over.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The readers and the `mio` poll that watches them.
+struct ReaderSet {
+    poll: Poll,
+    events: Events,
+    readers: Vec<Box<dyn Drain>>,
+    /// Readers to drain next.
+    ready: Vec<bool>,
+}
+
+impl ReaderSet {
+    /// Waits up to `timeout` and marks the readers that signalled; after a
+    /// quiet timeout marks all, which covers any notification that raced with
+    /// an earlier drain.
+    fn wait(&mut self, timeout: Duration) -> std::io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Err(e) if e.kind() != std::io::ErrorKind::Interrupted => return Err(e),
+            _ => {}
+        }
+        if self.events.is_empty() {
+            self.ready.fill(true);
+        }
+        for e in self.events.iter() {
+            if let Some(r) = self.ready.get_mut(e.token().0) {
+                *r = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes from the marked readers, at most `per_reader` samples each. A
+    /// reader stays marked when it may hold more. Returns whether any does.
+    fn drain_ready(&mut self, out: &mut Vec<Message>, per_reader: usize) -> bool {
+        let mut more = false;
+        for (r, ready) in self.readers.iter_mut().zip(self.ready.iter_mut()) {
+            if *ready {
+                *ready = r.drain(out, per_reader) >= per_reader;
+                more |= *ready;
+            }
+        }
+        more
+    }
+
+    /// `recv_batch` of [`Receiving::Direct`].
+    fn recv(&mut self, out: &mut Vec<Message>, max: usize, timeout: Option<Duration>) -> usize {
+        let start = out.len();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        // No `ready.fill(true)` here: marks persist between calls (a reader
+        // that may hold more stays marked) and every new sample raises an
+        // event, so draining only the marked readers misses nothing and saves
+        // a lock round on all 11 caches per call.
+        loop {
+            while out.len() - start < max && self.drain_ready(out, max - (out.len() - start)) {}
+            if out.len() > start {
+                return out.len() - start;
+            }
+            let Some(deadline) = deadline else { return 0 };
+            let now = Instant::now();
+            if now >= deadline {
+                return 0;
+            }
+            if let Err(e) = self.wait(deadline - now) {
+                tracing::error!(error = %e, "DDS reader poll failed");
+                return 0;
+            }
+        }
+    }
+}
+
+type NoKeyWriter<W> = no_key::DataWriter<W, CDRSerializerAdapter<W>>;
+type KeyWriter<W> = with_key::DataWriter<W, CDRSerializerAdapter<W>>;
+
+struct Writers {
+    share: NoKeyWriter<wire::Share>,
+    request: NoKeyWriter<wire::Request>,
+    vote: NoKeyWriter<wire::Vote>,
+    certificate: KeyWriter<wire::Certificate>,
+    announce: KeyWriter<wire::Announce>,
+    outcome: NoKeyWriter<wire::Outcome>,
+    digest: NoKeyWriter<wire::SyncDigest>,
+    heads_request: NoKeyWriter<wire::HeadsRequest>,
+    heads: NoKeyWriter<wire::Heads>,
+    cert_fetch: NoKeyWriter<wire::CertFetch>,
+    share_fetch: NoKeyWriter<wire::ShareFetch>,
+}
+
+/// A DDS participant speaking the Wallance topics.
+pub struct Transport {
+    participant: DomainParticipant,
+    writers: Writers,
+    receiver: Receiver,
+    stats: Arc<Stats>,
+    /// The reader thread of [`Receiving::Thread`].
+    thread: Option<ReaderThread>,
+}
+
+struct ReaderThread {
+    stop: Arc<AtomicBool>,
+    waker: Waker,
+    inbox: Arc<Inbox>,
+    handle: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("domain_id", &self.participant.domain_id())
+            .field("participant_id", &self.participant.participant_id())
+            .finish_non_exhaustive()
+    }
+}
+
+fn create<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> Result<T, TransportError> {
+    r.map_err(|e| TransportError::Create(format!("{what}: {e:?}")))
+}
+
+/// Takes available samples from one reader into decoded messages.
+trait Drain: Send {
+    fn source(&mut self) -> &mut dyn rustdds::mio1::event::Source;
+    /// Appends at most `max` messages; returns how many samples it consumed.
+    fn drain(&mut self, out: &mut Vec<Message>, max: usize) -> usize;
+}
+
+struct Ctx {
+    topic: TopicId,
+    own: GUID,
+    deliver_own: bool,
+    stats: Arc<Stats>,
+}
+
+impl Ctx {
+    /// Counts and converts one decoded sample.
+    fn accept<W>(
+        &self,
+        writer: GUID,
+        sample: W,
+        convert: fn(W) -> WireMessage,
+        out: &mut Vec<Message>,
+    ) {
+        let c = self.stats.of(self.topic);
+        if !self.deliver_own && writer.prefix == self.own.prefix {
+            c.own_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match convert(sample).into_message() {
+            Ok(m) => {
+                c.received.fetch_add(1, Ordering::Relaxed);
+                out.push(m);
+            }
+            Err(e) => self.stats.malformed(self.topic, e.to_string()),
+        }
+    }
+}
+
+struct NoKeyReader<W: 'static> {
+    reader: no_key::SimpleDataReader<W, CDRDeserializerAdapter<W>>,
+    convert: fn(W) -> WireMessage,
+    ctx: Ctx,
+}
+
+impl<W: DeserializeOwned + Send + 'static> Drain for NoKeyReader<W> {
+    fn source(&mut self) -> &mut dyn rustdds::mio1::event::Source {
+        &mut self.reader
+    }
+    fn drain(&mut self, out: &mut Vec<Message>, max: usize) -> usize {
+        // Clear readiness before taking, so a sample arriving meanwhile
+        // raises a fresh event instead of being missed.
+        self.reader.drain_read_notifications();
+        let mut n = 0;
+        while n < max {
+            match self.reader.try_take_one() {
+                Ok(Some(dcc)) => {
+                    n += 1;
+                    let writer = dcc.writer_guid();
+                    self.ctx.accept(writer, dcc.into_value(), self.convert, out);
+                }
+                Ok(None) => break,
+                // try_take_one has already moved past the bad sample.
+                Err(e) => {
+                    n += 1;
+                    self.ctx.stats.malformed(self.ctx.topic, e.to_string());
+                }
+            }
+        }
+        n
+    }
+}
+
+struct KeyReader<W>
+where
+    W: rustdds::Keyed + DeserializeOwned + 'static,
+    W::K: DeserializeOwned,
+{
+    reader: with_key::DataReader<W, CDRDeserializerAdapter<W>>,
+    convert: fn(W) -> WireMessage,
+    ctx: Ctx,
+}
+
+impl<W> Drain for KeyReader<W>
+where
+    W: rustdds::Keyed + DeserializeOwned + Send + 'static,
+    W::K: DeserializeOwned + Send,
+    CDRDeserializerAdapter<W>: rustdds::with_key::DeserializerAdapter<W>,
+{
+    fn source(&mut self) -> &mut dyn rustdds::mio1::event::Source {
+        &mut self.reader
+    }
+    fn drain(&mut self, out: &mut Vec<Message>, max: usize) -> usize {
+        let mut n = 0;
+        // `take` stops at the first sample that fails to deserialize (and
+        // consumes it); samples before it stay cached for the next call, so
+        // loop until a call returns nothing.
+        while n < max {
+            match self.reader.take(max - n, ReadCondition::any()) {
+                Ok(samples) if samples.is_empty() => break,
+                Ok(samples) => {
+                    for s in samples {
+                        n += 1;
+                        let writer = s.sample_info().writer_guid();
+                        match s.into_value() {
+                            with_key::Sample::Value(v) => {
+                                self.ctx.accept(writer, v, self.convert, out)
+                            }
+                            // Nobody disposes instances today; nothing to deliver.
+                            with_key::Sample::Dispose(_) => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    n += 1;
+                    self.ctx.stats.malformed(self.ctx.topic, e.to_string());
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Transport {
+    /// Joins the domain, creates every topic, writer and reader, and starts
+    /// the reader thread.
+    pub fn new(config: TransportConfig) -> Result<Self, TransportError> {
+        let mut builder = DomainParticipantBuilder::new(config.domain_id);
+        match &config.networks {
+            Networks::All => {}
+            Networks::Loopback => {
+                builder = builder.with_only_networks([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+            }
+            Networks::Only(addrs) => builder = builder.with_only_networks(addrs.clone()),
+        }
+        let participant = create("participant", builder.build())?;
+        let own = participant.guid();
+        let stats = Arc::new(Stats::new());
+
+        let topic = |t: TopicId| -> Result<Topic, TransportError> {
+            create(
+                t.name(),
+                participant.create_topic(
+                    t.name().to_string(),
+                    t.spec().type_name.to_string(),
+                    &t.qos(config.send_block),
+                    t.kind(),
+                ),
+            )
+        };
+        let topics: Vec<Topic> = TopicId::ALL
+            .iter()
+            .map(|&t| topic(t))
+            .collect::<Result<_, _>>()?;
+        let qos = |t: TopicId| Some(t.qos(config.send_block));
+        let wqos = |t: TopicId| Some(t.writer_qos(config.send_block));
+
+        let publisher = create(
+            "publisher",
+            participant.create_publisher(&rustdds::QosPolicyBuilder::new().build()),
+        )?;
+        fn nk<W: Serialize>(
+            p: &rustdds::Publisher,
+            topics: &[Topic],
+            t: TopicId,
+            qos: Option<rustdds::QosPolicies>,
+        ) -> Result<NoKeyWriter<W>, TransportError> {
+            create(
+                t.name(),
+                p.create_datawriter_no_key_cdr::<W>(&topics[t as usize], qos),
+            )
+        }
+        let writers = Writers {
+            share: nk(&publisher, &topics, TopicId::Share, wqos(TopicId::Share))?,
+            request: nk(
+                &publisher,
+                &topics,
+                TopicId::Request,
+                wqos(TopicId::Request),
+            )?,
+            vote: nk(&publisher, &topics, TopicId::Vote, wqos(TopicId::Vote))?,
+            certificate: create(
+                "certificate writer",
+                publisher.create_datawriter_cdr::<wire::Certificate>(
+                    &topics[TopicId::Certificate as usize],
+                    wqos(TopicId::Certificate),
+                ),
+            )?,
+            announce: create(
+                "announce writer",
+                publisher.create_datawriter_cdr::<wire::Announce>(
+                    &topics[TopicId::Announce as usize],
+                    wqos(TopicId::Announce),
+                ),
+            )?,
+            outcome: nk(
+                &publisher,
+                &topics,
+                TopicId::Outcome,
+                wqos(TopicId::Outcome),
+            )?,
+            digest: nk(&publisher, &topics, TopicId::Digest, wqos(TopicId::Digest))?,
+            heads_request: nk(
+                &publisher,
+                &topics,
+                TopicId::HeadsRequest,
+                wqos(TopicId::HeadsRequest),
+            )?,
+            heads: nk(&publisher, &topics, TopicId::Heads, wqos(TopicId::Heads))?,
+            cert_fetch: nk(
+                &publisher,
+                &topics,
+                TopicId::CertFetch,
+                wqos(TopicId::CertFetch),
+            )?,
+            share_fetch: nk(
+                &publisher,
+                &topics,
+                TopicId::ShareFetch,
+                wqos(TopicId::ShareFetch),
+            )?,
+        };
+
+        let subscriber = create(
+            "subscriber",
+            participant.create_subscriber(&rustdds::QosPolicyBuilder::new().build()),
+        )?;
+        let ctx = |topic| Ctx {
+            topic,
+            own,
+            deliver_own: config.deliver_own,
+            stats: stats.clone(),
+        };
+        fn nkr<W: DeserializeOwned + Send + 'static>(
+            s: &Subscriber,
+            topics: &[Topic],
+            t: TopicId,
+            qos: Option<rustdds::QosPolicies>,
+            convert: fn(W) -> WireMessage,
+            ctx: Ctx,
+        ) -> Result<Box<dyn Drain>, TransportError> {
+            let reader = create(
+                t.name(),
+                s.create_simple_datareader_no_key::<W, CDRDeserializerAdapter<W>>(
+                    &topics[t as usize],
+                    qos,
+                ),
+            )?;
+            Ok(Box::new(NoKeyReader {
+                reader,
+                convert,
+                ctx,
+            }))
+        }
+        let s = &subscriber;
+        let tp = &topics;
+        let mut readers: Vec<Box<dyn Drain>> = vec![
+            nkr(
+                s,
+                tp,
+                TopicId::Share,
+                qos(TopicId::Share),
+                WireMessage::Share,
+                ctx(TopicId::Share),
+            )?,
+            nkr(
+                s,
+                tp,
+                TopicId::Request,
+                qos(TopicId::Request),
+                WireMessage::Request,
+                ctx(TopicId::Request),
+            )?,
+            nkr(
+                s,
+                tp,
+                TopicId::Vote,
+                qos(TopicId::Vote),
+                WireMessage::Vote,
+                ctx(TopicId::Vote),
+            )?,
+            Box::new(KeyReader {
+                reader: create(
+                    "certificate reader",
+                    s.create_datareader_cdr::<wire::Certificate>(
+                        &topics[TopicId::Certificate as usize],
+                        qos(TopicId::Certificate),
+                    ),
+                )?,
+                convert: |c| WireMessage::Certificate(Box::new(c)),
+                ctx: ctx(TopicId::Certificate),
+            }),
+            Box::new(KeyReader {
+                reader: create(
+                    "announce reader",
+                    s.create_datareader_cdr::<wire::Announce>(
+                        &topics[TopicId::Announce as usize],
+                        qos(TopicId::Announce),
+                    ),
+                )?,
+                convert: WireMessage::Announce,
+                ctx: ctx(TopicId::Announce),
+            }),
+            nkr(
+                s,
+                tp,
+                TopicId::Outcome,
+                qos(TopicId::Outcome),
+                WireMessage::Outcome,
+                ctx(TopicId::Outcome),
+            )?,
+            nkr(
+                s,
+                tp,
+                TopicId::Digest,
+                qos(TopicId::Digest),
+                WireMessage::Digest,
+                ctx(TopicId::Digest),
+            )?,
+            nkr(
+                s,
+                tp,
+                TopicId::HeadsRequest,
+                qos(TopicId::HeadsRequest),
+                WireMessage::HeadsRequest,
+                ctx(TopicId::HeadsRequest),
+            )?,
+            nkr(
+                s,
+                tp,
+                TopicId::Heads,
+                qos(TopicId::Heads),
+                WireMessage::Heads,
+                ctx(TopicId::Heads),
+            )?,
+            nkr(
+                s,
+                tp,
+                TopicId::CertFetch,
+                qos(TopicId::CertFetch),
+                WireMessage::CertFetch,
+                ctx(TopicId::CertFetch),
+            )?,
+            nkr(
+                s,
+                tp,
+                TopicId::ShareFetch,
+                qos(TopicId::ShareFetch),
+                WireMessage::ShareFetch,
+                ctx(TopicId::ShareFetch),
+            )?,
+        ];
+
+        let poll = Poll::new()?;
+        for (i, r) in readers.iter_mut().enumerate() {
+            poll.registry()
+                .register(r.source(), Token(i), Interest::READABLE)?;
+        }
+        let waker = Waker::new(poll.registry(), Token(usize::MAX))?;
+        let ready = vec![true; readers.len()];
+        let set = ReaderSet {
+            poll,
+            events: Events::with_capacity(64),
+            readers,
+            ready,
+        };
+        let (receiver, thread) = match config.receiving {
+            Receiving::Direct => (
+                Receiver {
+                    source: Source::Direct(Arc::new(Mutex::new(set))),
+                },
+                None,
+            ),
+            Receiving::Thread => {
+                let inbox = Arc::new(Inbox {
+                    queue: Mutex::new(VecDeque::new()),
+                    not_empty: Condvar::new(),
+                    not_full: Condvar::new(),
+                    capacity: config.inbox_capacity.max(1),
+                });
+                let stop = Arc::new(AtomicBool::new(false));
+                let handle = {
+                    let inbox = inbox.clone();
+                    let stop = stop.clone();
+                    let on_receive = config.on_receive.clone();
+                    std::thread::Builder::new()
+                        .name(format!("wallance-dds-rx-{}", config.domain_id))
+                        .spawn(move || reader_loop(set, &inbox, &stop, on_receive))?
+                };
+                (
+                    Receiver {
+                        source: Source::Inbox(inbox.clone()),
+                    },
+                    Some(ReaderThread {
+                        stop,
+                        waker,
+                        inbox,
+                        handle,
+                    }),
+                )
+            }
+        };
+
+        Ok(Self {
+            participant,
+            writers,
+            receiver,
+            stats,
+            thread,
+        })
+    }
+
+    /// Publishes `msg` on its topic. Never blocks longer than `send_block`.
+    pub fn send(&self, msg: &Message) -> Result<(), SendError> {
+        let kind = msg.kind();
+        let topic = topic_of(msg);
+        let wire =
+            WireMessage::from_message(msg).map_err(|source| SendError::Wire { kind, source })?;
+        let result = match wire {
+            WireMessage::Share(m) => nk_write(&self.writers.share, m),
+            WireMessage::Request(m) => nk_write(&self.writers.request, m),
+            WireMessage::Vote(m) => nk_write(&self.writers.vote, m),
+            WireMessage::Certificate(m) => k_write(&self.writers.certificate, *m),
+            WireMessage::Announce(m) => k_write(&self.writers.announce, m),
+            WireMessage::Outcome(m) => nk_write(&self.writers.outcome, m),
+            WireMessage::Digest(m) => nk_write(&self.writers.digest, m),
+            WireMessage::HeadsRequest(m) => nk_write(&self.writers.heads_request, m),
+            WireMessage::Heads(m) => nk_write(&self.writers.heads, m),
+            WireMessage::CertFetch(m) => nk_write(&self.writers.cert_fetch, m),
+            WireMessage::ShareFetch(m) => nk_write(&self.writers.share_fetch, m),
+        };
+        let c = self.stats.of(topic);
+        match result {
+            Ok(()) => {
+                c.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                c.send_failed.fetch_add(1, Ordering::Relaxed);
+                Err(match e {
+                    Failure::WouldBlock => SendError::WouldBlock(kind),
+                    Failure::Other(reason) => SendError::Dds { kind, reason },
+                })
+            }
+        }
+    }
+
+    /// The receiving half, for another thread or task.
+    pub fn receiver(&self) -> Receiver {
+        self.receiver.clone()
+    }
+
+    /// See [`Receiver::recv_batch`].
+    pub fn recv_batch(&self, out: &mut Vec<Message>, max: usize, timeout: Duration) -> usize {
+        self.receiver.recv_batch(out, max, timeout)
+    }
+
+    /// See [`Receiver::try_recv_batch`].
+    pub fn try_recv_batch(&self, out: &mut Vec<Message>, max: usize) -> usize {
+        self.receiver.try_recv_batch(out, max)
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        TransportStats {
+            topics: TopicId::ALL
+                .iter()
+                .map(|&t| {
+                    let c = self.stats.of(t);
+                    (
+                        t,
+                        TopicStats {
+                            sent: c.sent.load(Ordering::Relaxed),
+                            send_failed: c.send_failed.load(Ordering::Relaxed),
+                            received: c.received.load(Ordering::Relaxed),
+                            malformed: c.malformed.load(Ordering::Relaxed),
+                            own_skipped: c.own_skipped.load(Ordering::Relaxed),
+                        },
+                    )
+                })
+                .collect(),
+            last_malformed: self
+                .stats
+                .last_malformed
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// How many remote participants discovery has found (for readiness checks).
+    pub fn discovered_participants(&self) -> usize {
+        let own = self.participant.guid();
+        // GUIDs with the participant's entity id stand for their prefixes,
+        // whose type rustdds does not export.
+        let mut prefixes: Vec<GUID> = self
+            .participant
+            .discovered_writers()
+            .iter()
+            .map(|w| GUID {
+                entity_id: own.entity_id,
+                ..w.writer_proxy.remote_writer_guid
+            })
+            .filter(|g| g.prefix != own.prefix)
+            .collect();
+        prefixes.sort();
+        prefixes.dedup();
+        prefixes.len()
+    }
+
+    /// How many readers of other participants discovery has found on
+    /// `topic`. A volatile sample written before a reader is found never
+    /// reaches it, so tests and tools wait on this before sending.
+    pub fn remote_readers(&self, topic: TopicId) -> usize {
+        let own = self.participant.guid();
+        self.participant
+            .discovered_readers()
+            .iter()
+            .filter(|r| {
+                r.subscription_topic_data.topic_name() == topic.name()
+                    && r.reader_proxy.remote_reader_guid.prefix != own.prefix
+            })
+            .count()
+    }
+
+    /// Waits until every topic has at least `n` remote readers, or `timeout`.
+    /// Returns whether it got there.
+    pub fn wait_for_readers(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if TopicId::ALL.iter().all(|&t| self.remote_readers(t) >= n) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The underlying participant, for tests and tools that need raw access.
+    pub fn participant(&self) -> &DomainParticipant {
+        &self.participant
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            t.stop.store(true, Ordering::Relaxed);
+            // If waking fails the thread still sees `stop` at its next poll timeout.
+            let _ = t.waker.wake();
+            t.inbox.not_full.notify_all();
+            let _ = t.handle.join();
+        }
+    }
+}
+
+fn topic_of(msg: &Message) -> TopicId {
+    match msg {
+        Message::Share(_) => TopicId::Share,
+        Message::Request(_) => TopicId::Request,
+        Message::Vote(_) => TopicId::Vote,
+        Message::Certificate(_) => TopicId::Certificate,
+        Message::Announce(_) => TopicId::Announce,
+        Message::Outcome(_) => TopicId::Outcome,
+        Message::Digest(_) => TopicId::Digest,
+        Message::HeadsRequest(_) => TopicId::HeadsRequest,
+        Message::Heads(_) => TopicId::Heads,
+        Message::CertFetch(_) => TopicId::CertFetch,
+        Message::ShareFetch(_) => TopicId::ShareFetch,
+    }
+}
+
+enum Failure {
+    WouldBlock,
+    Other(String),
+}
+
+fn failure<D>(e: WriteError<D>) -> Failure {
+    match e {
+        WriteError::WouldBlock { .. } => Failure::WouldBlock,
+        WriteError::Serialization { reason, .. }
+        | WriteError::Poisoned { reason, .. }
+        | WriteError::Internal { reason } => Failure::Other(reason),
+        WriteError::Io(e) => Failure::Other(e.to_string()),
+    }
+}
+
+fn nk_write<W: Serialize>(w: &NoKeyWriter<W>, m: W) -> Result<(), Failure> {
+    w.write(m, None).map_err(failure)
+}
+
+fn k_write<W>(w: &KeyWriter<W>, m: W) -> Result<(), Failure>
+where
+    W: rustdds::Keyed + Serialize,
+    W::K: Serialize,
+{
+    w.write(m, None).map_err(failure)
+}
+
+/// Upper bound on samples taken per reader per round, so one busy topic
+/// cannot starve the others.
+const BATCH: usize = 256;
+
+fn reader_loop(
+    mut set: ReaderSet,
+    inbox: &Inbox,
+    stop: &AtomicBool,
+    on_receive: Option<OnReceive>,
+) {
+    let mut batch = Vec::with_capacity(BATCH * set.readers.len());
+    while !stop.load(Ordering::Relaxed) {
+        // The timeout is a safety net: a missed readiness event costs at most
+        // this much latency, never a stuck sample.
+        if let Err(e) = set.wait(Duration::from_millis(50)) {
+            tracing::error!(error = %e, "DDS reader poll failed; reader thread stops");
+            return;
+        }
+        loop {
+            let more = set.drain_ready(&mut batch, BATCH);
+            if !batch.is_empty() {
+                inbox.push_all(&mut batch, stop);
+                if let Some(f) = &on_receive {
+                    f();
+                }
+            }
+            if !more || stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Messages for the transport tests: one of every kind, signed like the
+//! core signs them, with fields that exercise every wire type.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use wallance_core::Keypair;
+use wallance_core::msg::{
+    Announce, CertFetch, CertVote, Certificate, Head, Heads, HeadsRequest, Message, Outcome,
+    Request, RequestDraft, ServiceOffer, Share, ShareFetch, SyncDigest, Vote,
+};
+use wallance_dds::{Receiver, Receiving, Transport, TransportConfig};
+
+pub fn key(n: u8) -> Keypair {
+    Keypair::from_seed([n; 32])
+}
+
+pub fn request(requester: &Keypair, provider: &Keypair, version: u64) -> Request {
+    Request::build(
+        requester,
+        RequestDraft {
+            service: "espresso".into(),
+            provider: provider.id(),
+            price: 2_000_000,
+            time_ms: 1_700_000_000_000,
+            version,
+            state: [7; 32],
+            shares_upto: 12,
+            received_upto: 3,
+            params: vec![
+                ("sugar".into(), "2".into()),
+                ("note".into(), "café \0 bytes".into()),
+            ],
+        },
+        0,
+    )
+    .expect("difficulty 0 always solves")
+}
+
+pub fn certificate(requester: &Keypair, provider: &Keypair, version: u64) -> Certificate {
+    Certificate {
+        request: request(requester, provider, version),
+        remaining: 5_000_000,
+        votes: (0..5)
+            .map(|i| CertVote {
+                voter_idx: i,
+                nonce: u64::from(i) * 17,
+                sig: key(100 + i as u8).sign(&[i as u8; 32]),
+            })
+            .collect(),
+        provider_sig: provider.sign(&[9; 32]),
+    }
+}
+
+pub fn one_of_each(me: &Keypair) -> Vec<Message> {
+    let other = key(200);
+    let req = request(me, &other, 4);
+    vec![
+        Message::Share(Share::new(me, 42, 1_700_000_000_123, "kitchen/temp", 21.5)),
+        Message::Request(req.clone()),
+        Message::Vote(Vote::build(me, req.id(), 5_000_000, 0).expect("difficulty 0")),
+        Message::Certificate(Box::new(certificate(me, &other, 4))),
+        Message::Announce(Announce::new(
+            me,
+            3,
+            vec![
+                ServiceOffer {
+                    name: "espresso".into(),
+                    price: 2_000_000,
+                    contract_hash: [1; 32],
+                },
+                ServiceOffer {
+                    name: "radio".into(),
+                    price: u64::MAX,
+                    contract_hash: [2; 32],
+                },
+            ],
+        )),
+        Message::Outcome(Outcome::new(
+            me,
+            other.id(),
+            req.id(),
+            5,
+            true,
+            "done ☕ \0 ok",
+        )),
+        Message::Digest(SyncDigest::new(me, 99, [3; 32])),
+        Message::HeadsRequest(HeadsRequest::new(me, other.id(), 100)),
+        Message::Heads(Heads::new(
+            me,
+            other.id(),
+            101,
+            vec![
+                Head {
+                    idx: 0,
+                    version: 1,
+                    settled: 2,
+                },
+                Head {
+                    idx: 7,
+                    version: u64::MAX,
+                    settled: 0,
+                },
+            ],
+        )),
+        Message::CertFetch(CertFetch::new(me, other.id(), 3, 1, 9)),
+        Message::ShareFetch(ShareFetch::new(me, other.id(), 10, 20)),
+    ]
+}
+
+/// A loopback transport for tests, delivering nothing of its own.
+pub fn transport(domain: u16) -> Transport {
+    transport_with(domain, Receiving::Thread)
+}
+
+pub fn transport_with(domain: u16, receiving: Receiving) -> Transport {
+    Transport::new(TransportConfig {
+        receiving,
+        ..TransportConfig::loopback(domain)
+    })
+    .expect("transport starts")
+}
+
+/// Receives until `n` messages arrived or `timeout` passed.
+pub fn recv_n(t: &Transport, n: usize, timeout: Duration) -> Vec<Message> {
+    recv_n_from(&t.receiver(), n, timeout)
+}
+
+pub fn recv_n_from(t: &Receiver, n: usize, timeout: Duration) -> Vec<Message> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let want = n - out.len();
+        t.recv_batch(&mut out, want, deadline - now);
+    }
+    out
+}
