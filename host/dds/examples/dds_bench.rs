@@ -350,21 +350,21 @@ fn main() -> Result<()> {
         "Wallance DDS benchmark: loopback in a private netns, rustdds 0.15, {n} samples (+{warmup} warm-up)"
     );
     println!(
-        "{:<40} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  anchor (µs)",
+        "{:<44} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  anchor (µs)",
         "measurement", "bytes", "avg µs", "min µs", "p50 µs", "p99 µs", "max µs"
     );
     for r in &rows {
         println!(
-            "{:<40} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}",
+            "{:<44} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}",
             r.name, r.bytes, r.avg_us, r.min_us, r.p50_us, r.p99_us, r.max_us, r.anchor
         );
     }
     println!(
-        "{:<40} {:>6} {:>9.0}  samples/s; anchor: rustdds measured here before, up to ~200k/s",
+        "{:<44} {:>6} {:>9.0}  samples/s; anchor: rustdds measured here before, up to ~200k/s",
         "throughput, signed votes (Transport)", vote_bytes, throughput
     );
     println!(
-        "{:<40} {:>6}  bytes of serialized sample (4 encapsulation + 144 CDR), ~{} bytes RTPS datagram; anchor: <= 220",
+        "{:<44} {:>6}  bytes of serialized sample (4 encapsulation + 144 CDR), ~{} bytes RTPS datagram; anchor: <= 220",
         "signed vote size",
         vote_bytes,
         vote_bytes + 56
