@@ -16,9 +16,21 @@
 //! }
 //! ```
 //!
+//! By default a dedicated thread takes samples the moment rustdds has them and
+//! queues them for [`Transport::recv_batch`] (an `on_receive` hook can wake an
+//! async task); [`Receiving::Direct`] polls the readers in `recv_batch`
+//! instead, one thread wake-up faster. Reliable writers hold at most
+//! [`topics::SEND_WINDOW`] unacknowledged samples, so `send` blocks up to
+//! `send_block` and then fails with [`SendError::WouldBlock`] rather than
+//! flooding a peer's socket.
+//!
 //! The transport checks shapes and bounds only; signatures, proof of work and
 //! protocol rules stay in the core. A sample that does not decode, or breaks a
 //! bound, is counted in [`TransportStats`] and dropped, never a panic.
+//!
+//! Anything that starts a participant in a test, benchmark or demo runs in a
+//! private network namespace ([`netns`]): discovery multicasts on every
+//! interface it may use.
 
 pub mod netns;
 pub mod topics;
