@@ -8,18 +8,13 @@ use std::process::Command;
 /// (workspace folder relative to the repository root, its crates).
 const GUEST_WORKSPACES: &[(&str, &[&str])] = &[
     ("contracts", &["espresso", "radio-rental", "compute-rental"]),
-    (
-        "tests/guests",
-        &["hostile", "echo-v1", "echo-v2", "bad-info"],
-    ),
+    ("tests/guests", &["hostile", "echo-v1", "echo-v2", "bad-info"]),
     ("examples/contract-template", &["contract-template"]),
 ];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let repo = manifest_dir
-        .parent()
-        .expect("tests/ is inside the repository");
+    let repo = manifest_dir.parent().expect("tests/ is inside the repository");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     // One target dir for both guest workspaces so the SDK compiles once;
     // beside the host's artifacts, outside OUT_DIR so it survives changes

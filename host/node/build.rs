@@ -9,7 +9,14 @@ fn main() {
     build_workspace(&repo.join("contracts"), &target);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     std::fs::copy(wasm_path(&target, "espresso"), out.join("espresso.wasm")).expect("copy espresso.wasm");
-    for p in ["contracts/espresso/src", "contracts/espresso/Cargo.toml", "contracts/Cargo.toml", "sdk/src", "sdk/Cargo.toml", "wit"] {
+    for p in [
+        "contracts/espresso/src",
+        "contracts/espresso/Cargo.toml",
+        "contracts/Cargo.toml",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "wit",
+    ] {
         rerun_if_changed(&repo.join(p));
     }
 }

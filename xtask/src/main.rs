@@ -35,7 +35,10 @@ fn setup() -> anyhow::Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     if !missing.is_empty() {
-        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
         if !root {
             bail!("missing Debian packages {missing:?}: install them with apt-get as root");
         }
@@ -50,7 +53,10 @@ fn setup() -> anyhow::Result<()> {
 fn ci() -> anyhow::Result<()> {
     setup()?;
     run("cargo", &["fmt", "--all", "--check"])?;
-    run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    run(
+        "cargo",
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+    )?;
     run("cargo", &["test", "--workspace"])?;
     Ok(())
 }

@@ -53,7 +53,10 @@ pub fn solve(prefix: &[u8], difficulty: u8, start: u64, max_tries: u64) -> Optio
     for _ in 0..max_tries {
         tail[rest.len()..rest.len() + 8].copy_from_slice(&nonce.to_le_bytes());
         let mut state = mid;
-        let last = [*GenericArray::from_slice(&tail[..64]), *GenericArray::from_slice(&tail[64..])];
+        let last = [
+            *GenericArray::from_slice(&tail[..64]),
+            *GenericArray::from_slice(&tail[64..]),
+        ];
         sha2::compress256(&mut state, &last[..n_tail]);
         // Difficulty counts leading nibbles: the first word decides up to 8.
         if difficulty > 8 || (state[0] as u64) < (1u64 << (32 - 4 * u32::from(difficulty))) {

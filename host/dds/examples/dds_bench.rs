@@ -96,10 +96,7 @@ fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<S
         .create_datawriter_no_key_cdr::<Opaque>(&ta, Some(qos.clone()))?;
     let mut reader = pb
         .create_subscriber(&qos)?
-        .create_simple_datareader_no_key::<Opaque, CDRDeserializerAdapter<Opaque>>(
-            &tb,
-            Some(qos.clone()),
-        )?;
+        .create_simple_datareader_no_key::<Opaque, CDRDeserializerAdapter<Opaque>>(&tb, Some(qos.clone()))?;
 
     let total = warmup + n;
     let base = Instant::now();
@@ -108,8 +105,7 @@ fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<S
     let rx_sent_at = sent_at.clone();
     let receiver = std::thread::spawn(move || -> Result<Vec<u64>> {
         let mut poll = Poll::new()?;
-        poll.registry()
-            .register(&mut reader, Token(0), Interest::READABLE)?;
+        poll.registry().register(&mut reader, Token(0), Interest::READABLE)?;
         let mut events = Events::with_capacity(8);
         let mut lat = Vec::with_capacity(total);
         while lat.len() < total {
@@ -151,9 +147,7 @@ fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<S
             .context("opaque sample lost")?;
         anyhow::ensure!(got == i, "out of order: {got} != {i}");
     }
-    let lat = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    let lat = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     Ok(summarize(
         &format!("opaque {size} B one-way (raw rustdds)"),
         size,
@@ -186,13 +180,7 @@ fn pair(domain: u16, receiving: Receiving) -> Result<(Transport, Transport, Dura
 }
 
 /// One-way latency of signed votes, Transport to Transport.
-fn vote_one_way(
-    a: &Transport,
-    b: Transport,
-    all: &[Vote],
-    warmup: usize,
-    name: &str,
-) -> Result<(Summary, Transport)> {
+fn vote_one_way(a: &Transport, b: Transport, all: &[Vote], warmup: usize, name: &str) -> Result<(Summary, Transport)> {
     let total = all.len();
     let base = Instant::now();
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
@@ -206,9 +194,7 @@ fn vote_one_way(
             let t = now_ns(base);
             anyhow::ensure!(!batch.is_empty(), "vote lost");
             for m in batch.drain(..) {
-                let Message::Vote(v) = m else {
-                    bail!("not a vote")
-                };
+                let Message::Vote(v) = m else { bail!("not a vote") };
                 lat.push(t - rx_sent_at[v.remaining as usize].load(Ordering::Relaxed));
                 ack_tx.send(v.remaining)?;
             }
@@ -218,28 +204,15 @@ fn vote_one_way(
     for (i, v) in all.iter().enumerate() {
         sent_at[i].store(now_ns(base), Ordering::Relaxed);
         a.send(&Message::Vote(*v))?;
-        ack_rx
-            .recv_timeout(Duration::from_secs(10))
-            .context("vote lost")?;
+        ack_rx.recv_timeout(Duration::from_secs(10)).context("vote lost")?;
     }
-    let (lat, b) = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    let (lat, b) = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     let size = 4 + wire::to_cdr(&wire::Vote::from(&all[0]))?.len();
-    Ok((
-        summarize(name, size, lat[warmup..].to_vec(), TARGET_ONE_WAY),
-        b,
-    ))
+    Ok((summarize(name, size, lat[warmup..].to_vec(), TARGET_ONE_WAY), b))
 }
 
 /// Round trips: A sends a vote, B's loop sends it straight back.
-fn vote_round_trip(
-    a: &Transport,
-    b: Transport,
-    all: &[Vote],
-    warmup: usize,
-    name: &str,
-) -> Result<Summary> {
+fn vote_round_trip(a: &Transport, b: Transport, all: &[Vote], warmup: usize, name: &str) -> Result<Summary> {
     let total = all.len();
     let echo = std::thread::spawn(move || -> Result<()> {
         let mut batch = Vec::new();
@@ -261,20 +234,13 @@ fn vote_round_trip(
         let t = Instant::now();
         a.send(&Message::Vote(*v))?;
         while batch.is_empty() {
-            anyhow::ensure!(
-                a.recv_batch(&mut batch, 16, Duration::from_secs(10)) > 0,
-                "echo lost"
-            );
+            anyhow::ensure!(a.recv_batch(&mut batch, 16, Duration::from_secs(10)) > 0, "echo lost");
         }
         rtt.push(t.elapsed().as_nanos() as u64);
-        anyhow::ensure!(
-            batch.len() == 1 && batch[0] == Message::Vote(*v),
-            "bad echo"
-        );
+        anyhow::ensure!(batch.len() == 1 && batch[0] == Message::Vote(*v), "bad echo");
         batch.clear();
     }
-    echo.join()
-        .map_err(|_| anyhow::anyhow!("echo panicked"))??;
+    echo.join().map_err(|_| anyhow::anyhow!("echo panicked"))??;
     let size = 4 + wire::to_cdr(&wire::Vote::from(&all[0]))?.len();
     Ok(summarize(name, size, rtt[warmup..].to_vec(), RUSTDDS_RTT))
 }
@@ -292,11 +258,7 @@ fn vote_throughput(a: &Transport, b: &Transport, all: &[Vote]) -> Result<f64> {
     }
     while received < all.len() {
         let n = b.recv_batch(&mut batch, usize::MAX, Duration::from_secs(10));
-        anyhow::ensure!(
-            n > 0,
-            "throughput: lost votes ({received} of {})",
-            all.len()
-        );
+        anyhow::ensure!(n > 0, "throughput: lost votes ({received} of {})", all.len());
         received += n;
         batch.clear();
     }
@@ -352,9 +314,7 @@ fn main() -> Result<()> {
     let throughput = vote_throughput(&a, &b, &tput_votes)?;
 
     println!();
-    println!(
-        "Wallance DDS benchmark: loopback in a private netns, rustdds 0.15, {n} samples (+{warmup} warm-up)"
-    );
+    println!("Wallance DDS benchmark: loopback in a private netns, rustdds 0.15, {n} samples (+{warmup} warm-up)");
     println!(
         "{:<44} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}  anchor (µs)",
         "measurement", "bytes", "avg µs", "min µs", "p50 µs", "p99 µs", "max µs"
@@ -383,9 +343,7 @@ fn main() -> Result<()> {
     println!("anchors:");
     println!("  paper Table II (Pi 3 B+, WiFi, vote): avg 1660 µs, min 1400 µs, max 5980 µs");
     println!("  rustdds here before: round trip p50 50-100 µs, up to ~200k samples/s");
-    println!(
-        "  target: vote one-way p50 <= 50 µs on loopback; signed vote <= 220 bytes on the wire"
-    );
+    println!("  target: vote one-way p50 <= 50 µs on loopback; signed vote <= 220 bytes on the wire");
     println!("discovery (2 participants, all 11 topics both ways): {discovery:?}");
     println!(
         "(RTPS message = 20 header + 24 DATA submessage + sample; rustdds adds a 32-byte HEARTBEAT \

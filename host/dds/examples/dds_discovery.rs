@@ -53,10 +53,7 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let seen: Vec<usize> = nodes
-        .iter()
-        .map(|t| t.remote_readers(TopicId::Vote))
-        .collect();
+    let seen: Vec<usize> = nodes.iter().map(|t| t.remote_readers(TopicId::Vote)).collect();
     println!(
         "{n} participants, loopback {lo:?}: created in {created:?}; full discovery (every node sees \
          every other node's 11 readers): {}; vote readers seen per node: {seen:?}",

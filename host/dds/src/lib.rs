@@ -39,7 +39,7 @@ pub mod wire;
 
 pub use topics::{TopicId, TopicSpec};
 pub use transport::{
-    Networks, OnReceive, Receiver, Receiving, SendError, TopicStats, Transport, TransportConfig,
-    TransportError, TransportStats,
+    Networks, OnReceive, Receiver, Receiving, SendError, TopicStats, Transport, TransportConfig, TransportError,
+    TransportStats,
 };
 pub use wire::{WireError, WireMessage};

@@ -105,8 +105,7 @@ pub fn isolate(lo: Loopback, args: &[&str]) -> std::io::Result<Isolation> {
         return Ok(Isolation::Inside(lo));
     }
     let exe = std::env::current_exe()?;
-    let parent_ns =
-        net_ns("self").ok_or_else(|| std::io::Error::other("cannot read /proc/self/ns/net"))?;
+    let parent_ns = net_ns("self").ok_or_else(|| std::io::Error::other("cannot read /proc/self/ns/net"))?;
     let unshare_flags = if is_root() { "-n" } else { "-rn" };
     let script = format!("{} && exec \"$0\" \"$@\"", lo.setup());
     let status = Command::new("unshare")
@@ -131,13 +130,7 @@ pub fn isolate(lo: Loopback, args: &[&str]) -> std::io::Result<Isolation> {
 pub fn test_inside(name: &str, lo: Loopback) -> bool {
     // `--include-ignored` so tests ignored by default (they need extra tools)
     // still run in the child when the parent was asked to run them.
-    let args = [
-        name,
-        "--exact",
-        "--nocapture",
-        "--test-threads=1",
-        "--include-ignored",
-    ];
+    let args = [name, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"];
     match isolate(lo, &args) {
         Ok(Isolation::Inside(_)) => true,
         Ok(Isolation::Ran(status)) => {

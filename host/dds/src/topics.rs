@@ -79,11 +79,7 @@ impl TopicId {
     ];
 
     pub const fn spec(self) -> TopicSpec {
-        const fn volatile(
-            name: &'static str,
-            type_name: &'static str,
-            max_samples: i32,
-        ) -> TopicSpec {
+        const fn volatile(name: &'static str, type_name: &'static str, max_samples: i32) -> TopicSpec {
             TopicSpec {
                 name,
                 type_name,
@@ -153,18 +149,10 @@ impl TopicId {
             },
             // Point-to-point sync traffic on a broadcast medium: reliable so a
             // catch-up does not wait for the next digest round.
-            TopicId::HeadsRequest => volatile(
-                "wallance_sync_heads_request",
-                "wallance::HeadsRequest",
-                1_024,
-            ),
+            TopicId::HeadsRequest => volatile("wallance_sync_heads_request", "wallance::HeadsRequest", 1_024),
             TopicId::Heads => volatile("wallance_sync_heads", "wallance::Heads", 256),
-            TopicId::CertFetch => {
-                volatile("wallance_sync_cert_fetch", "wallance::CertFetch", 1_024)
-            }
-            TopicId::ShareFetch => {
-                volatile("wallance_sync_share_fetch", "wallance::ShareFetch", 1_024)
-            }
+            TopicId::CertFetch => volatile("wallance_sync_cert_fetch", "wallance::CertFetch", 1_024),
+            TopicId::ShareFetch => volatile("wallance_sync_share_fetch", "wallance::ShareFetch", 1_024),
         }
     }
 

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use rustdds::dds::result::WriteError;
 use rustdds::mio1::{Events, Interest, Poll, Token, Waker};
 use rustdds::{
-    CDRDeserializerAdapter, CDRSerializerAdapter, DomainParticipant, DomainParticipantBuilder,
-    GUID, RTPSEntity, ReadCondition, Subscriber, Topic, no_key, with_key,
+    CDRDeserializerAdapter, CDRSerializerAdapter, DomainParticipant, DomainParticipantBuilder, GUID, RTPSEntity,
+    ReadCondition, Subscriber, Topic, no_key, with_key,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -132,10 +132,7 @@ pub enum TransportError {
 #[non_exhaustive]
 pub enum SendError {
     #[error("{kind} cannot be put on the wire: {source}")]
-    Wire {
-        kind: &'static str,
-        source: WireError,
-    },
+    Wire { kind: &'static str, source: WireError },
     #[error("{0} not sent: the reliable send window stayed full for the whole send_block")]
     WouldBlock(&'static str),
     #[error("{kind} not sent: {reason}")]
@@ -444,13 +441,7 @@ struct Ctx {
 
 impl Ctx {
     /// Counts and converts one decoded sample.
-    fn accept<W>(
-        &self,
-        writer: GUID,
-        sample: W,
-        convert: fn(W) -> WireMessage,
-        out: &mut Vec<Message>,
-    ) {
+    fn accept<W>(&self, writer: GUID, sample: W, convert: fn(W) -> WireMessage, out: &mut Vec<Message>) {
         let c = self.stats.of(self.topic);
         if !self.deliver_own && writer.prefix == self.own.prefix {
             c.own_skipped.fetch_add(1, Ordering::Relaxed);
@@ -532,9 +523,7 @@ where
                         n += 1;
                         let writer = s.sample_info().writer_guid();
                         match s.into_value() {
-                            with_key::Sample::Value(v) => {
-                                self.ctx.accept(writer, v, self.convert, out)
-                            }
+                            with_key::Sample::Value(v) => self.ctx.accept(writer, v, self.convert, out),
                             // Nobody disposes instances today; nothing to deliver.
                             with_key::Sample::Dispose(_) => {}
                         }
@@ -557,9 +546,7 @@ impl Transport {
         let mut builder = DomainParticipantBuilder::new(config.domain_id);
         match &config.networks {
             Networks::All => {}
-            Networks::Loopback => {
-                builder = builder.with_only_networks([IpAddr::V4(Ipv4Addr::LOCALHOST)])
-            }
+            Networks::Loopback => builder = builder.with_only_networks([IpAddr::V4(Ipv4Addr::LOCALHOST)]),
             Networks::Only(addrs) => builder = builder.with_only_networks(addrs.clone()),
         }
         let participant = create("participant", builder.build())?;
@@ -577,10 +564,7 @@ impl Transport {
                 ),
             )
         };
-        let topics: Vec<Topic> = TopicId::ALL
-            .iter()
-            .map(|&t| topic(t))
-            .collect::<Result<_, _>>()?;
+        let topics: Vec<Topic> = TopicId::ALL.iter().map(|&t| topic(t)).collect::<Result<_, _>>()?;
         let qos = |t: TopicId| Some(t.qos(config.send_block));
         let wqos = |t: TopicId| Some(t.writer_qos(config.send_block));
 
@@ -594,19 +578,11 @@ impl Transport {
             t: TopicId,
             qos: Option<rustdds::QosPolicies>,
         ) -> Result<NoKeyWriter<W>, TransportError> {
-            create(
-                t.name(),
-                p.create_datawriter_no_key_cdr::<W>(&topics[t as usize], qos),
-            )
+            create(t.name(), p.create_datawriter_no_key_cdr::<W>(&topics[t as usize], qos))
         }
         let writers = Writers {
             share: nk(&publisher, &topics, TopicId::Share, wqos(TopicId::Share))?,
-            request: nk(
-                &publisher,
-                &topics,
-                TopicId::Request,
-                wqos(TopicId::Request),
-            )?,
+            request: nk(&publisher, &topics, TopicId::Request, wqos(TopicId::Request))?,
             vote: nk(&publisher, &topics, TopicId::Vote, wqos(TopicId::Vote))?,
             certificate: create(
                 "certificate writer",
@@ -622,32 +598,12 @@ impl Transport {
                     wqos(TopicId::Announce),
                 ),
             )?,
-            outcome: nk(
-                &publisher,
-                &topics,
-                TopicId::Outcome,
-                wqos(TopicId::Outcome),
-            )?,
+            outcome: nk(&publisher, &topics, TopicId::Outcome, wqos(TopicId::Outcome))?,
             digest: nk(&publisher, &topics, TopicId::Digest, wqos(TopicId::Digest))?,
-            heads_request: nk(
-                &publisher,
-                &topics,
-                TopicId::HeadsRequest,
-                wqos(TopicId::HeadsRequest),
-            )?,
+            heads_request: nk(&publisher, &topics, TopicId::HeadsRequest, wqos(TopicId::HeadsRequest))?,
             heads: nk(&publisher, &topics, TopicId::Heads, wqos(TopicId::Heads))?,
-            cert_fetch: nk(
-                &publisher,
-                &topics,
-                TopicId::CertFetch,
-                wqos(TopicId::CertFetch),
-            )?,
-            share_fetch: nk(
-                &publisher,
-                &topics,
-                TopicId::ShareFetch,
-                wqos(TopicId::ShareFetch),
-            )?,
+            cert_fetch: nk(&publisher, &topics, TopicId::CertFetch, wqos(TopicId::CertFetch))?,
+            share_fetch: nk(&publisher, &topics, TopicId::ShareFetch, wqos(TopicId::ShareFetch))?,
         };
 
         let subscriber = create(
@@ -670,16 +626,9 @@ impl Transport {
         ) -> Result<Box<dyn Drain>, TransportError> {
             let reader = create(
                 t.name(),
-                s.create_simple_datareader_no_key::<W, CDRDeserializerAdapter<W>>(
-                    &topics[t as usize],
-                    qos,
-                ),
+                s.create_simple_datareader_no_key::<W, CDRDeserializerAdapter<W>>(&topics[t as usize], qos),
             )?;
-            Ok(Box::new(NoKeyReader {
-                reader,
-                convert,
-                ctx,
-            }))
+            Ok(Box::new(NoKeyReader { reader, convert, ctx }))
         }
         let s = &subscriber;
         let tp = &topics;
@@ -782,8 +731,7 @@ impl Transport {
 
         let poll = Poll::new()?;
         for (i, r) in readers.iter_mut().enumerate() {
-            poll.registry()
-                .register(r.source(), Token(i), Interest::READABLE)?;
+            poll.registry().register(r.source(), Token(i), Interest::READABLE)?;
         }
         let waker = Waker::new(poll.registry(), Token(usize::MAX))?;
         let ready = vec![true; readers.len()];
@@ -843,8 +791,7 @@ impl Transport {
     pub fn send(&self, msg: &Message) -> Result<(), SendError> {
         let kind = msg.kind();
         let topic = topic_of(msg);
-        let wire =
-            WireMessage::from_message(msg).map_err(|source| SendError::Wire { kind, source })?;
+        let wire = WireMessage::from_message(msg).map_err(|source| SendError::Wire { kind, source })?;
         let result = match wire {
             WireMessage::Share(m) => nk_write(&self.writers.share, m),
             WireMessage::Request(m) => nk_write(&self.writers.request, m),
@@ -907,12 +854,7 @@ impl Transport {
                     )
                 })
                 .collect(),
-            last_malformed: self
-                .stats
-                .last_malformed
-                .lock()
-                .map(|l| l.clone())
-                .unwrap_or_default(),
+            last_malformed: self.stats.last_malformed.lock().map(|l| l.clone()).unwrap_or_default(),
         }
     }
 
@@ -1031,12 +973,7 @@ where
 /// cannot starve the others.
 const BATCH: usize = 256;
 
-fn reader_loop(
-    mut set: ReaderSet,
-    inbox: &Inbox,
-    stop: &AtomicBool,
-    on_receive: Option<OnReceive>,
-) {
+fn reader_loop(mut set: ReaderSet, inbox: &Inbox, stop: &AtomicBool, on_receive: Option<OnReceive>) {
     let mut batch = Vec::with_capacity(BATCH * set.readers.len());
     while !stop.load(Ordering::Relaxed) {
         // The timeout is a safety net: a missed readiness event costs at most

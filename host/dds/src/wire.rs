@@ -22,8 +22,8 @@
 use serde::{Deserialize, Serialize};
 use wallance_core::crypto::{MemberId, Signature};
 use wallance_core::msg::{
-    self as core_msg, MAX_OUTCOME_LEN, MAX_PARAM_KEY_LEN, MAX_PARAMS_BYTES, MAX_SERVICE_LEN,
-    MAX_SERVICES_PER_PROVIDER, MAX_TOPIC_LEN, Message,
+    self as core_msg, MAX_OUTCOME_LEN, MAX_PARAM_KEY_LEN, MAX_PARAMS_BYTES, MAX_SERVICE_LEN, MAX_SERVICES_PER_PROVIDER,
+    MAX_TOPIC_LEN, Message,
 };
 
 /// Votes in one certificate. The core bounds a certificate only by the 4 MiB
@@ -61,10 +61,7 @@ mod octets {
     use serde::{Deserializer, Serializer};
     use std::fmt;
 
-    pub fn serialize<S: Serializer, const N: usize>(
-        bytes: &[u8; N],
-        ser: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, const N: usize>(bytes: &[u8; N], ser: S) -> Result<S::Ok, S::Error> {
         let mut t = ser.serialize_tuple(N)?;
         for b in bytes {
             t.serialize_element(b)?;
@@ -82,17 +79,13 @@ mod octets {
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; N], A::Error> {
             let mut out = [0u8; N];
             for (i, slot) in out.iter_mut().enumerate() {
-                *slot = seq
-                    .next_element()?
-                    .ok_or_else(|| A::Error::invalid_length(i, &self))?;
+                *slot = seq.next_element()?.ok_or_else(|| A::Error::invalid_length(i, &self))?;
             }
             Ok(out)
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-        de: D,
-    ) -> Result<[u8; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(de: D) -> Result<[u8; N], D::Error> {
         de.deserialize_tuple(N, ArrayVisitor::<N>)
     }
 }
@@ -252,6 +245,7 @@ pub struct Head {
     pub idx: u32,
     pub version: u64,
     pub settled: u64,
+    pub shares: u64,
 }
 
 /// `wallance::Heads`
@@ -423,11 +417,7 @@ impl WireMessage {
                 }))
             }
             Message::Announce(m) => {
-                count(
-                    "announce services",
-                    m.services.len(),
-                    MAX_SERVICES_PER_PROVIDER,
-                )?;
+                count("announce services", m.services.len(), MAX_SERVICES_PER_PROVIDER)?;
                 WireMessage::Announce(Announce {
                     provider: KeyId(m.provider.0),
                     seq: m.seq,
@@ -482,6 +472,7 @@ impl WireMessage {
                             idx: h.idx,
                             version: h.version,
                             settled: h.settled,
+                            shares: h.shares,
                         })
                         .collect(),
                     sig: m.sig.0,
@@ -614,11 +605,7 @@ impl TryFrom<Certificate> for core_msg::Certificate {
 impl TryFrom<Announce> for core_msg::Announce {
     type Error = WireError;
     fn try_from(m: Announce) -> Result<Self, WireError> {
-        count(
-            "announce services",
-            m.services.len(),
-            MAX_SERVICES_PER_PROVIDER,
-        )?;
+        count("announce services", m.services.len(), MAX_SERVICES_PER_PROVIDER)?;
         Ok(Self {
             provider: id(m.provider.0),
             seq: m.seq,
@@ -690,6 +677,7 @@ impl TryFrom<Heads> for core_msg::Heads {
                     idx: h.idx,
                     version: h.version,
                     settled: h.settled,
+                    shares: h.shares,
                 })
                 .collect(),
             sig: sig(m.sig),
@@ -729,9 +717,7 @@ pub fn to_cdr<T: Serialize>(value: &T) -> Result<Vec<u8>, rustdds::cdr_encoding:
 }
 
 /// The inverse of [`to_cdr`].
-pub fn from_cdr<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-) -> Result<T, rustdds::cdr_encoding::Error> {
+pub fn from_cdr<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, rustdds::cdr_encoding::Error> {
     rustdds::cdr_encoding::from_bytes::<T, byteorder::LittleEndian>(bytes).map(|(v, _)| v)
 }
 
@@ -740,10 +726,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use wallance_core::msg::{
-        Announce as CAnnounce, CertFetch as CCertFetch, CertVote as CCertVote,
-        Certificate as CCertificate, Head as CHead, Heads as CHeads, HeadsRequest as CHeadsRequest,
-        Outcome as COutcome, Request as CRequest, ServiceOffer as CServiceOffer, Share as CShare,
-        ShareFetch as CShareFetch, SyncDigest as CSyncDigest, Vote as CVote,
+        Announce as CAnnounce, CertFetch as CCertFetch, CertVote as CCertVote, Certificate as CCertificate,
+        Head as CHead, Heads as CHeads, HeadsRequest as CHeadsRequest, Outcome as COutcome, Request as CRequest,
+        ServiceOffer as CServiceOffer, Share as CShare, ShareFetch as CShareFetch, SyncDigest as CSyncDigest,
+        Vote as CVote,
     };
 
     /// Through CDR bytes and back, as a remote participant would see it.
@@ -796,13 +782,7 @@ mod tests {
     }
     fn req() -> impl Strategy<Value = CRequest> {
         (
-            (
-                mid(),
-                nm(MAX_SERVICE_LEN),
-                mid(),
-                any::<u64>(),
-                any::<u64>(),
-            ),
+            (mid(), nm(MAX_SERVICE_LEN), mid(), any::<u64>(), any::<u64>()),
             (any::<u64>(), a32(), any::<u64>(), any::<u64>()),
             prop::collection::vec((nm(MAX_PARAM_KEY_LEN), tx(200)), 0..4),
             (any::<u64>(), sg()),
@@ -832,35 +812,27 @@ mod tests {
 
     fn message() -> impl Strategy<Value = Message> {
         prop_oneof![
-            (
-                mid(),
-                any::<u64>(),
-                any::<u64>(),
-                nm(MAX_TOPIC_LEN),
-                any::<u64>(),
-                sg()
-            )
-                .prop_map(|(sender, seq, time_ms, topic, bits, sig)| Message::Share(
-                    CShare {
-                        sender,
-                        seq,
-                        time_ms,
-                        topic,
-                        // Every bit pattern, NaN payloads included.
-                        value: f64::from_bits(bits),
-                        sig,
-                    }
-                )),
+            (mid(), any::<u64>(), any::<u64>(), nm(MAX_TOPIC_LEN), any::<u64>(), sg()).prop_map(
+                |(sender, seq, time_ms, topic, bits, sig)| Message::Share(CShare {
+                    sender,
+                    seq,
+                    time_ms,
+                    topic,
+                    // Every bit pattern, NaN payloads included.
+                    value: f64::from_bits(bits),
+                    sig,
+                })
+            ),
             req().prop_map(Message::Request),
-            (mid(), a32(), any::<u64>(), any::<u64>(), sg()).prop_map(
-                |(voter, request_id, remaining, nonce, sig)| Message::Vote(CVote {
+            (mid(), a32(), any::<u64>(), any::<u64>(), sg()).prop_map(|(voter, request_id, remaining, nonce, sig)| {
+                Message::Vote(CVote {
                     voter,
                     request_id,
                     remaining,
                     nonce,
-                    sig
+                    sig,
                 })
-            ),
+            }),
             (
                 req(),
                 any::<u64>(),
@@ -873,11 +845,7 @@ mod tests {
                         remaining,
                         votes: votes
                             .into_iter()
-                            .map(|(voter_idx, nonce, sig)| CCertVote {
-                                voter_idx,
-                                nonce,
-                                sig,
-                            })
+                            .map(|(voter_idx, nonce, sig)| CCertVote { voter_idx, nonce, sig })
                             .collect(),
                         provider_sig,
                     }))
@@ -888,38 +856,34 @@ mod tests {
                 prop::collection::vec((nm(MAX_SERVICE_LEN), any::<u64>(), a32()), 0..5),
                 sg()
             )
-                .prop_map(|(provider, seq, services, sig)| Message::Announce(
-                    CAnnounce {
-                        provider,
-                        seq,
-                        services: services
-                            .into_iter()
-                            .map(|(name, price, contract_hash)| CServiceOffer {
-                                name,
-                                price,
-                                contract_hash,
-                            })
-                            .collect(),
-                        sig,
-                    }
-                )),
+                .prop_map(|(provider, seq, services, sig)| Message::Announce(CAnnounce {
+                    provider,
+                    seq,
+                    services: services
+                        .into_iter()
+                        .map(|(name, price, contract_hash)| CServiceOffer {
+                            name,
+                            price,
+                            contract_hash,
+                        })
+                        .collect(),
+                    sig,
+                })),
             (
                 (mid(), mid(), a32(), any::<u64>()),
                 (any::<bool>(), tx(MAX_OUTCOME_LEN), sg())
             )
-                .prop_map(
-                    |((provider, requester, request_id, version), (ok, body, sig))| {
-                        Message::Outcome(COutcome {
-                            provider,
-                            requester,
-                            request_id,
-                            version,
-                            ok,
-                            body,
-                            sig,
-                        })
-                    }
-                ),
+                .prop_map(|((provider, requester, request_id, version), (ok, body, sig))| {
+                    Message::Outcome(COutcome {
+                        provider,
+                        requester,
+                        request_id,
+                        version,
+                        ok,
+                        body,
+                        sig,
+                    })
+                }),
             (mid(), any::<u64>(), a32(), sg()).prop_map(|(from, time_ms, digest, sig)| {
                 Message::Digest(CSyncDigest {
                     from,
@@ -929,18 +893,13 @@ mod tests {
                 })
             }),
             (mid(), mid(), any::<u64>(), sg()).prop_map(|(from, to, time_ms, sig)| {
-                Message::HeadsRequest(CHeadsRequest {
-                    from,
-                    to,
-                    time_ms,
-                    sig,
-                })
+                Message::HeadsRequest(CHeadsRequest { from, to, time_ms, sig })
             }),
             (
                 mid(),
                 mid(),
                 any::<u64>(),
-                prop::collection::vec((any::<u32>(), any::<u64>(), any::<u64>()), 0..8),
+                prop::collection::vec((any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..8),
                 sg()
             )
                 .prop_map(|(from, to, time_ms, heads, sig)| Message::Heads(CHeads {
@@ -949,10 +908,11 @@ mod tests {
                     time_ms,
                     heads: heads
                         .into_iter()
-                        .map(|(idx, version, settled)| CHead {
+                        .map(|(idx, version, settled, shares)| CHead {
                             idx,
                             version,
                             settled,
+                            shares,
                         })
                         .collect(),
                     sig,
@@ -969,15 +929,15 @@ mod tests {
                     })
                 }
             ),
-            (mid(), mid(), any::<u64>(), any::<u64>(), sg()).prop_map(
-                |(from, to, first_seq, last_seq, sig)| Message::ShareFetch(CShareFetch {
+            (mid(), mid(), any::<u64>(), any::<u64>(), sg()).prop_map(|(from, to, first_seq, last_seq, sig)| {
+                Message::ShareFetch(CShareFetch {
                     from,
                     to,
                     first_seq,
                     last_seq,
                     sig,
                 })
-            ),
+            }),
         ]
     }
 
@@ -1081,10 +1041,7 @@ mod tests {
             })
         ));
         o.body = vec![0xff, 0xfe];
-        assert_eq!(
-            core_msg::Outcome::try_from(o),
-            Err(WireError::Utf8("outcome body"))
-        );
+        assert_eq!(core_msg::Outcome::try_from(o), Err(WireError::Utf8("outcome body")));
         let a = Announce {
             provider: KeyId([0; 32]),
             seq: 0,

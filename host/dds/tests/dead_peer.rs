@@ -48,21 +48,13 @@ fn dead_peer_holds_the_window_until_its_lease_expires() {
     .expect("transport");
     let b = transport(0);
     let mut peer = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args([
-            "helper_idle_peer",
-            "--exact",
-            "--nocapture",
-            "--include-ignored",
-        ])
+        .args(["helper_idle_peer", "--exact", "--nocapture", "--include-ignored"])
         .env("WALLANCE_IDLE_PEER", "1")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn peer");
     let mut lines = std::io::BufReader::new(peer.stdout.take().expect("stdout")).lines();
-    assert!(
-        lines.any(|l| l.is_ok_and(|l| l.contains("READY"))),
-        "peer never ready"
-    );
+    assert!(lines.any(|l| l.is_ok_and(|l| l.contains("READY"))), "peer never ready");
     assert!(
         a.wait_for_readers(2, Duration::from_secs(20)),
         "a never found both peers"
@@ -73,12 +65,7 @@ fn dead_peer_holds_the_window_until_its_lease_expires() {
 
     let voter = key(7);
     let base = Vote::build(&voter, [4; 32], 0, 0).expect("difficulty 0");
-    let vote = |i: u64| {
-        Message::Vote(Vote {
-            remaining: i,
-            ..base
-        })
-    };
+    let vote = |i: u64| Message::Vote(Vote { remaining: i, ..base });
     let window = SEND_WINDOW as u64;
     for i in 0..window {
         a.send(&vote(i)).expect("within the window");
@@ -90,15 +77,9 @@ fn dead_peer_holds_the_window_until_its_lease_expires() {
 
     // Past the window: fails after send_block (100 ms), not later.
     let t = Instant::now();
-    let err = a
-        .send(&vote(window))
-        .expect_err("window held by the dead peer");
+    let err = a.send(&vote(window)).expect_err("window held by the dead peer");
     assert!(matches!(err, SendError::WouldBlock("vote")), "{err}");
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
 
     // Recovers when the lease expires.
     let mut i = window + 1;
@@ -108,10 +89,7 @@ fn dead_peer_holds_the_window_until_its_lease_expires() {
             Err(SendError::WouldBlock(_)) => {}
             Err(e) => panic!("{e}"),
         }
-        assert!(
-            killed.elapsed() < Duration::from_secs(120),
-            "never recovered"
-        );
+        assert!(killed.elapsed() < Duration::from_secs(120), "never recovered");
         std::thread::sleep(Duration::from_millis(400));
         i += 1;
     };

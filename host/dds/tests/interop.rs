@@ -42,13 +42,7 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
     rust.send(&Message::Certificate(Box::new(cert.clone())))
         .expect("send certificate");
 
-    let share = Share::new(
-        &key(32),
-        77,
-        1_700_000_000_999,
-        "garden/humidity",
-        0.1 + 0.2,
-    );
+    let share = Share::new(&key(32), 77, 1_700_000_000_999, "garden/humidity", 0.1 + 0.2);
     let share_json = serde_json::json!({
         "sender": share.sender.to_hex(),
         "seq": share.seq,
@@ -81,10 +75,7 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
     // 2. Rust -> Cyclone: votes, once its vote reader is discovered.
     let started = Instant::now();
     while rust.remote_readers(TopicId::Vote) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no Cyclone vote reader"
-        );
+        assert!(started.elapsed() < Duration::from_secs(20), "no Cyclone vote reader");
         std::thread::sleep(Duration::from_millis(10));
     }
     let voter = key(33);
@@ -97,10 +88,7 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
 
     let status = child.wait().expect("python exits");
     let lines = lines.join().expect("reader thread");
-    assert!(
-        status.success(),
-        "python failed: {status}; output {lines:?}"
-    );
+    assert!(status.success(), "python failed: {status}; output {lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("DONE"), "{lines:?}");
     let parsed: Vec<Value> = lines
         .iter()
@@ -118,10 +106,7 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
         assert_eq!(got["sig"], hex(&want.sig.0));
     }
 
-    let certs: Vec<&Value> = parsed
-        .iter()
-        .filter(|v| v["kind"] == "certificate")
-        .collect();
+    let certs: Vec<&Value> = parsed.iter().filter(|v| v["kind"] == "certificate").collect();
     assert_eq!(certs.len(), 1, "{parsed:?}");
     let c = certs[0];
     assert_eq!(c["requester"], cert.request.requester.to_hex());
@@ -129,8 +114,7 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
     assert_eq!(c["price"], cert.request.price);
     assert_eq!(c["remaining"], cert.remaining);
     assert_eq!(c["provider_sig"], hex(&cert.provider_sig.0));
-    let params: Vec<(String, String)> =
-        serde_json::from_value(c["params"].clone()).expect("params");
+    let params: Vec<(String, String)> = serde_json::from_value(c["params"].clone()).expect("params");
     assert_eq!(params, cert.request.params);
     let cvotes = c["votes"].as_array().expect("votes");
     assert_eq!(cvotes.len(), cert.votes.len());

@@ -26,18 +26,9 @@ fn every_message_type_crosses_both_ways() {
     let a = transport(0);
     let b = transport(0);
     let started = Instant::now();
-    assert!(
-        a.wait_for_readers(1, DISCOVERY),
-        "a never found b's readers"
-    );
-    assert!(
-        b.wait_for_readers(1, DISCOVERY),
-        "b never found a's readers"
-    );
-    println!(
-        "discovery (all 11 topics, both ways): {:?}",
-        started.elapsed()
-    );
+    assert!(a.wait_for_readers(1, DISCOVERY), "a never found b's readers");
+    assert!(b.wait_for_readers(1, DISCOVERY), "b never found a's readers");
+    println!("discovery (all 11 topics, both ways): {:?}", started.elapsed());
 
     for (from, to, seed) in [(&a, &b, 1u8), (&b, &a, 2u8)] {
         let sent = one_of_each(&key(seed));
@@ -95,10 +86,7 @@ fn ten_thousand_votes(receiving: Receiving) {
     // samples) back-pressures the sender. In thread mode nothing receives
     // until all are sent: the reader thread must keep the cache drained.
     for i in 0..N {
-        let v = Vote {
-            remaining: i,
-            ..base
-        };
+        let v = Vote { remaining: i, ..base };
         a.send(&Message::Vote(v)).expect("send");
     }
     let got = match concurrent {
@@ -126,10 +114,7 @@ fn ten_thousand_votes(receiving: Receiving) {
 
 #[test]
 fn late_joiner_gets_certificates_and_announces() {
-    if !netns::test_inside(
-        "late_joiner_gets_certificates_and_announces",
-        Loopback::Multicast,
-    ) {
+    if !netns::test_inside("late_joiner_gets_certificates_and_announces", Loopback::Multicast) {
         return;
     }
     let provider = key(10);
@@ -175,10 +160,7 @@ struct Garbage {
 
 #[test]
 fn malformed_samples_are_counted_and_dropped() {
-    if !netns::test_inside(
-        "malformed_samples_are_counted_and_dropped",
-        Loopback::Multicast,
-    ) {
+    if !netns::test_inside("malformed_samples_are_counted_and_dropped", Loopback::Multicast) {
         return;
     }
     let b = transport(0);
@@ -190,17 +172,10 @@ fn malformed_samples_are_counted_and_dropped() {
         .expect("raw participant");
     let qos = |t: TopicId| t.qos(Duration::from_secs(1));
     let topic = |t: TopicId| {
-        raw.create_topic(
-            t.name().into(),
-            t.spec().type_name.into(),
-            &qos(t),
-            t.kind(),
-        )
-        .expect("topic")
+        raw.create_topic(t.name().into(), t.spec().type_name.into(), &qos(t), t.kind())
+            .expect("topic")
     };
-    let publisher = raw
-        .create_publisher(&qos(TopicId::Vote))
-        .expect("publisher");
+    let publisher = raw.create_publisher(&qos(TopicId::Vote)).expect("publisher");
     let garbage_writer = publisher
         .create_datawriter_no_key_cdr::<Garbage>(&topic(TopicId::Vote), Some(qos(TopicId::Vote)))
         .expect("writer");
@@ -208,10 +183,7 @@ fn malformed_samples_are_counted_and_dropped() {
         .create_datawriter_no_key_cdr::<wire::Vote>(&topic(TopicId::Vote), Some(qos(TopicId::Vote)))
         .expect("writer");
     let share_writer = publisher
-        .create_datawriter_no_key_cdr::<wire::Share>(
-            &topic(TopicId::Share),
-            Some(qos(TopicId::Share)),
-        )
+        .create_datawriter_no_key_cdr::<wire::Share>(&topic(TopicId::Share), Some(qos(TopicId::Share)))
         .expect("writer");
     let started = Instant::now();
     let raw_sees = |t: TopicId| {
@@ -305,17 +277,11 @@ fn lone_node_sends_without_blocking() {
     let started = Instant::now();
     // Past the 16 384-sample window of the vote topic.
     for i in 0..40_000 {
-        a.send(&Message::Vote(Vote {
-            remaining: i,
-            ..base
-        }))
-        .expect("send with nobody listening");
+        a.send(&Message::Vote(Vote { remaining: i, ..base }))
+            .expect("send with nobody listening");
     }
     let elapsed = started.elapsed();
     println!("40 000 votes with no reader: {elapsed:?}");
-    assert!(
-        elapsed < Duration::from_secs(20),
-        "sends blocked: {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(20), "sends blocked: {elapsed:?}");
     assert_eq!(a.stats().topic(TopicId::Vote).sent, 40_000);
 }

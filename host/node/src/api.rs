@@ -39,7 +39,8 @@ pub fn spawn(
     tx: Sender<Cmd>,
     _contracts_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let listener = std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen for the API on {listen}"))?;
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen for the API on {listen}"))?;
     listener.set_nonblocking(true)?;
     let api = Api { view, tx, token };
     std::thread::Builder::new().name("api".into()).spawn(move || {
@@ -180,7 +181,10 @@ fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
     match given {
-        None => Err(error(StatusCode::UNAUTHORIZED, "missing token: send Authorization: Bearer <api_token>")),
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send Authorization: Bearer <api_token>",
+        )),
         Some(t) if t.as_bytes() != token.as_bytes() => Err(error(StatusCode::UNAUTHORIZED, "wrong token")),
         Some(_) => Ok(()),
     }
@@ -198,7 +202,10 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
     let provider = match &body.provider {
         None => None,
         Some(p) => match MemberId::from_hex(p).or_else(|| {
-            v.wallets.iter().find(|w| &w.name == p).and_then(|w| MemberId::from_hex(&w.id))
+            v.wallets
+                .iter()
+                .find(|w| &w.name == p)
+                .and_then(|w| MemberId::from_hex(&w.id))
         }) {
             Some(id) => Some(id),
             None => return error(StatusCode::BAD_REQUEST, format!("unknown provider {p:?}")),
@@ -211,7 +218,10 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
         .map(|s| s.price)
         .min()
     else {
-        return error(StatusCode::NOT_FOUND, format!("no provider offers service {:?}", body.service));
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no provider offers service {:?}", body.service),
+        );
     };
     if body.price < listed {
         return error(

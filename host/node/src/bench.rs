@@ -92,7 +92,10 @@ fn pow_rows(rows: &mut Vec<Row>) {
         });
         let target = if difficulty == 1 { "≤ 1 µs" } else { "" };
         rows.push(row(
-            format!("LWPoW difficulty {difficulty} (avg {:.0} tries)", tries as f64 / solves as f64),
+            format!(
+                "LWPoW difficulty {difficulty} (avg {:.0} tries)",
+                tries as f64 / solves as f64
+            ),
             us,
             "µs",
             &format!("paper Pi 3: {}", anchors[difficulty as usize]),
@@ -133,18 +136,73 @@ fn crypto_rows(rows: &mut Vec<Row>) {
         id[..8].copy_from_slice(&(i as u64).to_le_bytes());
         std::hint::black_box(Vote::build(&key, id, 5, 1));
     });
-    rows.push(row("vote creation (work d1 + sign)", us, "µs", "ed25519-dalek sign 14 µs here", ""));
+    rows.push(row(
+        "vote creation (work d1 + sign)",
+        us,
+        "µs",
+        "ed25519-dalek sign 14 µs here",
+        "",
+    ));
     let us = time_us(5, 400, |i| {
         assert!(votes[i % votes.len()].check(1).is_ok());
     });
-    rows.push(row("vote verification (work + signature)", us, "µs", "ed25519-dalek verify 31 µs here", ""));
+    rows.push(row(
+        "vote verification (work + signature)",
+        us,
+        "µs",
+        "ed25519-dalek verify 31 µs here",
+        "",
+    ));
     let bytes = Message::Vote(votes[0]).encode().map(|b| b.len()).unwrap_or(0);
-    rows.push(row("signed vote on the wire (canonical)", bytes as f64, "B", "paper: 72-144 B unsigned", "≤ 220 B"));
+    rows.push(row(
+        "signed vote on the wire (canonical)",
+        bytes as f64,
+        "B",
+        "paper: 72-144 B unsigned",
+        "≤ 220 B",
+    ));
 }
 
 /// A core of `n` members, the provider offering espresso.
 fn setup(n: usize) -> (Vec<Keypair>, CoreConfig, Request) {
-    let keys: Vec<Keypair> = (0..n).map(|i| Keypair::from_seed([(i % 251) as u8 + 1, (i / 251) as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])).collect();
+    let keys: Vec<Keypair> = (0..n)
+        .map(|i| {
+            Keypair::from_seed([
+                (i % 251) as u8 + 1,
+                (i / 251) as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ])
+        })
+        .collect();
     let params = Params {
         initial_units: 100 * UNITS_PER_COIN,
         ..Params::default()
@@ -203,7 +261,11 @@ fn core_rows(rows: &mut Vec<Row>) {
                 while provider.poll_output().is_some() {}
             }
             per_vote.push(t.elapsed().as_secs_f64() * 1e6 / votes.len() as f64);
-            assert_eq!(provider.wallet(&keys[1].id()).map(|w| w.version), Some(1), "the purchase committed");
+            assert_eq!(
+                provider.wallet(&keys[1].id()).map(|w| w.version),
+                Some(1),
+                "the purchase committed"
+            );
         }
         rows.push(row(
             format!("request check + own vote, {n} members"),
@@ -234,7 +296,13 @@ fn sim_rows(rows: &mut Vec<Row>, large: bool) {
         cases.push((10_000, NetModel::wan(), "paper estimate: < 20 s", "≤ 5 s"));
     }
     for (n, net, anchor, target) in cases {
-        let purchases = if n >= 10_000 { 3 } else if n >= 1_000 { 5 } else { 20 };
+        let purchases = if n >= 10_000 {
+            3
+        } else if n >= 1_000 {
+            5
+        } else {
+            20
+        };
         let mut cfg = SimConfig::new(n, 42);
         let name = net.name;
         cfg.net = net;
@@ -272,7 +340,10 @@ fn sim_rows(rows: &mut Vec<Row>, large: bool) {
 fn print_table(rows: &[Row]) {
     println!("{:<68} {:>12} {:<4}  {:<34} target", "measure", "median", "", "anchor");
     for r in rows {
-        println!("{:<68} {:>12.3} {:<4}  {:<34} {}", r.name, r.value, r.unit, r.anchor, r.target);
+        println!(
+            "{:<68} {:>12.3} {:<4}  {:<34} {}",
+            r.name, r.value, r.unit, r.anchor, r.target
+        );
     }
     println!();
 }

@@ -29,9 +29,15 @@ fn agent() -> ureq::Agent {
 
 pub fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {
     let url = format!("{}{path}", conn.api.trim_end_matches('/'));
-    let mut resp = agent().get(&url).call().with_context(|| format!("cannot reach the node at {url}"))?;
+    let mut resp = agent()
+        .get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the node at {url}"))?;
     let status = resp.status();
-    let body: Value = resp.body_mut().read_json().with_context(|| format!("{url} did not answer JSON"))?;
+    let body: Value = resp
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("{url} did not answer JSON"))?;
     if !status.is_success() {
         bail!("{url}: {status}: {}", body["error"].as_str().unwrap_or("error"));
     }
@@ -44,9 +50,14 @@ pub fn post(conn: &Conn, path: &str, body: &Value) -> anyhow::Result<(u16, Value
     if let Some(t) = &conn.token {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
-    let mut resp = req.send_json(body).with_context(|| format!("cannot reach the node at {url}"))?;
+    let mut resp = req
+        .send_json(body)
+        .with_context(|| format!("cannot reach the node at {url}"))?;
     let status = resp.status().as_u16();
-    let body: Value = resp.body_mut().read_json().with_context(|| format!("{url} did not answer JSON"))?;
+    let body: Value = resp
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("{url} did not answer JSON"))?;
     Ok((status, body))
 }
 
@@ -60,15 +71,18 @@ pub fn wallets(conn: &Conn) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&w)?);
         return Ok(());
     }
-    println!("{:<12} {:>8} {:>10} {:>10} {:>8}  state", "member", "version", "balance", "spendable", "shares");
+    println!(
+        "{:<12} {:>8} {:>10} {:>10} {:>8}  state",
+        "member", "version", "balance", "spendable", "shares"
+    );
     for w in w.as_array().into_iter().flatten() {
         println!(
             "{:<12} {:>8} {:>10} {:>10} {:>8}  {}",
             w["name"].as_str().unwrap_or("?"),
-            w["version"],
+            w["version"].as_u64().unwrap_or(0),
             coins(&w["balance"]),
             coins(&w["spendable"]),
-            w["shares"],
+            w["shares"].as_u64().unwrap_or(0),
             &w["state"].as_str().unwrap_or("")[..12.min(w["state"].as_str().unwrap_or("").len())]
         );
     }
@@ -117,9 +131,23 @@ pub fn status(conn: &Conn) -> anyhow::Result<()> {
 
 /// Buys and waits until the contract's outcome is back.
 pub fn buy(conn: &Conn, service: &str, price_coins: f64, params: &[String], wait_s: u64) -> anyhow::Result<Value> {
+    buy_quiet(conn, service, price_coins, params, wait_s, false)
+}
+
+/// [`buy`], printing nothing when `quiet` (the demo prints its own lines).
+pub fn buy_quiet(
+    conn: &Conn,
+    service: &str,
+    price_coins: f64,
+    params: &[String],
+    wait_s: u64,
+    quiet: bool,
+) -> anyhow::Result<Value> {
     let mut map = serde_json::Map::new();
     for p in params {
-        let (k, v) = p.split_once('=').with_context(|| format!("--param {p:?}: expected key=value"))?;
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: expected key=value"))?;
         map.insert(k.to_string(), Value::String(v.to_string()));
     }
     let price = (price_coins * UNITS_PER_COIN as f64).round() as u64;
@@ -131,15 +159,19 @@ pub fn buy(conn: &Conn, service: &str, price_coins: f64, params: &[String], wait
     if status != 202 {
         bail!("purchase refused ({status}): {}", body["error"].as_str().unwrap_or("?"));
     }
-    let id = body["request_id"].as_str().context("no request id in the answer")?.to_string();
-    if !conn.json {
+    let id = body["request_id"]
+        .as_str()
+        .context("no request id in the answer")?
+        .to_string();
+    if !conn.json && !quiet {
         println!("request {}… sent, waiting for consensus", &id[..12]);
     }
     let started = Instant::now();
     loop {
         if let Ok(p) = get(conn, &format!("/api/purchases/{id}")) {
             if p["status"] == "done" {
-                if conn.json {
+                if quiet {
+                } else if conn.json {
                     println!("{}", serde_json::to_string_pretty(&p)?);
                 } else {
                     println!(

@@ -37,8 +37,10 @@ fn one() -> u64 {
 
 impl NetworkFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read network file {}", path.display()))?;
-        let file: Self = toml::from_str(&text).with_context(|| format!("{} is not a valid network file", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read network file {}", path.display()))?;
+        let file: Self =
+            toml::from_str(&text).with_context(|| format!("{} is not a valid network file", path.display()))?;
         file.params
             .validate()
             .map_err(|e| anyhow::anyhow!("{}: bad parameters: {e}", path.display()))?;
@@ -49,9 +51,12 @@ impl NetworkFile {
     pub fn membership(&self) -> anyhow::Result<Membership> {
         let mut ids = Vec::with_capacity(self.members.len());
         for m in &self.members {
-            ids.push(MemberId::from_hex(&m.id).with_context(|| format!("member {:?}: id is not 64 hex digits", m.name))?);
+            ids.push(
+                MemberId::from_hex(&m.id).with_context(|| format!("member {:?}: id is not 64 hex digits", m.name))?,
+            );
         }
-        Membership::weighted(ids, self.members.iter().map(|m| m.weight).collect()).map_err(|e| anyhow::anyhow!("membership: {e}"))
+        Membership::weighted(ids, self.members.iter().map(|m| m.weight).collect())
+            .map_err(|e| anyhow::anyhow!("membership: {e}"))
     }
 
     pub fn name_of(&self, id: &MemberId) -> Option<&str> {
@@ -129,10 +134,10 @@ pub struct NodeConfig {
     #[serde(default)]
     pub api_token: Option<String>,
     /// Keep only these members' wallets (a light node); all by default.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub light_members: Option<Vec<String>>,
     /// Devices granted to contracts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<wallance_runtime::DeviceConfig>,
 }
 
@@ -154,8 +159,10 @@ pub struct Loaded {
 
 impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read node config {}", path.display()))?;
-        let config: Self = toml::from_str(&text).with_context(|| format!("{} is not a valid node config", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read node config {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("{} is not a valid node config", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let network = NetworkFile::load(&base.join(&config.network))?;
         if config.sensor.rate_hz < 0.0 || config.sensor.rate_hz > 1_000.0 {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use tracing::{debug, info, warn};
-use wallance_core::msg::{Certificate, Message, ServiceOffer};
-use wallance_core::{Core, CoreConfig, Event, Hash, Keypair, MemberId, Output, UNITS_PER_COIN};
+use wallance_core::msg::{Certificate, ServiceOffer};
+use wallance_core::{Core, CoreConfig, Event, Hash, Keypair, MemberId, Output};
 use wallance_dds::{Networks, Transport, TransportConfig};
 use wallance_runtime::{
     ContractStorage, DeviceGrants, Purchase, RegistryEvent, Runtime, RuntimeConfig, StorageError, StorageWrite,
@@ -30,7 +30,10 @@ use crate::view::{self, ContractState, SharedView};
 
 /// Wall clock in ms since the Unix epoch: the only clock the core sees.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// What the loop is woken by.
@@ -46,7 +49,6 @@ pub enum Cmd {
         reply: tokio::sync::oneshot::Sender<Result<Hash, String>>,
     },
     ContractDone(Box<RunResult>),
-    Stop,
 }
 
 /// A finished contract run, with the storage writes to commit with it.
@@ -72,24 +74,38 @@ struct NodeStorage {
 
 impl ContractStorage for NodeStorage {
     fn get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let store = self.store.read().map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
+        let store = self
+            .store
+            .read()
+            .map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
         store
             .kv_get(service, key.as_bytes())
             .map_err(|e| StorageError::Backend(e.to_string()))
     }
     fn keys(&self, service: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {
-        let store = self.store.read().map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
+        let store = self
+            .store
+            .read()
+            .map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
         let keys = store
             .kv_keys(service, prefix.as_bytes(), limit)
             .map_err(|e| StorageError::Backend(e.to_string()))?;
         Ok(keys.into_iter().filter_map(|k| String::from_utf8(k).ok()).collect())
     }
     fn usage_bytes(&self, service: &str) -> Result<u64, StorageError> {
-        let store = self.store.read().map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
-        store.kv_usage(service).map_err(|e| StorageError::Backend(e.to_string()))
+        let store = self
+            .store
+            .read()
+            .map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
+        store
+            .kv_usage(service)
+            .map_err(|e| StorageError::Backend(e.to_string()))
     }
     fn commit(&self, service: &str, writes: &[StorageWrite]) -> Result<(), StorageError> {
-        let mut held = self.held.lock().map_err(|_| StorageError::Backend("lock poisoned".into()))?;
+        let mut held = self
+            .held
+            .lock()
+            .map_err(|_| StorageError::Backend("lock poisoned".into()))?;
         held.extend(
             writes
                 .iter()
@@ -200,7 +216,9 @@ impl Node {
         for (path, result) in runtime.load_dir(&loaded.contracts_dir) {
             contracts.push(ContractState::from_load(&path, &result));
             match result {
-                Ok(r) => info!(service = %r.info.name, price = r.info.price, cached = r.from_cache, "contract loaded from {}", path.display()),
+                Ok(r) => {
+                    info!(service = %r.info.name, price = r.info.price, cached = r.from_cache, "contract loaded from {}", path.display())
+                }
                 Err(e) => warn!("contract {} rejected: {e}", path.display()),
             }
         }
@@ -212,6 +230,9 @@ impl Node {
         let (tx, rx) = mpsc::channel();
         let net_pending = Arc::new(AtomicBool::new(false));
         let mut tcfg = TransportConfig::new(loaded.network.domain_id);
+        // A peer killed without a goodbye holds reliable writers until its
+        // lease ends (~50 s): never stall the consensus loop long on a send.
+        tcfg.send_block = Duration::from_millis(100);
         tcfg.networks = match loaded.config.interfaces {
             Interfaces::All => Networks::All,
             Interfaces::Loopback => Networks::Loopback,
@@ -247,7 +268,8 @@ impl Node {
             tx.clone(),
             Some(loaded.contracts_dir.clone()),
         )?;
-        let sensor_period = (loaded.config.sensor.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / loaded.config.sensor.rate_hz));
+        let sensor_period =
+            (loaded.config.sensor.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / loaded.config.sensor.rate_hz));
         let sensor = Sensor::new(&loaded.config.sensor)?;
         let me = loaded.network.name_of(&key.id()).unwrap_or("?").to_string();
         info!(member = %me, id = %key.id().to_hex(), api = %loaded.config.api_listen, "node started");
@@ -376,12 +398,14 @@ impl Node {
                     elapsed_us,
                     ack,
                 } = *done;
-                info!(requester = idx, version, ok, fuel_used, elapsed_us, "contract ran: {body}");
+                info!(
+                    requester = idx,
+                    version, ok, fuel_used, elapsed_us, "contract ran: {body}"
+                );
                 self.core.contract_done(now_ms(), idx, version, ok, &body);
                 self.kv_pending.extend(writes);
                 self.acks.push(ack);
             }
-            Cmd::Stop => self.stop.store(true, Ordering::Relaxed),
         }
     }
 
@@ -389,7 +413,10 @@ impl Node {
         self.dirty = true;
         match &ev {
             RegistryEvent::LoadFailed { path, error } => {
-                warn!("contract {} rejected, the previous version keeps serving: {error}", path.display());
+                warn!(
+                    "contract {} rejected, the previous version keeps serving: {error}",
+                    path.display()
+                );
                 self.contracts.retain(|c| c.file != path.display().to_string());
                 self.contracts.push(ContractState::rejected(path, error));
             }
@@ -446,7 +473,11 @@ impl Node {
     }
 
     fn name(&self, id: &MemberId) -> String {
-        self.loaded.network.name_of(id).map(str::to_string).unwrap_or_else(|| id.short())
+        self.loaded
+            .network
+            .name_of(id)
+            .map(str::to_string)
+            .unwrap_or_else(|| id.short())
     }
 
     fn on_event(&mut self, e: Event) {
@@ -571,18 +602,23 @@ fn spawn_contract_worker(
                 if let Ok(mut held) = storage.held.lock() {
                     held.clear();
                 }
-                let (ok, body, fuel_used, elapsed_us) = match runtime.invoke(&service, &purchase, &dyn_storage, &devices) {
-                    Ok(outcome) => {
-                        let fuel = outcome.fuel_used;
-                        let us = outcome.elapsed.as_micros() as u64;
-                        match outcome.result {
-                            Ok(out) => (true, render_output(&out), fuel, us),
-                            Err(refusal) => (false, refusal, fuel, us),
+                let (ok, body, fuel_used, elapsed_us) =
+                    match runtime.invoke(&service, &purchase, &dyn_storage, &devices) {
+                        Ok(outcome) => {
+                            let fuel = outcome.fuel_used;
+                            let us = outcome.elapsed.as_micros() as u64;
+                            match outcome.result {
+                                Ok(out) => (true, render_output(&out), fuel, us),
+                                Err(refusal) => (false, refusal, fuel, us),
+                            }
                         }
-                    }
-                    Err(e) => (false, format!("the contract failed: {e}"), 0, 0),
-                };
-                let writes = storage.held.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default();
+                        Err(e) => (false, format!("the contract failed: {e}"), 0, 0),
+                    };
+                let writes = storage
+                    .held
+                    .lock()
+                    .map(|mut h| std::mem::take(&mut *h))
+                    .unwrap_or_default();
                 let (ack_tx, ack_rx) = mpsc::sync_channel(1);
                 let done = RunResult {
                     idx,
@@ -612,9 +648,4 @@ fn render_output(out: &wallance_runtime::ContractOutput) -> String {
     }
     let data: Vec<String> = out.data.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{} ({})", out.message, data.join(", "))
-}
-
-/// Formats units as DCoin for humans.
-pub fn coins(units: u64) -> String {
-    format!("{:.2}", units as f64 / UNITS_PER_COIN as f64)
 }

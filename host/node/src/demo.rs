@@ -4,7 +4,6 @@
 //! and every node's wallets, checks they agree, and stops the network.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use wallance_core::{Params, UNITS_PER_COIN};
 use crate::client::{self, Conn, coins};
 use crate::config::NodeConfig;
 use crate::init;
+use wallance_runtime::{DeviceConfig, SimulatedKind};
 
 /// The espresso contract, built from `contracts/espresso` by build.rs.
 const ESPRESSO_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/espresso.wasm"));
@@ -80,7 +80,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let timeout = Duration::from_secs(args.timeout);
-    println!("Wallance demo: {} nodes as separate processes, DDS on loopback only, data in {}", args.nodes, dir.display());
+    println!(
+        "Wallance demo: {} nodes as separate processes, DDS on loopback only, data in {}",
+        args.nodes,
+        dir.display()
+    );
 
     // A network of N members; node-1 hosts the espresso machine.
     let base = free_port()?;
@@ -100,18 +104,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         params,
     )?;
     let mut ports = Vec::new();
-    for (i, cfg) in written.configs.iter().enumerate() {
+    for (i, path) in written.configs.iter().enumerate() {
+        let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(path)?)?;
         // Ports next to a free one may be taken: give each node its own.
         let port = free_port()?;
         ports.push(port);
-        let mut text = std::fs::read_to_string(cfg)?;
-        text = text.replace(&format!("127.0.0.1:{}", written.api_ports[i]), &format!("127.0.0.1:{port}"));
+        cfg.api_listen = ([127, 0, 0, 1], port).into();
         if i == 0 {
-            text.push_str(
-                "\n[[devices]]\nname = \"espresso-machine\"\nkind = \"espresso-machine\"\nwater_ml = 1000\nbeans_g = 200\nservices = [\"espresso\"]\n",
-            );
+            cfg.devices.push(DeviceConfig {
+                name: "espresso-machine".into(),
+                kind: SimulatedKind::EspressoMachine {
+                    water_ml: 1_000,
+                    beans_g: 200,
+                },
+                grant: vec!["espresso".into()],
+            });
         }
-        std::fs::write(cfg, text)?;
+        init::write_toml(path, &cfg)?;
     }
     let provider_dir = written.configs[0].parent().context("config has a folder")?;
     std::fs::write(provider_dir.join("contracts").join("espresso.wasm"), ESPRESSO_WASM)?;
@@ -144,7 +153,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             json: false,
         });
     }
-    println!("Dashboard: {}/  (node-1; node-k listens on its own port, see node-k/node.toml)", net.conns[0].api);
+    println!(
+        "Dashboard: {}/  (node-1; node-k listens on its own port, see node-k/node.toml)",
+        net.conns[0].api
+    );
 
     let result = demo(&net, args.nodes, timeout);
     if let Err(e) = &result {
@@ -205,7 +217,9 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     wait_for("discovery", timeout, || {
         for c in &net.conns {
             let s = client::get(c, "/api/status")?;
-            if s["services"].as_u64().unwrap_or(0) < 1 || s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 < n as u64 {
+            if s["services"].as_u64().unwrap_or(0) < 1
+                || s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 < n as u64
+            {
                 return Ok(false);
             }
         }
@@ -229,7 +243,11 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     let mut last = 0;
     wait_for("node-2 to earn the price", timeout, || {
         let w = client::get(&net.conns[1], "/api/wallets")?;
-        let me = w.as_array().and_then(|a| a.iter().find(|w| w["name"] == "node-2")).cloned().unwrap_or(Value::Null);
+        let me = w
+            .as_array()
+            .and_then(|a| a.iter().find(|w| w["name"] == "node-2"))
+            .cloned()
+            .unwrap_or(Value::Null);
         let spendable = me["spendable"].as_u64().unwrap_or(0);
         if spendable != last {
             println!("  node-2: {} shares, {} DCoin", me["shares"], coins(&me["spendable"]));
@@ -239,15 +257,13 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     })?;
     println!("node-2 buys an espresso (size=ristretto) through consensus ...");
     let t = Instant::now();
-    let p = client::buy(
-        &Conn {
-            json: true,
-            ..net.conns[1].clone()
-        },
+    let p = client::buy_quiet(
+        &net.conns[1],
         "espresso",
         price as f64 / UNITS_PER_COIN as f64,
         &["size=ristretto".to_string()],
         timeout.as_secs(),
+        true,
     )?;
     println!(
         "Committed in {} ms (the requester's view; the paper: 300 ms with 8 Pis), outcome back after {} ms.",
@@ -257,7 +273,11 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     if p["outcome"]["ok"] != true {
         bail!("the espresso contract refused: {}", p["outcome"]["body"]);
     }
-    println!("  ☕ {}: {}", p["outcome"]["provider"].as_str().unwrap_or("?"), p["outcome"]["body"].as_str().unwrap_or(""));
+    println!(
+        "  ☕ {}: {}",
+        p["outcome"]["provider"].as_str().unwrap_or("?"),
+        p["outcome"]["body"].as_str().unwrap_or("")
+    );
 
     // Every node commits the purchase and settles the provider's certificate.
     let version = p["commit"]["version"].as_u64().unwrap_or(1);
@@ -281,7 +301,13 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     for c in &net.conns {
         views.push(client::get(c, "/api/wallets")?);
     }
-    let key = |w: &Value| (w["version"].as_u64(), w["state"].as_str().map(str::to_string), w["balance"].as_u64());
+    let key = |w: &Value| {
+        (
+            w["version"].as_u64(),
+            w["state"].as_str().map(str::to_string),
+            w["balance"].as_u64(),
+        )
+    };
     let reference: BTreeMap<String, _> = views[0]
         .as_array()
         .into_iter()
@@ -298,15 +324,18 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     }
     println!();
     println!("Wallets as every node holds them (identical on all {n} nodes):");
-    println!("{:<10} {:>8} {:>10} {:>10} {:>7}  state", "member", "version", "balance", "spendable", "shares");
+    println!(
+        "{:<10} {:>8} {:>10} {:>10} {:>7}  state",
+        "member", "version", "balance", "spendable", "shares"
+    );
     for w in views[1].as_array().into_iter().flatten() {
         println!(
             "{:<10} {:>8} {:>10} {:>10} {:>7}  {}…",
             w["name"].as_str().unwrap_or("?"),
-            w["version"],
+            w["version"].as_u64().unwrap_or(0),
             coins(&w["balance"]),
             coins(&w["spendable"]),
-            w["shares"],
+            w["shares"].as_u64().unwrap_or(0),
             &w["state"].as_str().unwrap_or("")[..16]
         );
     }

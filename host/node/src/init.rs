@@ -35,7 +35,6 @@ pub struct Written {
     pub network: PathBuf,
     pub configs: Vec<PathBuf>,
     pub tokens: Vec<String>,
-    pub api_ports: Vec<u16>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -65,7 +64,6 @@ pub fn write(args: &Args, params: Params) -> anyhow::Result<Written> {
     let mut members = Vec::new();
     let mut configs = Vec::new();
     let mut tokens = Vec::new();
-    let mut api_ports = Vec::new();
     for i in 1..=args.nodes {
         let name = format!("node-{i}");
         let dir = args.dir.join(&name);
@@ -86,7 +84,11 @@ pub fn write(args: &Args, params: Params) -> anyhow::Result<Written> {
             network: PathBuf::from("../network.toml"),
             data_dir: PathBuf::from("data"),
             contracts_dir: PathBuf::from("contracts"),
-            interfaces: if args.loopback { Interfaces::Loopback } else { Interfaces::All },
+            interfaces: if args.loopback {
+                Interfaces::Loopback
+            } else {
+                Interfaces::All
+            },
             sensor: SensorConfig {
                 rate_hz: args.sensor_hz,
                 ..SensorConfig::default()
@@ -101,7 +103,6 @@ pub fn write(args: &Args, params: Params) -> anyhow::Result<Written> {
         write_toml(&path, &config)?;
         configs.push(path);
         tokens.push(token);
-        api_ports.push(port);
     }
     let network = NetworkFile {
         domain_id: args.domain,
@@ -113,7 +114,6 @@ pub fn write(args: &Args, params: Params) -> anyhow::Result<Written> {
         network: network_path,
         configs,
         tokens,
-        api_ports,
     })
 }
 

@@ -19,7 +19,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "wallance", version, about = "Wallance: a blockchain-free ledger for IoT gateways")]
+#[command(
+    name = "wallance",
+    version,
+    about = "Wallance: a blockchain-free ledger for IoT gateways"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

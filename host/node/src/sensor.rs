@@ -12,7 +12,10 @@ use crate::config::SensorConfig;
 #[derive(Debug)]
 pub enum Sensor {
     /// Random walk around 21 °C.
-    Virtual { value: f64, state: u64 },
+    Virtual {
+        value: f64,
+        state: u64,
+    },
     Command(String),
     /// Lines read by a thread, so a silent FIFO never blocks the node.
     Fifo(Receiver<f64>),
@@ -24,7 +27,8 @@ impl Sensor {
             return Ok(Sensor::Command(cmd.clone()));
         }
         if let Some(path) = &config.fifo {
-            let file = std::fs::File::open(path).with_context(|| format!("cannot open sensor FIFO {}", path.display()))?;
+            let file =
+                std::fs::File::open(path).with_context(|| format!("cannot open sensor FIFO {}", path.display()))?;
             let (tx, rx) = channel();
             let shown = path.display().to_string();
             std::thread::Builder::new().name("sensor".into()).spawn(move || {
@@ -43,7 +47,10 @@ impl Sensor {
             return Ok(Sensor::Fifo(rx));
         }
         let seed = std::process::id() as u64 ^ crate::daemon::now_ms();
-        Ok(Sensor::Virtual { value: 21.0, state: seed | 1 })
+        Ok(Sensor::Virtual {
+            value: 21.0,
+            state: seed | 1,
+        })
     }
 
     /// The next reading, or `None` when there is none now.

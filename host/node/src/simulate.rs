@@ -101,7 +101,10 @@ fn print_report(r: &Report, wall: std::time::Duration) {
     );
     if !r.wallets.is_empty() && r.wallets.len() <= 64 {
         println!();
-        println!("{:<10} {:>8} {:>10} {:>10} {:>8} {:>10}  state", "member", "version", "balance", "spendable", "shares", "received");
+        println!(
+            "{:<10} {:>8} {:>10} {:>10} {:>8} {:>10}  state",
+            "member", "version", "balance", "spendable", "shares", "received"
+        );
         for w in &r.wallets {
             println!(
                 "{:<10} {:>8} {:>10} {:>10} {:>8} {:>10}  {}{}",

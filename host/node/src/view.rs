@@ -133,7 +133,11 @@ pub struct ContractState {
 impl ContractState {
     pub fn loaded(info: &ServiceInfo) -> Self {
         Self {
-            file: info.source.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            file: info
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             service: Some(info.name.clone()),
             price: Some(info.price),
             description: Some(info.description.clone()),
@@ -203,7 +207,12 @@ pub fn build(
     let params = core.params();
     let s = core.stats();
     let t = transport.stats();
-    let store_bytes = store.read().ok().and_then(|s| std::fs::metadata(s.path()).ok()).map(|m| m.len()).unwrap_or(0);
+    let store_bytes = store
+        .read()
+        .ok()
+        .and_then(|s| std::fs::metadata(s.path()).ok())
+        .map(|m| m.len())
+        .unwrap_or(0);
     let runs = core.runs();
     View {
         me: name(&key.id()),

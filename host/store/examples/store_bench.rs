@@ -112,10 +112,7 @@ fn main() -> Result<()> {
         rows.push((
             format!("durable commit, decision batch, {n} wallets, {mode}"),
             format!("p50 {p50:.3} ms, p99 {p99:.3} ms"),
-            format!(
-                "target p50 <= 0.5 ms; disk fsync floor p50 {:.3} ms",
-                fsync.0
-            ),
+            format!("target p50 <= 0.5 ms; disk fsync floor p50 {:.3} ms", fsync.0),
         ));
         let key = if quick_repair {
             "commit_ms"
@@ -129,10 +126,7 @@ fn main() -> Result<()> {
             "wallet_tree_bytes_per_wallet_after": after.wallet_tree_bytes_per_wallet()});
         if !quick_repair {
             rows.push((
-                format!(
-                    "bytes/wallet after {} more decision commits",
-                    2 * args.commits
-                ),
+                format!("bytes/wallet after {} more decision commits", 2 * args.commits),
                 format!(
                     "tree {:.1} B, on disk {:.1} B, file length {:.1} B (started compacted)",
                     after.wallet_tree_bytes_per_wallet(),
@@ -147,9 +141,7 @@ fn main() -> Result<()> {
     let (load_ms, rss_per_wallet, fp_ms) = load_run(&main_run, &members)?;
     rows.push((
         format!("load snapshot at start-up, {n} wallets"),
-        format!(
-            "{load_ms:.0} ms (membership fingerprint {fp_ms:.0} ms of it); RAM {rss_per_wallet:.0} B/wallet"
-        ),
+        format!("{load_ms:.0} ms (membership fingerprint {fp_ms:.0} ms of it); RAM {rss_per_wallet:.0} B/wallet"),
         "-".into(),
     ));
     report["load_snapshot"] = json!({"wallets": n, "ms": load_ms, "membership_fingerprint_ms": fp_ms,
@@ -390,10 +382,7 @@ fn writer(path: &Path, n: u32, quick_repair: bool) -> Result<()> {
 fn kill_writer(path: &Path, n: u32, quick_repair: bool) -> Result<u64> {
     let mut child = Command::new(std::env::current_exe()?)
         .env("STORE_BENCH_WRITER", path)
-        .env(
-            "STORE_BENCH_QUICK_REPAIR",
-            if quick_repair { "1" } else { "0" },
-        )
+        .env("STORE_BENCH_QUICK_REPAIR", if quick_repair { "1" } else { "0" })
         .env("STORE_BENCH_MEMBERS", n.to_string())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -436,11 +425,7 @@ fn crash_run(
         let db = redb::Database::builder()
             .set_repair_callback(move |_| flag.store(true, Ordering::Relaxed))
             .create(path)?;
-        redb_open.push((
-            quick_repair,
-            ms(t.elapsed()),
-            full_repair.load(Ordering::Relaxed),
-        ));
+        redb_open.push((quick_repair, ms(t.elapsed()), full_repair.load(Ordering::Relaxed)));
         drop(db);
     }
     // Then the whole Store::open (recovery, checks, snapshot load), and

@@ -40,10 +40,7 @@ impl<'a> Cursor<'a> {
 
     pub(crate) fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], Reason> {
         if self.bytes.len() < n {
-            return Err(format!(
-                "truncated {what}: needs {n} bytes, {} left",
-                self.bytes.len()
-            ));
+            return Err(format!("truncated {what}: needs {n} bytes, {} left", self.bytes.len()));
         }
         let (head, tail) = self.bytes.split_at(n);
         self.bytes = tail;
@@ -309,12 +306,7 @@ mod tests {
         assert!(Cursor::new(&eleven).varint("x").is_err());
         let mut too_big = vec![0xffu8; 9];
         too_big.push(0x02);
-        assert!(
-            Cursor::new(&too_big)
-                .varint("x")
-                .unwrap_err()
-                .contains("overflow")
-        );
+        assert!(Cursor::new(&too_big).varint("x").unwrap_err().contains("overflow"));
     }
 
     #[test]

@@ -32,8 +32,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, TableHandle, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    TableHandle, WriteTransaction,
 };
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -97,22 +97,10 @@ pub enum StoreError {
     },
     #[error("{path}: not a wallance store: {reason}")]
     NotAStore { path: PathBuf, reason: String },
-    #[error(
-        "{path}: written by a newer wallance (schema {found}, this build reads {supported}); upgrade wallance"
-    )]
-    NewerSchema {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
-    #[error(
-        "{path}: schema {found} is older than {supported} and no migration exists; start from an empty store"
-    )]
-    OlderSchema {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    #[error("{path}: written by a newer wallance (schema {found}, this build reads {supported}); upgrade wallance")]
+    NewerSchema { path: PathBuf, found: u32, supported: u32 },
+    #[error("{path}: schema {found} is older than {supported} and no migration exists; start from an empty store")]
+    OlderSchema { path: PathBuf, found: u32, supported: u32 },
     #[error(
         "{path}: written for a different membership ({found}), this node has {expected}; wallets are stored by member index, so they would land on the wrong members"
     )]
@@ -128,9 +116,7 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
-    #[error(
-        "{path}: wallet for index {idx} has ID {found}, which is not the member at that index{note}"
-    )]
+    #[error("{path}: wallet for index {idx} has ID {found}, which is not the member at that index{note}")]
     WrongMember {
         path: PathBuf,
         idx: u32,
@@ -254,11 +240,7 @@ impl fmt::Debug for Store {
 /// With quick repair, commits record the allocator state, so the open
 /// after a crash reads it instead of walking every page. Two-phase commit
 /// comes with it.
-fn begin_write(
-    db: &Database,
-    path: &Path,
-    options: &StoreOptions,
-) -> Result<WriteTransaction, StoreError> {
+fn begin_write(db: &Database, path: &Path, options: &StoreOptions) -> Result<WriteTransaction, StoreError> {
     // Durability::Immediate (fsync before commit returns) is redb's default
     // for a write transaction; nothing here lowers it.
     let mut txn = db.begin_write().map_err(db_err(path, "begin a write"))?;
@@ -266,10 +248,7 @@ fn begin_write(
     Ok(txn)
 }
 
-fn db_err<E: Into<redb::Error>>(
-    path: &Path,
-    context: &'static str,
-) -> impl FnOnce(E) -> StoreError {
+fn db_err<E: Into<redb::Error>>(path: &Path, context: &'static str) -> impl FnOnce(E) -> StoreError {
     let path = path.to_owned();
     move |e| StoreError::Db {
         path,
@@ -375,10 +354,7 @@ impl Store {
         if !names.iter().any(|n| n == META.name()) {
             return Err(StoreError::NotAStore {
                 path: path.clone(),
-                reason: format!(
-                    "a redb database without a `meta` table (it has {})",
-                    names.join(", ")
-                ),
+                reason: format!("a redb database without a `meta` table (it has {})", names.join(", ")),
             });
         }
         let meta = txn.open_table(META).map_err(db_err(path, "open meta"))?;
@@ -442,9 +418,7 @@ impl Store {
             let e = db_err::<redb::TableError>;
             let mut meta = txn.open_table(META).map_err(e(path, "create meta"))?;
             let put = |meta: &mut redb::Table<&str, &[u8]>, k: &str, v: &[u8]| {
-                meta.insert(k, v)
-                    .map(drop)
-                    .map_err(db_err(path, "write meta"))
+                meta.insert(k, v).map(drop).map_err(db_err(path, "write meta"))
             };
             put(&mut meta, META_MAGIC, MAGIC)?;
             put(&mut meta, META_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
@@ -452,19 +426,14 @@ impl Store {
             put(&mut meta, META_SHARE_SEQ, &0u64.to_le_bytes())?;
             put(&mut meta, META_ANNOUNCE_SEQ, &0u64.to_le_bytes())?;
             txn.open_table(WALLETS).map_err(e(path, "create wallets"))?;
-            txn.open_table(MY_VOTES)
-                .map_err(e(path, "create my_votes"))?;
-            txn.open_table(REQUESTS)
-                .map_err(e(path, "create requests"))?;
+            txn.open_table(MY_VOTES).map_err(e(path, "create my_votes"))?;
+            txn.open_table(REQUESTS).map_err(e(path, "create requests"))?;
             txn.open_table(VOTES).map_err(e(path, "create votes"))?;
             txn.open_table(CERTS).map_err(e(path, "create certs"))?;
             txn.open_table(RUNS).map_err(e(path, "create runs"))?;
-            txn.open_table(RUN_OUTCOMES)
-                .map_err(e(path, "create run_outcomes"))?;
-            txn.open_table(ANNOUNCES)
-                .map_err(e(path, "create announces"))?;
-            txn.open_table(CONTRACT_KV)
-                .map_err(e(path, "create contract_kv"))?;
+            txn.open_table(RUN_OUTCOMES).map_err(e(path, "create run_outcomes"))?;
+            txn.open_table(ANNOUNCES).map_err(e(path, "create announces"))?;
+            txn.open_table(CONTRACT_KV).map_err(e(path, "create contract_kv"))?;
         }
         txn.commit().map_err(db_err(path, "commit the new store"))
     }
@@ -498,13 +467,50 @@ impl Store {
     pub fn kv_get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let path = &self.path;
         let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
-        let table = txn
-            .open_table(CONTRACT_KV)
-            .map_err(db_err(path, "open contract_kv"))?;
+        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
         Ok(table
             .get((contract, key))
             .map_err(db_err(path, "read contract_kv"))?
             .map(|v| v.value().to_vec()))
+    }
+
+    /// Keys of `contract` starting with `prefix`, in order, at most `limit`.
+    pub fn kv_keys(&self, contract: &str, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let path = &self.path;
+        let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
+        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((contract, prefix)..)
+            .map_err(db_err(path, "scan contract_kv"))?
+        {
+            let (k, _) = row.map_err(db_err(path, "scan contract_kv"))?;
+            let (c, key) = k.value();
+            if c != contract || !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(key.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Bytes `contract` holds: the sum of its keys' and values' lengths.
+    pub fn kv_usage(&self, contract: &str) -> Result<u64, StoreError> {
+        let path = &self.path;
+        let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
+        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
+        let mut total = 0u64;
+        for row in table
+            .range((contract, &b""[..])..)
+            .map_err(db_err(path, "scan contract_kv"))?
+        {
+            let (k, v) = row.map_err(db_err(path, "scan contract_kv"))?;
+            if k.value().0 != contract {
+                break;
+            }
+            total += (k.value().1.len() + v.value().len()) as u64;
+        }
+        Ok(total)
     }
 
     /// Rewrites the file so pages are full and free space returns to the
@@ -520,9 +526,7 @@ impl Store {
         let txn = begin_write(&self.db, path, &self.options)?;
         let db_stats = txn.stats().map_err(db_err(path, "read stats"))?;
         let (wallets, t) = {
-            let table = txn
-                .open_table(WALLETS)
-                .map_err(db_err(path, "open wallets"))?;
+            let table = txn.open_table(WALLETS).map_err(db_err(path, "open wallets"))?;
             let n = table.len().map_err(db_err(path, "count wallets"))?;
             (n, table.stats().map_err(db_err(path, "read stats"))?)
         };
@@ -554,10 +558,7 @@ impl Store {
 
     /// Reads every table back into a [`Snapshot`].
     fn load(&self, members: &[MemberId]) -> Result<Snapshot, StoreError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(db_err(&self.path, "begin a read"))?;
+        let txn = self.db.begin_read().map_err(db_err(&self.path, "begin a read"))?;
         let r = Loader {
             txn: &txn,
             path: &self.path,
@@ -565,12 +566,9 @@ impl Store {
         let mut snap = Snapshot::default();
 
         r.each(WALLETS, "wallets", |idx, bytes| {
-            let id = members.get(idx as usize).ok_or_else(|| {
-                format!(
-                    "index {idx} is past the membership's {} members",
-                    members.len()
-                )
-            })?;
+            let id = members
+                .get(idx as usize)
+                .ok_or_else(|| format!("index {idx} is past the membership's {} members", members.len()))?;
             snap.wallets.insert(idx, codec::decode_wallet(*id, bytes)?);
             Ok(())
         })?;
@@ -614,9 +612,7 @@ impl Store {
         })?;
         r.each(ANNOUNCES, "announces", |provider, bytes| {
             match codec::decode_message(bytes)? {
-                Message::Announce(a) if a.provider.0 == provider => {
-                    snap.announces.insert(provider, a)
-                }
+                Message::Announce(a) if a.provider.0 == provider => snap.announces.insert(provider, a),
                 Message::Announce(_) => return Err("announce does not match its key".into()),
                 other => return Err(format!("expected an announce, found a {}", other.kind())),
             };
@@ -680,10 +676,7 @@ impl Loader<'_> {
         K: ShowKey,
         F: FnMut(K, &[u8]) -> Result<(), String>,
     {
-        let t = self
-            .txn
-            .open_table(def)
-            .map_err(db_err(self.path, "open a table"))?;
+        let t = self.txn.open_table(def).map_err(db_err(self.path, "open a table"))?;
         for row in t.iter().map_err(db_err(self.path, "read a table"))? {
             let (k, v) = row.map_err(db_err(self.path, "read a row"))?;
             let key = k.value();
@@ -699,10 +692,7 @@ impl Loader<'_> {
     }
 
     fn meta_u64(&self, key: &str) -> Result<u64, StoreError> {
-        let t = self
-            .txn
-            .open_table(META)
-            .map_err(db_err(self.path, "open meta"))?;
+        let t = self.txn.open_table(META).map_err(db_err(self.path, "open meta"))?;
         let corrupt = |reason: String| StoreError::Corrupt {
             path: self.path.to_owned(),
             table: "meta",
@@ -806,10 +796,7 @@ impl<'t> Tables<'t> {
                 vote,
             } => {
                 table(&mut self.my_votes, txn, path, MY_VOTES)?
-                    .insert(
-                        *requester_idx,
-                        codec::encode_my_vote(*version, vote).as_slice(),
-                    )
+                    .insert(*requester_idx, codec::encode_my_vote(*version, vote).as_slice())
                     .map_err(write("write my vote"))?;
             }
             Change::PutRequest(r) => {
@@ -856,21 +843,13 @@ impl<'t> Tables<'t> {
                 let t = table(&mut self.runs, txn, path, RUNS)?;
                 // A run is recorded once: a repeat keeps the first
                 // certificate and whatever outcome it has.
-                if t.get((*idx, *version))
-                    .map_err(write("read a run"))?
-                    .is_none()
-                {
+                if t.get((*idx, *version)).map_err(write("read a run"))?.is_none() {
                     let bytes = encode(Message::Certificate(cert.clone()), "a certificate")?;
                     t.insert((*idx, *version), bytes.as_slice())
                         .map_err(write("write a run"))?;
                 }
             }
-            Change::RunDone {
-                idx,
-                version,
-                ok,
-                body,
-            } => {
+            Change::RunDone { idx, version, ok, body } => {
                 let pending = table(&mut self.runs, txn, path, RUNS)?
                     .get((*idx, *version))
                     .map_err(write("read a run"))?
@@ -879,10 +858,7 @@ impl<'t> Tables<'t> {
                 // core.
                 if pending {
                     table(&mut self.run_outcomes, txn, path, RUN_OUTCOMES)?
-                        .insert(
-                            (*idx, *version),
-                            codec::encode_outcome(*ok, body).as_slice(),
-                        )
+                        .insert((*idx, *version), codec::encode_outcome(*ok, body).as_slice())
                         .map_err(write("write a run outcome"))?;
                 }
             }

@@ -49,10 +49,7 @@ fn corrupt_wallet_row_names_table_and_key() {
         other => panic!("expected Corrupt, got {other:?}"),
     }
     let msg = err.to_string();
-    assert!(
-        msg.contains("node.redb") && msg.contains("`wallets`"),
-        "{msg}"
-    );
+    assert!(msg.contains("node.redb") && msg.contains("`wallets`"), "{msg}");
 }
 
 #[test]
@@ -102,10 +99,7 @@ fn schema_versions_are_checked() {
             assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == version));
             assert!(err.to_string().contains("upgrade wallance"), "{err}");
         } else {
-            assert!(
-                matches!(err, StoreError::OlderSchema { found: 0, .. }),
-                "{err}"
-            );
+            assert!(matches!(err, StoreError::OlderSchema { found: 0, .. }), "{err}");
         }
     }
 }
@@ -177,10 +171,7 @@ fn a_failing_change_commits_nothing_of_its_batch() {
     ];
     let kv = [("c".to_string(), b"k".to_vec(), Some(b"v".to_vec()))];
     let err = store.commit_with_kv(&batch, &kv).unwrap_err();
-    assert!(
-        matches!(err, StoreError::WrongMember { idx: 2, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::WrongMember { idx: 2, .. }), "{err}");
     let err = store.commit(&[wallet(0, 1), {
         let Change::Wallet { wallet, .. } = wallet(0, 1) else {
             unreachable!()
@@ -210,10 +201,7 @@ fn contract_kv_commits_with_the_batch() {
             ],
         )
         .unwrap();
-    assert_eq!(
-        store.kv_get("espresso", b"cups").unwrap().as_deref(),
-        Some(&b"3"[..])
-    );
+    assert_eq!(store.kv_get("espresso", b"cups").unwrap().as_deref(), Some(&b"3"[..]));
     assert_eq!(
         store.kv_get("radio", b"cups").unwrap().as_deref(),
         Some(&b"other contract"[..])
@@ -235,10 +223,7 @@ fn contract_kv_commits_with_the_batch() {
     let (store, snap) = Store::open(&path, &members()).unwrap();
     assert_eq!(snap.wallets[&2].version, 1);
     assert_eq!(store.kv_get("espresso", b"beans").unwrap(), None);
-    assert_eq!(
-        store.kv_get("espresso", b"cups").unwrap().as_deref(),
-        Some(&b"4"[..])
-    );
+    assert_eq!(store.kv_get("espresso", b"cups").unwrap().as_deref(), Some(&b"4"[..]));
 }
 
 #[test]
@@ -251,4 +236,27 @@ fn stats_count_wallets() {
     assert!(s.wallet_stored_bytes > 0 && s.file_bytes >= s.page_size);
     store.compact().unwrap();
     assert_eq!(store.stats().unwrap().wallets, 2);
+}
+
+#[test]
+fn contract_keys_scan_by_prefix_and_usage_counts_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let members = vec![wallance_core::MemberId([1; 32])];
+    let (mut store, _) = Store::open(&dir.path().join("s.redb"), &members).unwrap();
+    let kv: Vec<KvWrite> = vec![
+        ("radio".into(), b"lease/ble".to_vec(), Some(b"abc".to_vec())),
+        ("radio".into(), b"lease/lora".to_vec(), Some(b"de".to_vec())),
+        ("radio".into(), b"other".to_vec(), Some(b"f".to_vec())),
+        ("radiox".into(), b"lease/zz".to_vec(), Some(b"g".to_vec())),
+        ("espresso".into(), b"lease/x".to_vec(), Some(b"h".to_vec())),
+    ];
+    store.commit_with_kv(&[], &kv).unwrap();
+    assert_eq!(
+        store.kv_keys("radio", b"lease/", 10).unwrap(),
+        vec![b"lease/ble".to_vec(), b"lease/lora".to_vec()]
+    );
+    assert_eq!(store.kv_keys("radio", b"lease/", 1).unwrap().len(), 1);
+    assert_eq!(store.kv_keys("radio", b"", 10).unwrap().len(), 3);
+    assert_eq!(store.kv_usage("radio").unwrap(), (9 + 3 + 10 + 2 + 5 + 1) as u64);
+    assert_eq!(store.kv_usage("nothing").unwrap(), 0);
 }

@@ -48,11 +48,7 @@ fn writer(path: &Path) -> Result<()> {
     writeln!(out, "OPEN {}", snap.share_seq)?;
     out.flush()?;
     for seq in snap.share_seq + 1.. {
-        let kv = [(
-            "counter".to_string(),
-            b"seq".to_vec(),
-            Some(seq.to_le_bytes().to_vec()),
-        )];
+        let kv = [("counter".to_string(), b"seq".to_vec(), Some(seq.to_le_bytes().to_vec()))];
         store.commit_with_kv(&workload::decision(seq, &members), &kv)?;
         writeln!(out, "ACK {seq}")?;
         out.flush()?;
@@ -110,8 +106,8 @@ fn parent(seed: u64) -> Result<()> {
         total_acked += acks;
 
         let t = Instant::now();
-        let (store, snap) = Store::open(&path, &members)
-            .with_context(|| format!("reopen after kill in round {round}"))?;
+        let (store, snap) =
+            Store::open(&path, &members).with_context(|| format!("reopen after kill in round {round}"))?;
         let reopen = t.elapsed();
         let in_file = snap.share_seq;
         if let Some(last) = last_ack {
@@ -134,10 +130,7 @@ fn parent(seed: u64) -> Result<()> {
             applied += 1;
             model.apply(&workload::decision(applied, &members));
         }
-        ensure!(
-            snap == model,
-            "round {round}: file differs from steps 1..={in_file}"
-        );
+        ensure!(snap == model, "round {round}: file differs from steps 1..={in_file}");
         let counter = store.kv_get("counter", b"seq")?;
         let expected = (in_file > 0).then(|| in_file.to_le_bytes().to_vec());
         ensure!(

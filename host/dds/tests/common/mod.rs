@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use wallance_core::Keypair;
 use wallance_core::msg::{
-    Announce, CertFetch, CertVote, Certificate, Head, Heads, HeadsRequest, Message, Outcome,
-    Request, RequestDraft, ServiceOffer, Share, ShareFetch, SyncDigest, Vote,
+    Announce, CertFetch, CertVote, Certificate, Head, Heads, HeadsRequest, Message, Outcome, Request, RequestDraft,
+    ServiceOffer, Share, ShareFetch, SyncDigest, Vote,
 };
 use wallance_dds::{Receiver, Receiving, Transport, TransportConfig};
 
@@ -27,10 +27,7 @@ pub fn request(requester: &Keypair, provider: &Keypair, version: u64) -> Request
             state: [7; 32],
             shares_upto: 12,
             received_upto: 3,
-            params: vec![
-                ("sugar".into(), "2".into()),
-                ("note".into(), "café \0 bytes".into()),
-            ],
+            params: vec![("sugar".into(), "2".into()), ("note".into(), "café \0 bytes".into())],
         },
         0,
     )
@@ -76,14 +73,7 @@ pub fn one_of_each(me: &Keypair) -> Vec<Message> {
                 },
             ],
         )),
-        Message::Outcome(Outcome::new(
-            me,
-            other.id(),
-            req.id(),
-            5,
-            true,
-            "done ☕ \0 ok",
-        )),
+        Message::Outcome(Outcome::new(me, other.id(), req.id(), 5, true, "done ☕ \0 ok")),
         Message::Digest(SyncDigest::new(me, 99, [3; 32])),
         Message::HeadsRequest(HeadsRequest::new(me, other.id(), 100)),
         Message::Heads(Heads::new(

@@ -15,9 +15,7 @@ use wallance_core::{Change, MemberId, Params, Signature, Wallet};
 pub const N_MEMBERS: usize = 8;
 
 pub fn members() -> Vec<MemberId> {
-    (0..N_MEMBERS as u8)
-        .map(|i| MemberId([i + 1; 32]))
-        .collect()
+    (0..N_MEMBERS as u8).map(|i| MemberId([i + 1; 32])).collect()
 }
 
 pub fn request(n: u8, price: u64) -> Request {

@@ -81,11 +81,7 @@ pub fn decision(seq: u64, members: &[MemberId]) -> Vec<Change> {
     let n = members.len() as u64;
     let idx = (mix(seq) % n) as u32;
     let me = members[0];
-    let req = request(
-        seq,
-        members[idx as usize],
-        members[((idx as u64 + 1) % n) as usize],
-    );
+    let req = request(seq, members[idx as usize], members[((idx as u64 + 1) % n) as usize]);
     let request_id = req.id();
     let vote = Vote {
         voter: me,
@@ -136,11 +132,7 @@ pub fn decision(seq: u64, members: &[MemberId]) -> Vec<Change> {
     if seq % 16 == 1 {
         let prev = seq - 1;
         let prev_idx = mix(prev) % n;
-        let prev_req = request(
-            prev,
-            members[prev_idx as usize],
-            members[((prev_idx + 1) % n) as usize],
-        );
+        let prev_req = request(prev, members[prev_idx as usize], members[((prev_idx + 1) % n) as usize]);
         batch.push(Change::RunDone {
             idx: prev_idx as u32,
             version: prev,
