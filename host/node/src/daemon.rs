@@ -154,6 +154,7 @@ struct Node {
     contracts: Vec<ContractState>,
     kv_pending: Vec<KvWrite>,
     acks: Vec<SyncSender<()>>,
+    replies: Vec<(tokio::sync::oneshot::Sender<Result<Hash, String>>, Result<Hash, String>)>,
     started: Instant,
     last_view: Instant,
     dirty: bool,
@@ -297,6 +298,7 @@ impl Node {
             contracts,
             kv_pending: Vec::new(),
             acks: Vec::new(),
+            replies: Vec::new(),
             started: Instant::now(),
             last_view: Instant::now() - Duration::from_secs(1),
             dirty: true,
@@ -384,7 +386,9 @@ impl Node {
                 if let Ok(id) = &r {
                     info!(service = %service, price, id = %hex::encode(&id[..6]), "purchase requested");
                 }
-                let _ = reply.send(r);
+                // Answered after the next commit: an acknowledged purchase
+                // is durable and survives a crash.
+                self.replies.push((reply, r));
             }
             Cmd::ContractDone(done) => {
                 self.dirty = true;
@@ -460,6 +464,9 @@ impl Node {
         }
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
+        }
+        for (reply, r) in self.replies.drain(..) {
+            let _ = reply.send(r);
         }
         for m in &sends {
             if let Err(e) = self.transport.send(m) {
