@@ -213,16 +213,9 @@ impl Node {
         std::fs::create_dir_all(&loaded.contracts_dir)
             .with_context(|| format!("cannot create contracts dir {}", loaded.contracts_dir.display()))?;
         let registry_events = runtime.subscribe();
-        let mut contracts = Vec::new();
-        for (path, result) in runtime.load_dir(&loaded.contracts_dir) {
-            contracts.push(ContractState::from_load(&path, &result));
-            match result {
-                Ok(r) => {
-                    info!(service = %r.info.name, price = r.info.price, cached = r.from_cache, "contract loaded from {}", path.display())
-                }
-                Err(e) => warn!("contract {} rejected: {e}", path.display()),
-            }
-        }
+        // `watch` loads every file now (its events arrive on `registry_events`)
+        // and then follows the folder.
+        let contracts = Vec::new();
         let watcher = runtime
             .watch(loaded.contracts_dir.clone())
             .with_context(|| format!("cannot watch {}", loaded.contracts_dir.display()))?;
