@@ -88,8 +88,9 @@ impl Devices {
 /// kind = "lora"
 /// grant = ["radio-rental"]
 /// ```
+// No `deny_unknown_fields`: serde does not support it together with
+// `flatten`, which carries the kind-specific fields.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
     pub name: String,
     #[serde(flatten)]
