@@ -47,6 +47,7 @@ fn main() {
             rerun_if_changed(&workspace_dir.join(name).join("Cargo.toml"));
         }
         rerun_if_changed(&workspace_dir.join("Cargo.toml"));
+        rerun_if_changed(&workspace_dir.join(".cargo/config.toml"));
     }
     rerun_if_changed(&repo.join("tests/guests/echo.rs"));
     rerun_if_changed(&repo.join("sdk/src"));

@@ -31,8 +31,22 @@
 //!    panic = "abort"
 //!    ```
 //!
-//!    and a `.cargo/config.toml` with `[build] target = "wasm32-unknown-unknown"`
-//!    so that a plain `cargo build` builds for WebAssembly.
+//!    and a `.cargo/config.toml` so that a plain `cargo build` builds for
+//!    WebAssembly with a small stack:
+//!
+//!    ```toml
+//!    [build]
+//!    target = "wasm32-unknown-unknown"
+//!
+//!    [target.wasm32-unknown-unknown]
+//!    rustflags = ["-C", "link-arg=-zstack-size=65536"]
+//!    ```
+//!
+//!    The 64 KiB stack (Rust's default is 1 MiB) keeps the pages a call
+//!    touches within what the node keeps resident between calls, which
+//!    halves the cost of a call. Deep recursion then stops the contract with
+//!    an out-of-bounds trap (the stack sits at the bottom of memory, so an
+//!    overflow never overwrites data).
 //! 3. Write `src/lib.rs`:
 //!
 //!    ```
