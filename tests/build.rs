@@ -10,7 +10,7 @@ const GUEST_WORKSPACES: &[(&str, &[&str])] = &[
     ("contracts", &["espresso", "radio-rental", "compute-rental"]),
     (
         "tests/guests",
-        &["hostile", "echo-v1", "echo-v2", "bad-info"],
+        &["hostile", "echo-v1", "echo-v2", "bad-info", "info-loop"],
     ),
     ("examples/contract-template", &["contract-template"]),
 ];
