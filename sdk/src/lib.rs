@@ -291,7 +291,7 @@ pub mod log {
 /// Key-value storage private to this service, persisted by the node.
 ///
 /// Writes are buffered by the node during a call and committed only if
-/// [`Contract::purchase`](crate::Contract::purchase) returns `Ok`. Keys and
+/// [`Contract::purchase`] returns `Ok`. Keys and
 /// values have size limits and the service has a quota; exceeding them stops
 /// the call.
 pub mod storage {
