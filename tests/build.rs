@@ -17,9 +17,7 @@ const GUEST_WORKSPACES: &[(&str, &[&str])] = &[
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let repo = manifest_dir
-        .parent()
-        .expect("tests/ is inside the repository");
+    let repo = manifest_dir.parent().expect("tests/ is inside the repository");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
     // One target dir for both guest workspaces so the SDK compiles once;
     // beside the host's artifacts, outside OUT_DIR so it survives changes

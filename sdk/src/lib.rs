@@ -210,18 +210,13 @@ impl ServiceInfo {
 impl Purchase {
     /// The first parameter the buyer passed under `key`.
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Parameter `key` parsed as `T`, with a message fit for the buyer when
     /// it is missing or malformed.
     pub fn param_parsed<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
-        let raw = self
-            .param(key)
-            .ok_or_else(|| format!("missing parameter {key:?}"))?;
+        let raw = self.param(key).ok_or_else(|| format!("missing parameter {key:?}"))?;
         raw.parse()
             .map_err(|_| format!("parameter {key:?} is malformed: {raw:?}"))
     }
@@ -345,24 +340,14 @@ pub mod devices {
 
     /// Sends `command` to device `name`; the answer is a list of key-value
     /// pairs, `Err` a refusal such as "no water".
-    pub fn call(
-        name: &str,
-        command: &str,
-        args: &[(&str, &str)],
-    ) -> Result<Vec<(String, String)>, String> {
-        let args: Vec<(String, String)> = args
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    pub fn call(name: &str, command: &str, args: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
+        let args: Vec<(String, String)> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         raw::call(name, command, &args)
     }
 
     /// The value of `key` in a device answer.
     pub fn field<'a>(answer: &'a [(String, String)], key: &str) -> Option<&'a str> {
-        answer
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        answer.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -396,9 +381,6 @@ mod tests {
     #[test]
     fn outcome_builder_keeps_order() {
         let outcome = Outcome::new("ok").with("a", 1).with("b", "two");
-        assert_eq!(
-            outcome.data,
-            vec![("a".into(), "1".into()), ("b".into(), "two".into())]
-        );
+        assert_eq!(outcome.data, vec![("a".into(), "1".into()), ("b".into(), "two".into())]);
     }
 }

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use wallance_runtime::{
-    ContractStorage, Devices, EspressoMachine, MemoryStorage, Purchase, RegistryEvent, Runtime,
-    RuntimeConfig,
+    ContractStorage, Devices, EspressoMachine, MemoryStorage, Purchase, RegistryEvent, Runtime, RuntimeConfig,
 };
 
 const CONTRACTS: [(&str, &str); 3] = [
@@ -35,9 +34,7 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize()?;
     let wasm_dir = build_contracts(&repo)?;
     let mut rows = Vec::new();
 
@@ -166,11 +163,7 @@ fn main() -> Result<()> {
     // Fuel overhead on CPU-bound work.
     let heavy = Purchase {
         price: 4,
-        ..purchase(&[
-            ("task", "sha256-chain"),
-            ("input", "x"),
-            ("rounds", "40000"),
-        ])
+        ..purchase(&[("task", "sha256-chain"), ("input", "x"), ("rounds", "40000")])
     };
     let no_fuel = Runtime::new(RuntimeConfig {
         consume_fuel: false,
@@ -182,9 +175,7 @@ fn main() -> Result<()> {
     let mut fuel_used = 0;
     for _ in 0..15 {
         let started = Instant::now();
-        fuel_used = runtime
-            .invoke("compute", &heavy, &storage, &Devices::new())?
-            .fuel_used;
+        fuel_used = runtime.invoke("compute", &heavy, &storage, &Devices::new())?.fuel_used;
         on.push(started.elapsed());
         let started = Instant::now();
         no_fuel.invoke("compute", &heavy, &storage, &Devices::new())?;
@@ -260,17 +251,11 @@ fn purchase(params: &[(&str, &str)]) -> Purchase {
         price: 2,
         consensus_time_ms: 1_000,
         certificate: [2; 32],
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 
-fn wait_for(
-    events: &std::sync::mpsc::Receiver<RegistryEvent>,
-    wanted: impl Fn(&RegistryEvent) -> bool,
-) -> Result<()> {
+fn wait_for(events: &std::sync::mpsc::Receiver<RegistryEvent>, wanted: impl Fn(&RegistryEvent) -> bool) -> Result<()> {
     loop {
         let event = events.recv_timeout(Duration::from_secs(10))?;
         if let RegistryEvent::LoadFailed { error, .. } = &event {
@@ -292,14 +277,7 @@ fn percentile(times: &mut [Duration], p: f64) -> f64 {
     times[index].as_secs_f64() * 1e6
 }
 
-fn row(
-    key: &str,
-    what: &str,
-    times: &mut [Duration],
-    p99: bool,
-    anchor: &'static str,
-    target: &'static str,
-) -> Row {
+fn row(key: &str, what: &str, times: &mut [Duration], p99: bool, anchor: &'static str, target: &'static str) -> Row {
     Row {
         key: key.to_string(),
         what: what.to_string(),
@@ -344,10 +322,7 @@ fn print_table(rows: &[Row], fuel_overhead: f64) {
             serde_json::json!((row.median_us * 10.0).round() / 10.0),
         );
         if let Some(p99) = row.p99_us {
-            entry.insert(
-                "p99_us".into(),
-                serde_json::json!((p99 * 10.0).round() / 10.0),
-            );
+            entry.insert("p99_us".into(), serde_json::json!((p99 * 10.0).round() / 10.0));
         }
         if !row.anchor.is_empty() {
             entry.insert("anchor".into(), serde_json::json!(row.anchor));
@@ -361,10 +336,7 @@ fn print_table(rows: &[Row], fuel_overhead: f64) {
         "fuel_overhead_pct".into(),
         serde_json::json!((fuel_overhead * 1000.0).round() / 10.0),
     );
-    println!(
-        "\n{}",
-        serde_json::to_string_pretty(&json).expect("plain JSON")
-    );
+    println!("\n{}", serde_json::to_string_pretty(&json).expect("plain JSON"));
 }
 
 /// Builds the shipped contracts for wasm32 with their own workspace.

@@ -51,11 +51,8 @@ impl DiskCache {
     }
 
     fn path(&self, content_hash: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!(
-            "{}-{}.cwasm",
-            hex::encode(content_hash),
-            self.fingerprint
-        ))
+        self.dir
+            .join(format!("{}-{}.cwasm", hex::encode(content_hash), self.fingerprint))
     }
 
     /// The cached component for `content_hash`, if a usable one exists.

@@ -21,11 +21,7 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn kind(&self) -> &str;
     /// Runs `command`. `Err` is a refusal or failure with a message for the
     /// buyer (e.g. "no water"); it is returned to the contract, not a trap.
-    fn call(
-        &self,
-        command: &str,
-        args: &[(String, String)],
-    ) -> Result<Vec<(String, String)>, String>;
+    fn call(&self, command: &str, args: &[(String, String)]) -> Result<Vec<(String, String)>, String>;
 }
 
 /// The devices granted to one service, by name. Cheap to clone.
@@ -89,8 +85,8 @@ impl Devices {
 /// grant = ["radio-rental"]
 /// ```
 // No `deny_unknown_fields`: serde does not support it together with
-// `flatten`, which carries the kind-specific fields.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+// `flatten`, and it rejects every field of the flattened kind.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct DeviceConfig {
     pub name: String,
     #[serde(flatten)]
@@ -102,7 +98,7 @@ pub struct DeviceConfig {
 
 /// The simulated device kinds this crate ships. A node with real hardware
 /// implements [`Device`] itself and adds it to [`DeviceGrants`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum SimulatedKind {
     EspressoMachine { water_ml: u64, beans_g: u64 },
@@ -120,11 +116,7 @@ pub struct DeviceGrants {
 impl fmt::Debug for DeviceGrants {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(
-                self.devices
-                    .iter()
-                    .map(|(n, (d, g))| (n, (d.kind().to_string(), g))),
-            )
+            .entries(self.devices.iter().map(|(n, (d, g))| (n, (d.kind().to_string(), g))))
             .finish()
     }
 }
@@ -239,11 +231,7 @@ impl Device for EspressoMachine {
         "espresso-machine"
     }
 
-    fn call(
-        &self,
-        command: &str,
-        args: &[(String, String)],
-    ) -> Result<Vec<(String, String)>, String> {
+    fn call(&self, command: &str, args: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
         let mut state = self.lock();
         match command {
             "status" => {}
@@ -326,11 +314,7 @@ impl Device for Radio {
         self.kind.as_str()
     }
 
-    fn call(
-        &self,
-        command: &str,
-        args: &[(String, String)],
-    ) -> Result<Vec<(String, String)>, String> {
+    fn call(&self, command: &str, args: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
         let mut assignment = self.lock();
         match command {
             "status" => {}
@@ -359,10 +343,7 @@ mod tests {
     use super::*;
 
     fn args(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]

@@ -15,10 +15,7 @@ pub enum FailureCause {
     #[error("exceeded the wall-clock backstop of {limit_ms} ms")]
     WallClock { limit_ms: u64 },
     #[error("memory limit exceeded: wanted {requested_bytes} bytes, limit is {limit_bytes}")]
-    MemoryLimit {
-        limit_bytes: u64,
-        requested_bytes: u64,
-    },
+    MemoryLimit { limit_bytes: u64, requested_bytes: u64 },
     #[error("table limit of {limit_elements} elements exceeded")]
     TableLimit { limit_elements: u64 },
     #[error("call stack exhausted (recursion too deep)")]
@@ -82,17 +79,12 @@ impl InvokeError {
 #[non_exhaustive]
 pub enum LoadError {
     #[error("cannot read {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("file of {len_bytes} bytes exceeds the {limit_bytes} byte limit for contracts")]
     TooLarge { len_bytes: u64, limit_bytes: u64 },
     #[error("not a WebAssembly file (bad magic bytes; half-written?)")]
     NotWasm,
-    #[error(
-        "precompiled native code is never loaded from the contracts folder; drop the .wasm instead"
-    )]
+    #[error("precompiled native code is never loaded from the contracts folder; drop the .wasm instead")]
     Precompiled,
     #[error("not a Wallance contract: {0}")]
     NotAContract(String),
@@ -115,10 +107,7 @@ pub enum RuntimeError {
     #[error("wasmtime engine: {0}")]
     Engine(String),
     #[error("cache directory {path}: {error}")]
-    CacheDir {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    CacheDir { path: PathBuf, error: std::io::Error },
     #[error("invalid config: {0}")]
     Config(String),
 }

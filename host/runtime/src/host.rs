@@ -54,12 +54,7 @@ pub(crate) struct Limiter {
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         let total = self.memory_bytes - current.min(self.memory_bytes) + desired;
         if total > self.memory_bytes_max {
             let cause = FailureCause::MemoryLimit {
@@ -76,12 +71,7 @@ impl ResourceLimiter for Limiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.table_elements_max {
             let cause = FailureCause::TableLimit {
                 limit_elements: self.table_elements_max as u64,
@@ -165,11 +155,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 impl wallance::contract::types::Host for HostState {}
 
 impl wallance::contract::log::Host for HostState {
-    fn log(
-        &mut self,
-        level: wallance::contract::log::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
+    fn log(&mut self, level: wallance::contract::log::Level, message: String) -> wasmtime::Result<()> {
         use wallance::contract::log::Level;
         self.log_bytes = self.log_bytes.saturating_add(message.len());
         if self.log_bytes > self.limits.log_bytes_max {
@@ -246,9 +232,7 @@ impl wallance::contract::devices::Host for HostState {
             }));
         }
         let Some(device) = self.devices.get(&name) else {
-            return Ok(Err(format!(
-                "no device {name:?} is granted to this service"
-            )));
+            return Ok(Err(format!("no device {name:?} is granted to this service")));
         };
         let answer = device.call(&command, &args);
         tracing::debug!(service = %self.service, device = %name, %command, ok = answer.is_ok(), "device call");

@@ -27,14 +27,12 @@ mod storage;
 mod watch;
 
 pub use devices::{
-    Device, DeviceConfig, DeviceGrants, Devices, EspressoMachine, EspressoState, Radio, RadioKind,
-    SimulatedKind,
+    Device, DeviceConfig, DeviceGrants, Devices, EspressoMachine, EspressoState, Radio, RadioKind, SimulatedKind,
 };
 pub use error::{FailureCause, InvokeError, LoadError, RuntimeError, WatchError};
 pub use host::{LogEntry, LogLevel};
 pub use runtime::{
-    ContractOutput, Limits, LoadReport, Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig,
-    ServiceInfo,
+    ContractOutput, Limits, LoadReport, Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig, ServiceInfo,
 };
 pub use storage::{ContractStorage, MemoryStorage, StorageError, StorageQuotaError, StorageWrite};
 pub use watch::ContractWatcher;

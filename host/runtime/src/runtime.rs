@@ -146,10 +146,7 @@ pub struct ContractOutput {
 impl ContractOutput {
     /// The value of `key` in `data`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.data
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.data.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -329,12 +326,12 @@ impl Runtime {
                     config.consume_fuel, limits.wasm_stack_bytes_max, limits.memory_bytes_max
                 );
                 let fingerprint = engine_fingerprint(&engine, &tag);
-                Some(DiskCache::new(dir.clone(), fingerprint).map_err(|error| {
-                    RuntimeError::CacheDir {
+                Some(
+                    DiskCache::new(dir.clone(), fingerprint).map_err(|error| RuntimeError::CacheDir {
                         path: dir.clone(),
                         error,
-                    }
-                })?)
+                    })?,
+                )
             }
             None => None,
         };
@@ -361,11 +358,7 @@ impl Runtime {
 
     /// Loaded services, sorted by name.
     pub fn services(&self) -> Vec<ServiceInfo> {
-        self.registry()
-            .by_name
-            .values()
-            .map(|c| c.info.clone())
-            .collect()
+        self.registry().by_name.values().map(|c| c.info.clone()).collect()
     }
 
     pub fn service(&self, name: &str) -> Option<ServiceInfo> {
@@ -389,11 +382,7 @@ impl Runtime {
     }
 
     /// Loads `bytes`, already read from `path`.
-    pub(crate) fn load_read_file(
-        &self,
-        path: &Path,
-        bytes: &[u8],
-    ) -> Result<LoadReport, LoadError> {
+    pub(crate) fn load_read_file(&self, path: &Path, bytes: &[u8]) -> Result<LoadReport, LoadError> {
         let prepared = self.prepare(bytes)?;
         self.install(prepared, Some(path.to_path_buf()))
     }
@@ -521,14 +510,7 @@ impl Runtime {
             }
         };
         let output_bytes = match &returned {
-            Ok(outcome) => {
-                outcome.message.len()
-                    + outcome
-                        .data
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len())
-                        .sum::<usize>()
-            }
+            Ok(outcome) => outcome.message.len() + outcome.data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>(),
             Err(reason) => reason.len(),
         };
         if output_bytes > limits.output_bytes_max {
@@ -549,12 +531,10 @@ impl Runtime {
                     let backend = overlay.backend().clone();
                     let writes = overlay.into_writes();
                     if !writes.is_empty() {
-                        backend
-                            .commit(&service, &writes)
-                            .map_err(|error| InvokeError::Commit {
-                                service: service.clone(),
-                                error,
-                            })?;
+                        backend.commit(&service, &writes).map_err(|error| InvokeError::Commit {
+                            service: service.clone(),
+                            error,
+                        })?;
                     }
                     storage_writes = writes.len();
                 }
@@ -580,19 +560,11 @@ impl Runtime {
     fn registry(&self) -> Arc<Registry> {
         // Readers only clone the Arc; a poisoned lock still holds a whole
         // registry because writers replace it in one assignment.
-        self.shared
-            .registry
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.registry.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn publish(&self, next: Registry, events: Vec<RegistryEvent>) {
-        *self
-            .shared
-            .registry
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        *self.shared.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         let mut subscribers = lock(&self.shared.subscribers);
         for event in events {
             tracing::info!(?event, "services changed");
@@ -626,9 +598,7 @@ impl Runtime {
         let mut bytes = Vec::new();
         // Read one byte past the limit to detect an oversized file without
         // trusting its metadata (it may still be growing).
-        file.take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read_error)?;
+        file.take(limit + 1).read_to_end(&mut bytes).map_err(read_error)?;
         if bytes.len() as u64 > limit {
             return Err(LoadError::TooLarge {
                 len_bytes: bytes.len() as u64,
@@ -692,8 +662,7 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         // Links but lacks our exports: some other component or module.
-        let pre = ContractPre::new(instance_pre)
-            .map_err(|e| LoadError::NotAContract(format!("{e:#}")))?;
+        let pre = ContractPre::new(instance_pre).map_err(|e| LoadError::NotAContract(format!("{e:#}")))?;
 
         let mut store = self.new_store("(loading)", 0, None, Devices::new(), limits.fuel_for_info);
         let info = pre
@@ -730,11 +699,7 @@ impl Runtime {
         })
     }
 
-    fn install(
-        &self,
-        prepared: Prepared,
-        source: Option<PathBuf>,
-    ) -> Result<LoadReport, LoadError> {
+    fn install(&self, prepared: Prepared, source: Option<PathBuf>) -> Result<LoadReport, LoadError> {
         let Prepared {
             mut contract,
             from_cache,
@@ -757,9 +722,7 @@ impl Runtime {
                     .info
                     .source
                     .as_ref()
-                    .map_or("a contract loaded from bytes".into(), |p| {
-                        p.display().to_string()
-                    }),
+                    .map_or("a contract loaded from bytes".into(), |p| p.display().to_string()),
             });
         }
         // The file used to provide another service: withdraw it.
@@ -806,10 +769,8 @@ impl Runtime {
             &self.shared.engine,
             HostState {
                 limiter: Limiter {
-                    memory_bytes_max: usize::try_from(limits.memory_bytes_max)
-                        .unwrap_or(usize::MAX),
-                    table_elements_max: usize::try_from(limits.table_elements_max)
-                        .unwrap_or(usize::MAX),
+                    memory_bytes_max: usize::try_from(limits.memory_bytes_max).unwrap_or(usize::MAX),
+                    table_elements_max: usize::try_from(limits.table_elements_max).unwrap_or(usize::MAX),
                     memory_bytes: 0,
                     memory_bytes_peak: 0,
                     exceeded: None,
@@ -919,14 +880,10 @@ fn validate_info(info: &wit::ServiceInfo) -> Result<(), LoadError> {
         )));
     }
     if info.description.len() > 256 {
-        return Err(LoadError::InvalidInfo(
-            "description longer than 256 bytes".into(),
-        ));
+        return Err(LoadError::InvalidInfo("description longer than 256 bytes".into()));
     }
     if info.version.is_empty() || info.version.len() > 64 {
-        return Err(LoadError::InvalidInfo(
-            "version must be 1 to 64 bytes".into(),
-        ));
+        return Err(LoadError::InvalidInfo("version must be 1 to 64 bytes".into()));
     }
     Ok(())
 }
@@ -939,11 +896,7 @@ fn classify(
     fuel_limit: u64,
     instantiating: bool,
 ) -> FailureCause {
-    if let Some(cause) = state
-        .aborted
-        .clone()
-        .or_else(|| state.limiter.exceeded.clone())
-    {
+    if let Some(cause) = state.aborted.clone().or_else(|| state.limiter.exceeded.clone()) {
         return cause;
     }
     if let Some(HostAbort(cause)) = error.downcast_ref::<HostAbort>() {

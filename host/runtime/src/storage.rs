@@ -95,9 +95,10 @@ impl ContractStorage for MemoryStorage {
     }
 
     fn usage_bytes(&self, service: &str) -> Result<u64, StorageError> {
-        Ok(self.lock().get(service).map_or(0, |m| {
-            m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
-        }))
+        Ok(self
+            .lock()
+            .get(service)
+            .map_or(0, |m| m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()))
     }
 
     fn commit(&self, service: &str, writes: &[StorageWrite]) -> Result<(), StorageError> {
@@ -167,11 +168,7 @@ pub(crate) enum OverlayError {
 }
 
 impl Overlay {
-    pub fn new(
-        backend: std::sync::Arc<dyn ContractStorage>,
-        service: String,
-        limits: StorageLimits,
-    ) -> Self {
+    pub fn new(backend: std::sync::Arc<dyn ContractStorage>, service: String, limits: StorageLimits) -> Self {
         Overlay {
             backend,
             service,
@@ -339,9 +336,7 @@ mod tests {
         overlay.set("k1".into(), None).unwrap();
         assert!(matches!(
             overlay.set("k4".into(), None),
-            Err(OverlayError::Quota(StorageQuotaError::TooManyWrites {
-                max: 4
-            }))
+            Err(OverlayError::Quota(StorageQuotaError::TooManyWrites { max: 4 }))
         ));
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wallance_runtime::{
-    ContractStorage, Devices, EspressoMachine, FailureCause, InvokeError, Limits, LoadError,
-    MemoryStorage, Runtime, RuntimeConfig, StorageQuotaError,
+    ContractStorage, Devices, EspressoMachine, FailureCause, InvokeError, Limits, LoadError, MemoryStorage, Runtime,
+    RuntimeConfig, StorageQuotaError,
 };
 use wallance_tests::{BAD_INFO, ESPRESSO, HOSTILE, INFO_LOOP};
 
@@ -34,22 +34,11 @@ fn setup() -> (Runtime, Arc<MemoryStorage>, Devices) {
 
 /// Runs an attack, expects it stopped, and checks that the host still serves
 /// both the hostile contract (behaving) and another contract afterwards.
-fn attack(
-    attack: &str,
-) -> (
-    FailureCause,
-    Arc<MemoryStorage>,
-    Vec<wallance_runtime::LogEntry>,
-) {
+fn attack(attack: &str) -> (FailureCause, Arc<MemoryStorage>, Vec<wallance_runtime::LogEntry>) {
     let (runtime, storage, devices) = setup();
     let backend: Arc<dyn ContractStorage> = storage.clone();
     let error = runtime
-        .invoke(
-            "hostile",
-            &purchase(6, 1, 1, &[("attack", attack)]),
-            &backend,
-            &devices,
-        )
+        .invoke("hostile", &purchase(6, 1, 1, &[("attack", attack)]), &backend, &devices)
         .expect_err("the attack must be stopped");
     let InvokeError::Failed {
         service,
@@ -63,21 +52,9 @@ fn attack(
     assert_eq!(service, "hostile");
     assert!(fuel_used <= limits().fuel_per_call);
     // The host goes on: same runtime, same contract, and another contract.
-    let calm = served(
-        &runtime,
-        "hostile",
-        &purchase(6, 1, 2, &[]),
-        &backend,
-        &devices,
-    );
+    let calm = served(&runtime, "hostile", &purchase(6, 1, 2, &[]), &backend, &devices);
     assert_eq!(calm.result.unwrap().message, "behaving");
-    served(
-        &runtime,
-        "espresso",
-        &purchase(7, 2, 3, &[]),
-        &backend,
-        &devices,
-    );
+    served(&runtime, "espresso", &purchase(7, 2, 3, &[]), &backend, &devices);
     (cause, storage, logs)
 }
 
@@ -87,19 +64,10 @@ fn endless_loop_runs_out_of_fuel() {
     let backend: Arc<dyn ContractStorage> = storage;
     let started = Instant::now();
     let error = runtime
-        .invoke(
-            "hostile",
-            &purchase(6, 1, 1, &[("attack", "loop")]),
-            &backend,
-            &devices,
-        )
+        .invoke("hostile", &purchase(6, 1, 1, &[("attack", "loop")]), &backend, &devices)
         .unwrap_err();
     // Fuel, not the 5 s wall-clock backstop, stopped it.
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     let (cause, _, _) = attack("loop");
     assert_eq!(error.cause(), Some(&cause));
     assert_eq!(cause, FailureCause::OutOfFuel { limit: 50_000_000 });
@@ -127,10 +95,7 @@ fn wall_clock_backstop_stops_a_loop_when_fuel_is_plentiful() {
         )
         .unwrap_err();
     let elapsed = started.elapsed();
-    assert_eq!(
-        error.cause(),
-        Some(&FailureCause::WallClock { limit_ms: 200 })
-    );
+    assert_eq!(error.cause(), Some(&FailureCause::WallClock { limit_ms: 200 }));
     assert!(
         elapsed >= Duration::from_millis(190) && elapsed < Duration::from_secs(3),
         "{elapsed:?}"
@@ -172,22 +137,14 @@ fn panic_message_reaches_the_host() {
     let FailureCause::Panic(message) = &cause else {
         panic!("expected a panic, got {cause}");
     };
-    assert!(
-        message.contains("the hostile contract panics on purpose"),
-        "{message}"
-    );
+    assert!(message.contains("the hostile contract panics on purpose"), "{message}");
     assert!(logs.iter().any(|l| l.message.starts_with("panic: ")));
 }
 
 #[test]
 fn log_flood_is_stopped() {
     let (cause, _, logs) = attack("log-flood");
-    assert_eq!(
-        cause,
-        FailureCause::LogLimit {
-            limit_bytes: 16 << 10
-        }
-    );
+    assert_eq!(cause, FailureCause::LogLimit { limit_bytes: 16 << 10 });
     // What was logged before the limit is kept, and bounded.
     let logged: usize = logs.iter().map(|l| l.message.len()).sum();
     assert!(logged > 0 && logged <= 16 << 10);
@@ -251,25 +208,14 @@ fn attacks_in_parallel_do_not_disturb_honest_calls() {
             scope.spawn(move || {
                 for _ in 0..3 {
                     let error = runtime
-                        .invoke(
-                            "hostile",
-                            &purchase(1, 1, 1, &[("attack", attack)]),
-                            backend,
-                            devices,
-                        )
+                        .invoke("hostile", &purchase(1, 1, 1, &[("attack", attack)]), backend, devices)
                         .unwrap_err();
                     assert!(error.cause().is_some(), "{error}");
                 }
             });
         }
         for i in 0..20 {
-            served(
-                &runtime,
-                "espresso",
-                &purchase(2, 2, i, &[]),
-                &backend,
-                &devices,
-            );
+            served(&runtime, "espresso", &purchase(2, 2, i, &[]), &backend, &devices);
         }
     });
     assert_eq!(storage.dump("espresso").len(), 2);
@@ -295,9 +241,7 @@ fn bad_files_are_rejected_with_clear_errors() {
     assert!(matches!(error, LoadError::NotWasm), "{error}");
 
     // A valid core module that is not a contract (no WIT type information).
-    let error = runtime
-        .load_file(write("empty.wasm", b"\0asm\x01\0\0\0"))
-        .unwrap_err();
+    let error = runtime.load_file(write("empty.wasm", b"\0asm\x01\0\0\0")).unwrap_err();
     assert!(matches!(error, LoadError::NotAContract(_)), "{error}");
 
     let error = runtime
@@ -307,9 +251,7 @@ fn bad_files_are_rejected_with_clear_errors() {
 
     let mut truncated = std::fs::read(ESPRESSO).unwrap();
     truncated.truncate(truncated.len() / 2);
-    let error = runtime
-        .load_file(write("half.wasm", &truncated))
-        .unwrap_err();
+    let error = runtime.load_file(write("half.wasm", &truncated)).unwrap_err();
     assert!(
         matches!(error, LoadError::Compile(_) | LoadError::NotAContract(_)),
         "{error}"
@@ -324,19 +266,11 @@ fn bad_files_are_rejected_with_clear_errors() {
     });
     let error = small.load_file(ESPRESSO).unwrap_err();
     assert!(
-        matches!(
-            error,
-            LoadError::TooLarge {
-                limit_bytes: 1_000,
-                ..
-            }
-        ),
+        matches!(error, LoadError::TooLarge { limit_bytes: 1_000, .. }),
         "{error}"
     );
 
-    let error = runtime
-        .load_file(dir.path().join("missing.wasm"))
-        .unwrap_err();
+    let error = runtime.load_file(dir.path().join("missing.wasm")).unwrap_err();
     assert!(matches!(error, LoadError::Read { .. }), "{error}");
 
     assert!(runtime.services().is_empty());
@@ -357,12 +291,7 @@ fn oversized_parameters_are_rejected_before_running() {
     let backend: Arc<dyn ContractStorage> = storage;
     let big = "p".repeat(10_000);
     let error = runtime
-        .invoke(
-            "hostile",
-            &purchase(1, 1, 1, &[("x", &big)]),
-            &backend,
-            &devices,
-        )
+        .invoke("hostile", &purchase(1, 1, 1, &[("x", &big)]), &backend, &devices)
         .unwrap_err();
     assert!(matches!(error, InvokeError::InvalidPurchase(_)), "{error}");
 }
@@ -373,10 +302,7 @@ fn a_contract_looping_in_info_is_refused_at_load() {
     let started = Instant::now();
     let error = runtime.load_file(INFO_LOOP).unwrap_err();
     assert!(
-        matches!(
-            error,
-            LoadError::Info(FailureCause::OutOfFuel { limit: 10_000_000 })
-        ),
+        matches!(error, LoadError::Info(FailureCause::OutOfFuel { limit: 10_000_000 })),
         "{error}"
     );
     assert!(error.to_string().contains("ran out of fuel"));

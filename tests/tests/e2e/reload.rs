@@ -17,10 +17,7 @@ fn next_change(events: &Receiver<RegistryEvent>) -> RegistryEvent {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match events
-            .recv_timeout(left)
-            .expect("no registry event in time")
-        {
+        match events.recv_timeout(left).expect("no registry event in time") {
             RegistryEvent::LoadFailed { .. } => continue,
             event => return event,
         }
@@ -28,10 +25,7 @@ fn next_change(events: &Receiver<RegistryEvent>) -> RegistryEvent {
 }
 
 fn next_failure(events: &Receiver<RegistryEvent>) -> String {
-    match events
-        .recv_timeout(PATIENCE)
-        .expect("no registry event in time")
-    {
+    match events.recv_timeout(PATIENCE).expect("no registry event in time") {
         RegistryEvent::LoadFailed { error, .. } => error,
         other => panic!("expected a rejected file, got {other:?}"),
     }
@@ -74,10 +68,7 @@ fn files_added_replaced_and_removed_are_picked_up_without_restart() {
         (info.name.as_str(), info.price, info.version.as_str()),
         ("echo", 1, "1")
     );
-    assert_eq!(
-        info.source.as_deref(),
-        Some(dir_path.join("echo.wasm").as_path())
-    );
+    assert_eq!(info.source.as_deref(), Some(dir_path.join("echo.wasm").as_path()));
     assert_eq!(say(&runtime, "hi"), "v1: hi");
 
     // Our own reads of the file must not trigger reloads.
@@ -88,10 +79,7 @@ fn files_added_replaced_and_removed_are_picked_up_without_restart() {
     let RegistryEvent::Replaced { previous, current } = next_change(&events) else {
         panic!("expected Replaced")
     };
-    assert_eq!(
-        (previous.version.as_str(), current.version.as_str()),
-        ("1", "2")
-    );
+    assert_eq!((previous.version.as_str(), current.version.as_str()), ("1", "2"));
     assert_eq!(current.price, 2);
     assert_ne!(previous.contract_hash, current.contract_hash);
     assert_eq!(say(&runtime, "hi"), "v2: hi");
@@ -185,10 +173,7 @@ fn calls_in_flight_finish_on_the_version_they_started_with() {
     // Let the call start, then replace the contract under it.
     std::thread::sleep(Duration::from_millis(50));
     drop_in(ECHO_V2, &dir_path, "echo.wasm");
-    assert!(matches!(
-        next_change(&events),
-        RegistryEvent::Replaced { .. }
-    ));
+    assert!(matches!(next_change(&events), RegistryEvent::Replaced { .. }));
     assert_eq!(say(&runtime, "new"), "v2: new");
     let (outcome, elapsed) = long_call.join().unwrap();
     let outcome = outcome.expect("the long call finishes");
@@ -257,20 +242,13 @@ fn precompiled_artifacts_in_the_drop_folder_are_refused() {
         ..RuntimeConfig::default()
     });
     runtime.load_file(ESPRESSO).unwrap();
-    let artifact = std::fs::read_dir(cache.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let artifact = std::fs::read_dir(cache.path()).unwrap().next().unwrap().unwrap().path();
     let drop_dir = tempfile::tempdir().unwrap();
     let dropped = drop_dir.path().join("sneaky.wasm");
     std::fs::copy(artifact, &dropped).unwrap();
     let error = runtime.load_file(&dropped).unwrap_err();
     assert!(
-        error
-            .to_string()
-            .contains("precompiled native code is never loaded"),
+        error.to_string().contains("precompiled native code is never loaded"),
         "{error}"
     );
 }
@@ -293,9 +271,6 @@ fn two_files_announcing_one_service_name_are_refused() {
         panic!("expected b.wasm to be refused")
     };
     assert_eq!(path, dir_path.join("b.wasm"));
-    assert!(
-        error.contains("service \"echo\" is already provided by"),
-        "{error}"
-    );
+    assert!(error.contains("service \"echo\" is already provided by"), "{error}");
     assert_eq!(say(&runtime, "x"), "v1: x");
 }

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wallance_runtime::{
-    Device, DeviceGrants, Devices, EspressoMachine, LogLevel, Radio, RadioKind,
-};
+use wallance_runtime::{Device, DeviceGrants, Devices, EspressoMachine, LogLevel, Radio, RadioKind};
 use wallance_tests::{COMPUTE_RENTAL, ESPRESSO, RADIO_RENTAL};
 
 use crate::support::{purchase, refused, runtime, served, storage};
@@ -23,10 +21,7 @@ fn all_three_services_load_and_announce_themselves() {
         assert_eq!(report.info.price, price);
         assert_eq!(report.info.version, "0.1.0");
         let bytes = std::fs::read(path).unwrap();
-        assert_eq!(
-            report.info.contract_hash,
-            <[u8; 32]>::from(Sha256::digest(&bytes))
-        );
+        assert_eq!(report.info.contract_hash, <[u8; 32]>::from(Sha256::digest(&bytes)));
     }
     let names: Vec<String> = runtime.services().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["compute", "espresso", "radio-rental"]);
@@ -63,35 +58,17 @@ fn espresso_brews_counts_cups_and_refuses_without_water_or_beans() {
             .any(|l| l.level == LogLevel::Info && l.message.contains("lungo"))
     );
 
-    let espresso = served(
-        &runtime,
-        "espresso",
-        &purchase(1, 2, 2_000, &[]),
-        &storage,
-        &devices,
-    );
+    let espresso = served(&runtime, "espresso", &purchase(1, 2, 2_000, &[]), &storage, &devices);
     let output = espresso.result.unwrap();
     assert_eq!(output.get("cup-number"), Some("2"));
     assert_eq!(output.get("cups-for-buyer"), Some("2"));
     assert_eq!(machine.state().water_ml, 0);
 
     // No water left: refused, nothing counted.
-    let reason = refused(
-        &runtime,
-        "espresso",
-        &purchase(2, 2, 3_000, &[]),
-        &storage,
-        &devices,
-    );
+    let reason = refused(&runtime, "espresso", &purchase(2, 2, 3_000, &[]), &storage, &devices);
     assert_eq!(reason, "the machine has no water");
     machine.refill(500, 0);
-    let reason = refused(
-        &runtime,
-        "espresso",
-        &purchase(2, 2, 4_000, &[]),
-        &storage,
-        &devices,
-    );
+    let reason = refused(&runtime, "espresso", &purchase(2, 2, 4_000, &[]), &storage, &devices);
     assert_eq!(reason, "the machine has no beans");
     machine.refill(0, 100);
     let cup = served(
@@ -117,16 +94,7 @@ fn espresso_brews_counts_cups_and_refuses_without_water_or_beans() {
         )
         .contains("unknown size")
     );
-    assert!(
-        refused(
-            &runtime,
-            "espresso",
-            &purchase(2, 1, 6_000, &[]),
-            &storage,
-            &devices
-        )
-        .contains("costs 2")
-    );
+    assert!(refused(&runtime, "espresso", &purchase(2, 1, 6_000, &[]), &storage, &devices).contains("costs 2"));
     assert!(
         refused(
             &runtime,
@@ -207,10 +175,7 @@ fn radio_rental_leases_refuses_overlaps_and_reports_holders() {
         &devices,
     );
     let output = status.result.unwrap();
-    assert_eq!(
-        output.get("radio/lora0"),
-        Some(format!("{alice_hex}@1501000").as_str())
-    );
+    assert_eq!(output.get("radio/lora0"), Some(format!("{alice_hex}@1501000").as_str()));
     assert_eq!(
         output.get("radio/ble0"),
         Some(format!("{}@1202000", hex::encode([bob; 32])).as_str())
@@ -252,11 +217,7 @@ fn compute_rental_computes_within_the_budget_bought() {
             3,
             2,
             1,
-            &[
-                ("task", "sha256-chain"),
-                ("input", "wallance"),
-                ("rounds", "20000"),
-            ],
+            &[("task", "sha256-chain"), ("input", "wallance"), ("rounds", "20000")],
         ),
         &storage,
         &devices,
@@ -282,12 +243,7 @@ fn compute_rental_computes_within_the_budget_bought() {
     let short = served(
         &runtime,
         "compute",
-        &purchase(
-            3,
-            1,
-            3,
-            &[("task", "sha256-chain"), ("input", "x"), ("rounds", "100")],
-        ),
+        &purchase(3, 1, 3, &[("task", "sha256-chain"), ("input", "x"), ("rounds", "100")]),
         &storage,
         &devices,
     );
@@ -300,10 +256,7 @@ fn compute_rental_computes_within_the_budget_bought() {
         &storage,
         &devices,
     );
-    assert!(
-        reason.contains("exceed the 10000 bought by price 1"),
-        "{reason}"
-    );
+    assert!(reason.contains("exceed the 10000 bought by price 1"), "{reason}");
     assert!(
         refused(
             &runtime,
@@ -326,12 +279,7 @@ fn fuel_is_deterministic_across_runtimes() {
         served(
             &runtime,
             "compute",
-            &purchase(
-                3,
-                1,
-                1,
-                &[("task", "sha256-chain"), ("input", "a"), ("rounds", "500")],
-            ),
+            &purchase(3, 1, 1, &[("task", "sha256-chain"), ("input", "a"), ("rounds", "500")]),
             &storage(),
             &Devices::new(),
         )
@@ -369,9 +317,7 @@ fn devices_are_granted_by_the_operator_config() {
 #[test]
 fn the_contract_template_builds_and_serves() {
     let runtime = runtime();
-    let report = runtime
-        .load_file(wallance_tests::CONTRACT_TEMPLATE)
-        .unwrap();
+    let report = runtime.load_file(wallance_tests::CONTRACT_TEMPLATE).unwrap();
     assert_eq!(report.info.name, "guest-book");
     let storage = storage();
     let devices = Devices::new();
@@ -394,13 +340,6 @@ fn the_contract_template_builds_and_serves() {
     assert_eq!(output.get("entry/0000000002"), Some("02020202: second"));
     assert_eq!(output.get("entry/0000000001"), Some("01010101: first"));
     assert!(
-        refused(
-            &runtime,
-            "guest-book",
-            &purchase(3, 1, 30, &[]),
-            &storage,
-            &devices
-        )
-        .contains("missing parameter")
+        refused(&runtime, "guest-book", &purchase(3, 1, 30, &[]), &storage, &devices).contains("missing parameter")
     );
 }

@@ -2,9 +2,7 @@
 
 use std::sync::Arc;
 
-use wallance_runtime::{
-    ContractStorage, Devices, MemoryStorage, Outcome, Purchase, Runtime, RuntimeConfig,
-};
+use wallance_runtime::{ContractStorage, Devices, MemoryStorage, Outcome, Purchase, Runtime, RuntimeConfig};
 
 pub fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).expect("runtime")
@@ -24,10 +22,7 @@ pub fn purchase(buyer: u8, price: u64, time_ms: u64, params: &[(&str, &str)]) ->
         price,
         consensus_time_ms: time_ms,
         certificate: [buyer ^ 0xff; 32],
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     }
 }
 
@@ -42,11 +37,7 @@ pub fn served(
     let outcome = runtime
         .invoke(service, purchase, storage, devices)
         .unwrap_or_else(|e| panic!("{service} failed: {e}"));
-    assert!(
-        outcome.result.is_ok(),
-        "{service} refused: {:?}",
-        outcome.result
-    );
+    assert!(outcome.result.is_ok(), "{service} refused: {:?}", outcome.result);
     outcome
 }
 
