@@ -8,7 +8,10 @@ use std::process::Command;
 /// (workspace folder relative to the repository root, its crates).
 const GUEST_WORKSPACES: &[(&str, &[&str])] = &[
     ("contracts", &["espresso", "radio-rental", "compute-rental"]),
-    ("tests/guests", &["hostile", "echo-v1", "echo-v2", "bad-info"]),
+    (
+        "tests/guests",
+        &["hostile", "echo-v1", "echo-v2", "bad-info", "info-loop"],
+    ),
     ("examples/contract-template", &["contract-template"]),
 ];
 
@@ -42,6 +45,7 @@ fn main() {
             rerun_if_changed(&workspace_dir.join(name).join("Cargo.toml"));
         }
         rerun_if_changed(&workspace_dir.join("Cargo.toml"));
+        rerun_if_changed(&workspace_dir.join(".cargo/config.toml"));
     }
     rerun_if_changed(&repo.join("tests/guests/echo.rs"));
     rerun_if_changed(&repo.join("sdk/src"));

@@ -50,9 +50,7 @@ impl Contract for ComputeRental {
                     .with("work", below)
             }
             Some(other) => {
-                return Err(format!(
-                    "unknown task {other:?}: use sha256-chain or prime-count"
-                ));
+                return Err(format!("unknown task {other:?}: use sha256-chain or prime-count"));
             }
             None => return Err("missing parameter \"task\"".into()),
         };

@@ -29,8 +29,7 @@ impl Contract for Espresso {
             return Err(format!("a cup costs {PRICE}, {} was paid", purchase.price));
         }
         let (size_name, size_ml) = chosen_size(&purchase)?;
-        let machine = devices::find("espresso-machine")
-            .ok_or("no espresso machine is granted to this service")?;
+        let machine = devices::find("espresso-machine").ok_or("no espresso machine is granted to this service")?;
 
         // Ask first so the buyer learns why nothing was brewed; the machine
         // checks again when brewing.
@@ -82,9 +81,7 @@ fn chosen_size(purchase: &Purchase) -> Result<(&'static str, u32), String> {
         "ristretto" => Ok(("ristretto", 20)),
         "espresso" => Ok(("espresso", 40)),
         "lungo" => Ok(("lungo", 110)),
-        other => Err(format!(
-            "unknown size {other:?}: choose ristretto, espresso or lungo"
-        )),
+        other => Err(format!("unknown size {other:?}: choose ristretto, espresso or lungo")),
     }
 }
 

@@ -39,10 +39,7 @@ impl Contract for RadioRental {
 
     fn purchase(purchase: Purchase) -> Result<Outcome, String> {
         if purchase.price < PRICE {
-            return Err(format!(
-                "the minimum price is {PRICE}, {} was paid",
-                purchase.price
-            ));
+            return Err(format!("the minimum price is {PRICE}, {} was paid", purchase.price));
         }
         let radios: Vec<devices::DeviceInfo> = devices::list()
             .into_iter()
@@ -65,10 +62,8 @@ fn lease(purchase: &Purchase, radios: &[devices::DeviceInfo], now: u64) -> Resul
         .param("radio")
         .ok_or("missing parameter \"radio\" (a name like lora0 or a kind: lora, ble, zigbee)")?;
     let buyer = purchase.buyer_hex();
-    let candidates: Vec<&devices::DeviceInfo> = radios
-        .iter()
-        .filter(|r| r.name == wanted || r.kind == wanted)
-        .collect();
+    let candidates: Vec<&devices::DeviceInfo> =
+        radios.iter().filter(|r| r.name == wanted || r.kind == wanted).collect();
     if candidates.is_empty() {
         return Err(format!("no radio named or of kind {wanted:?} here"));
     }
@@ -76,23 +71,13 @@ fn lease(purchase: &Purchase, radios: &[devices::DeviceInfo], now: u64) -> Resul
     let chosen = candidates
         .iter()
         .find(|r| current_lease(&r.name, now).is_some_and(|l| l.holder == buyer))
-        .or_else(|| {
-            candidates
-                .iter()
-                .find(|r| current_lease(&r.name, now).is_none())
-        });
+        .or_else(|| candidates.iter().find(|r| current_lease(&r.name, now).is_none()));
     let Some(radio) = chosen else {
         let busy: Vec<String> = candidates
             .iter()
             .filter_map(|r| {
-                current_lease(&r.name, now).map(|l| {
-                    format!(
-                        "{} held by {} until {}",
-                        r.name,
-                        short(&l.holder),
-                        l.until_ms
-                    )
-                })
+                current_lease(&r.name, now)
+                    .map(|l| format!("{} held by {} until {}", r.name, short(&l.holder), l.until_ms))
             })
             .collect();
         return Err(format!("no free radio: {}", busy.join("; ")));
@@ -107,20 +92,9 @@ fn lease(purchase: &Purchase, radios: &[devices::DeviceInfo], now: u64) -> Resul
         .ok_or("price too large")?;
     let until_ms = start.checked_add(duration_ms).ok_or("lease too long")?;
     let until_text = until_ms.to_string();
-    devices::call(
-        &radio.name,
-        "assign",
-        &[("holder", &buyer), ("until-ms", &until_text)],
-    )?;
-    storage::set_string(
-        &format!("lease/{}", radio.name),
-        &format!("{buyer}@{until_ms}"),
-    );
-    log::info(&format!(
-        "{} leased to {} until {until_ms}",
-        radio.name,
-        short(&buyer)
-    ));
+    devices::call(&radio.name, "assign", &[("holder", &buyer), ("until-ms", &until_text)])?;
+    storage::set_string(&format!("lease/{}", radio.name), &format!("{buyer}@{until_ms}"));
+    log::info(&format!("{} leased to {} until {until_ms}", radio.name, short(&buyer)));
     let outcome = Outcome::new(format!("{} is yours until {until_ms}", radio.name))
         .with("radio", &radio.name)
         .with("kind", &radio.kind)

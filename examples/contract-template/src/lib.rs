@@ -27,9 +27,7 @@ impl Contract for GuestBook {
     fn purchase(purchase: Purchase) -> Result<Outcome, String> {
         // Refusals are plain `Err(reason)`: the buyer sees the reason and
         // nothing this call wrote to storage is kept.
-        let message = purchase
-            .param("message")
-            .ok_or("missing parameter \"message\"")?;
+        let message = purchase.param("message").ok_or("missing parameter \"message\"")?;
         if message.len() > MESSAGE_MAX {
             return Err(format!("messages are limited to {MESSAGE_MAX} bytes"));
         }
