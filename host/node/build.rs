@@ -16,6 +16,7 @@ fn main() {
         "contracts/espresso/src",
         "contracts/espresso/Cargo.toml",
         "contracts/Cargo.toml",
+        "contracts/.cargo/config.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "wit",

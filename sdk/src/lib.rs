@@ -189,9 +189,29 @@ macro_rules! export_contract {
     };
 }
 
+/// Integer units in one DCoin: money is never a float (0.2 has no exact
+/// binary form, and nodes adding in a different order would disagree).
+pub const UNITS_PER_COIN: u64 = 1_000_000;
+
+/// `n` DCoin in units, for prices: `ServiceInfo::new("espresso", coins(2), ..)`.
+pub const fn coins(n: u64) -> u64 {
+    n * UNITS_PER_COIN
+}
+
+/// Units as DCoin for messages: `2`, `0.5`, `1.000001`.
+pub fn format_coins(units: u64) -> String {
+    let whole = units / UNITS_PER_COIN;
+    let frac = units % UNITS_PER_COIN;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
 impl ServiceInfo {
     /// `name` is how buyers address the service (lowercase letters, digits
-    /// and '-'); `price` is in integer DCoin units.
+    /// and '-'); `price` is in integer DCoin units (see [`coins`]).
     pub fn new(
         name: impl Into<String>,
         price: u64,

@@ -27,6 +27,10 @@ pub struct Args {
     /// Seconds of concurrent purchases for the throughput figure (8 nodes).
     #[arg(long, default_value_t = 10)]
     throughput_secs: u64,
+    /// Put the nodes' data folders here (e.g. /dev/shm, to see the latency
+    /// without this machine's ~4 ms fsync); a temporary folder by default.
+    #[arg(long)]
+    data_in: Option<std::path::PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -48,6 +52,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.json {
         forwarded.push("--json".into());
     }
+    if let Some(d) = &args.data_in {
+        forwarded.extend(["--data-in".into(), d.display().to_string()]);
+    }
     let refs: Vec<&str> = forwarded.iter().map(String::as_str).collect();
     match isolate(Loopback::Multicast, &refs).context("cannot create a private network namespace (needs unshare)")? {
         Isolation::Ran(status) if status.success() => return Ok(()),
@@ -61,7 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.json {
         println!("{:<58} {:>10} {:<5} {:<30} target", "measure", "value", "", "anchor");
         for r in &rows {
-            println!("{:<58} {:>10.2} {:<5} {:<30} {}", r.name, r.value, r.unit, r.anchor, r.target);
+            println!(
+                "{:<58} {:>10.2} {:<5} {:<30} {}",
+                r.name, r.value, r.unit, r.anchor, r.target
+            );
         }
         println!();
     }
@@ -84,8 +94,11 @@ impl Drop for Cluster {
     }
 }
 
-fn start(n: usize) -> anyhow::Result<Cluster> {
-    let dir = tempfile::tempdir()?;
+fn start(n: usize, data_in: Option<&Path>) -> anyhow::Result<Cluster> {
+    let dir = match data_in {
+        Some(base) => tempfile::tempdir_in(base)?,
+        None => tempfile::tempdir()?,
+    };
     // Funds from the start, sensors off: only purchases on the wire.
     let params = Params {
         initial_units: 1_000_000 * UNITS_PER_COIN,
@@ -128,7 +141,9 @@ fn start(n: usize) -> anyhow::Result<Cluster> {
                 .arg(path)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(path.parent().unwrap_or(Path::new(".")).join("node.log"))?)
+                .stderr(std::fs::File::create(
+                    path.parent().unwrap_or(Path::new(".")).join("node.log"),
+                )?)
                 .spawn()?,
         );
         cluster.conns.push(Conn {
@@ -141,7 +156,8 @@ fn start(n: usize) -> anyhow::Result<Cluster> {
     loop {
         let ready = cluster.conns.iter().all(|c| {
             client::get(c, "/api/status").is_ok_and(|s| {
-                s["services"].as_u64().unwrap_or(0) >= 1 && s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 >= n as u64
+                s["services"].as_u64().unwrap_or(0) >= 1
+                    && s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 >= n as u64
             })
         });
         if ready {
@@ -157,7 +173,11 @@ fn start(n: usize) -> anyhow::Result<Cluster> {
 }
 
 fn buy(c: &Conn) -> anyhow::Result<String> {
-    let (status, v) = client::post(c, "/api/buy", &serde_json::json!({"service": "espresso", "price": 2 * UNITS_PER_COIN}))?;
+    let (status, v) = client::post(
+        c,
+        "/api/buy",
+        &serde_json::json!({"service": "espresso", "price": 2 * UNITS_PER_COIN}),
+    )?;
     if status != 202 {
         bail!("buy refused ({status}): {v}");
     }
@@ -183,12 +203,16 @@ fn pct(v: &mut [f64], q: f64) -> f64 {
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
 fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let cluster = start(n)?;
+    let cluster = start(n, args.data_in.as_deref())?;
     let mut all = Vec::new();
     let mut requester = Vec::new();
     for k in 0..args.purchases {
@@ -219,15 +243,41 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         48 => "≤ 50 ms",
         _ => "",
     };
-    rows.push(Row { name: format!("consensus p50, request to every node committed, {n} nodes"), value: a50, unit: "ms", anchor: paper, target: target50 });
-    rows.push(Row { name: format!("consensus p99, request to every node committed, {n} nodes"), value: a99, unit: "ms", anchor: "", target: if n == 8 { "≤ 20 ms" } else { "" } });
-    rows.push(Row { name: format!("consensus p50 at the requester, {n} nodes"), value: r50, unit: "ms", anchor: "", target: "" });
+    rows.push(Row {
+        name: format!("consensus p50, request to every node committed, {n} nodes"),
+        value: a50,
+        unit: "ms",
+        anchor: paper,
+        target: target50,
+    });
+    rows.push(Row {
+        name: format!("consensus p99, request to every node committed, {n} nodes"),
+        value: a99,
+        unit: "ms",
+        anchor: "",
+        target: if n == 8 { "≤ 20 ms" } else { "" },
+    });
+    rows.push(Row {
+        name: format!("consensus p50 at the requester, {n} nodes"),
+        value: r50,
+        unit: "ms",
+        anchor: "",
+        target: "",
+    });
     let rss: Vec<u64> = cluster.children.iter().map(|c| rss_kb(c.id())).collect();
     let mut rss_mb: Vec<f64> = rss.iter().map(|k| *k as f64 / 1024.0).collect();
-    rows.push(Row { name: format!("resident memory per node (median), {n} nodes"), value: pct(&mut rss_mb, 0.5), unit: "MB", anchor: "", target: "≤ 30 MB" });
+    rows.push(Row {
+        name: format!("resident memory per node (median), {n} nodes"),
+        value: pct(&mut rss_mb, 0.5),
+        unit: "MB",
+        anchor: "",
+        target: "≤ 30 MB",
+    });
     if n == 8 && args.throughput_secs > 0 {
         // Every member buys as fast as its one-request-per-State rule lets it.
-        let before = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"].as_u64().unwrap_or(0);
+        let before = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"]
+            .as_u64()
+            .unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(args.throughput_secs);
         std::thread::scope(|s| {
             for c in &cluster.conns {
@@ -242,9 +292,17 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             }
         });
         std::thread::sleep(Duration::from_secs(2));
-        let after = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"].as_u64().unwrap_or(0);
+        let after = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"]
+            .as_u64()
+            .unwrap_or(0);
         let rate = (after - before) as f64 / args.throughput_secs as f64;
-        rows.push(Row { name: "committed purchases per second, 8 nodes, all buying".into(), value: rate, unit: "/s", anchor: "", target: "≥ 500/s" });
+        rows.push(Row {
+            name: "committed purchases per second, 8 nodes, all buying".into(),
+            value: rate,
+            unit: "/s",
+            anchor: "",
+            target: "≥ 500/s",
+        });
     }
     let _: Option<Value> = None;
     Ok(())

@@ -450,10 +450,15 @@ impl Node {
             let kv = std::mem::take(&mut self.kv_pending);
             let mut store = self.store.write().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
             // A store that cannot commit must stop the node: sending what is
-            // not durable could make it vote twice after a restart.
-            store
-                .commit_with_kv(&batch, &kv)
-                .with_context(|| format!("store commit failed ({})", store.path().display()))?;
+            // not durable could make it vote twice after a restart. Steps
+            // that decide nothing (votes heard, share tallies) skip the fsync.
+            let durable = !kv.is_empty() || batch.iter().any(|c| c.needs_durability());
+            let result = if durable {
+                store.commit_with_kv(&batch, &kv)
+            } else {
+                store.commit_lazy(&batch)
+            };
+            result.with_context(|| format!("store commit failed ({})", store.path().display()))?;
         }
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
