@@ -169,30 +169,30 @@ struct BuyBody {
     params: BTreeMap<String, String>,
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(token) = &api.token else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "this node has no api_token configured: state-changing calls are disabled",
-        ));
+        )));
     };
     let given = headers
         .get("authorization")
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
     match given {
-        None => Err(error(
+        None => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "missing token: send Authorization: Bearer <api_token>",
-        )),
-        Some(t) if t.as_bytes() != token.as_bytes() => Err(error(StatusCode::UNAUTHORIZED, "wrong token")),
+        ))),
+        Some(t) if t.as_bytes() != token.as_bytes() => Err(Box::new(error(StatusCode::UNAUTHORIZED, "wrong token"))),
         Some(_) => Ok(()),
     }
 }
 
 async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBody>, JsonRejection>) -> Response {
     if let Err(r) = authorized(&api, &headers) {
-        return r;
+        return *r;
     }
     let body = match body {
         Ok(Json(b)) => b,

@@ -36,6 +36,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a purchase's request id (or refusal) goes once it is durable.
+pub type BuyReply = tokio::sync::oneshot::Sender<Result<Hash, String>>;
+
 /// What the loop is woken by.
 #[derive(Debug)]
 pub enum Cmd {
@@ -46,7 +49,7 @@ pub enum Cmd {
         provider: Option<MemberId>,
         price: u64,
         params: Vec<(String, String)>,
-        reply: tokio::sync::oneshot::Sender<Result<Hash, String>>,
+        reply: BuyReply,
     },
     ContractDone(Box<RunResult>),
 }
@@ -154,7 +157,7 @@ struct Node {
     contracts: Vec<ContractState>,
     kv_pending: Vec<KvWrite>,
     acks: Vec<SyncSender<()>>,
-    replies: Vec<(tokio::sync::oneshot::Sender<Result<Hash, String>>, Result<Hash, String>)>,
+    replies: Vec<(BuyReply, Result<Hash, String>)>,
     started: Instant,
     last_view: Instant,
     dirty: bool,

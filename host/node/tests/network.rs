@@ -151,9 +151,9 @@ fn nodes_on_separate_hosts_reach_consensus_and_heal_a_partition() {
     }
     let cleanup = Cleanup(ns.clone());
     let mut net = Net::init_with(4, 20.0, false);
-    for i in 0..4 {
+    for (i, host) in ns.iter().enumerate() {
         // The API stays on each host's own loopback: talk to it from inside.
-        net.start_with(i, &["ip", "netns", "exec", &ns[i]]);
+        net.start_with(i, &["ip", "netns", "exec", host]);
     }
     let in_ns = |i: usize, path: &str| -> Option<serde_json::Value> {
         let out = Command::new("ip")

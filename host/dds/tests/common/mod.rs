@@ -85,11 +85,13 @@ pub fn one_of_each(me: &Keypair) -> Vec<Message> {
                     idx: 0,
                     version: 1,
                     settled: 2,
+                    shares: 3,
                 },
                 Head {
                     idx: 7,
                     version: u64::MAX,
                     settled: 0,
+                    shares: u64::MAX,
                 },
             ],
         )),
