@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -15,13 +16,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use wallance_core::MemberId;
 
 use crate::daemon::Cmd;
+use crate::metrics::Metrics;
 use crate::view::SharedView;
 
 #[derive(Clone)]
@@ -29,6 +31,8 @@ struct Api {
     view: SharedView,
     tx: Sender<Cmd>,
     token: Option<String>,
+    metrics: Arc<Metrics>,
+    contracts_dir: Option<PathBuf>,
 }
 
 /// Starts the API on its own thread with a small tokio runtime.
@@ -37,12 +41,18 @@ pub fn spawn(
     token: Option<String>,
     view: SharedView,
     tx: Sender<Cmd>,
-    _contracts_dir: Option<PathBuf>,
+    contracts_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen for the API on {listen}"))?;
     listener.set_nonblocking(true)?;
-    let api = Api { view, tx, token };
+    let api = Api {
+        view,
+        tx,
+        token: token.filter(|t| !t.is_empty()),
+        metrics: Arc::new(Metrics::default()),
+        contracts_dir,
+    };
     std::thread::Builder::new().name("api".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -52,6 +62,7 @@ pub fn spawn(
             }
         };
         rt.block_on(async move {
+            tokio::spawn(api.metrics.clone().follow(api.view.clone()));
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -70,6 +81,8 @@ pub fn spawn(
 fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(crate::dashboard::page))
+        .route("/assets/dashboard.css", get(crate::dashboard::style))
+        .route("/assets/dashboard.js", get(crate::dashboard::script))
         .route("/api/view", get(view))
         .route("/api/status", get(status))
         .route("/api/wallets", get(wallets))
@@ -81,12 +94,25 @@ fn router(api: Api) -> Router {
         .route("/api/purchases/{id}", get(purchase))
         .route("/api/events", get(events))
         .route("/api/buy", post(buy))
-        .route("/metrics", get(crate::metrics::render))
+        .route("/api/{*rest}", any(no_such_endpoint))
+        .route("/metrics", get(metrics))
         .with_state(api)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn no_such_endpoint(Path(rest): Path<String>) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint /api/{rest}: see /api/view, /api/status, /api/wallets, /api/services"),
+    )
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let text = api.metrics.render(&api.view.get());
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn view(State(api): State<Api>) -> Response {
@@ -99,6 +125,8 @@ async fn status(State(api): State<Api>) -> Response {
         "me": v.me, "id": v.id, "uptime_s": v.uptime_s, "members": v.members, "quorum": v.quorum,
         "pending": v.pending.len(), "peers": v.peers, "stats": v.stats,
         "services": v.services.len(), "contracts": v.contracts,
+        "contracts_dir": api.contracts_dir.as_ref().map(|d| d.display().to_string()),
+        "token_configured": api.token.is_some(),
     }))
     .into_response()
 }
@@ -185,9 +213,17 @@ fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
             StatusCode::UNAUTHORIZED,
             "missing token: send Authorization: Bearer <api_token>",
         )),
-        Some(t) if t.as_bytes() != token.as_bytes() => Err(error(StatusCode::UNAUTHORIZED, "wrong token")),
+        Some(t) if !same_secret(t.trim().as_bytes(), token.as_bytes()) => {
+            Err(error(StatusCode::UNAUTHORIZED, "wrong token"))
+        }
         Some(_) => Ok(()),
     }
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell an attacker how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBody>, JsonRejection>) -> Response {
@@ -198,6 +234,15 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
         Ok(Json(b)) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {}", e.body_text())),
     };
+    if body.service.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "malformed request: service is empty");
+    }
+    if let Some(k) = body.params.keys().find(|k| k.trim().is_empty()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request: parameter name {k:?} is empty"),
+        );
+    }
     let v = api.view.get();
     let provider = match &body.provider {
         None => None,
@@ -251,6 +296,7 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
         }
         Ok(Err(e)) if e.contains("insufficient") => error(StatusCode::PAYMENT_REQUIRED, e),
         Ok(Err(e)) if e.contains("pending") => error(StatusCode::CONFLICT, e),
+        Ok(Err(e)) if e.contains("no provider offers") => error(StatusCode::NOT_FOUND, e),
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
     }
