@@ -2,6 +2,10 @@
 // (server-sent events carrying the whole view each time it changes).
 "use strict";
 
+// Script errors, kept for the browser test (and visible in the console).
+window.__errors = [];
+window.addEventListener("error", (e) => window.__errors.push(String(e.message)));
+
 const UNITS = 1000000; // units per DCoin
 const $ = (sel) => document.querySelector(sel);
 let view = null;
@@ -130,8 +134,8 @@ function renderCommits(v) {
       ? el("span", {}, el("span", { class: "badge " + (o.ok ? "ok" : "refused") }, o.ok ? "ok" : "refused"), " " + o.body)
       : el("span", { class: "empty" }, c.from_certificate ? "settled by certificate" : "waiting for the provider");
     return el("tr", {},
-      el("td", {}, clock(c.at_ms)), el("td", {}, c.requester + " v" + c.version), el("td", {}, c.service),
-      el("td", { class: "num" }, coins(c.price)), el("td", { class: "num" }, c.latency_ms + " ms"),
+      el("td", { class: "opt" }, clock(c.at_ms)), el("td", {}, c.requester + " v" + c.version), el("td", {}, c.service),
+      el("td", { class: "num opt" }, coins(c.price)), el("td", { class: "num" }, c.latency_ms + " ms"),
       el("td", { class: "wrap" }, outcome));
   }), 6, "no commit since this node started");
 }
@@ -181,8 +185,8 @@ function renderLatency(v) {
   const x = (t) => L + (pts.length === 1 ? (W - L - R) / 2 : ((t - t0) / (t1 - t0)) * (W - L - R));
   const y = (ms) => T + (1 - ms / maxY) * (H - T - B);
   const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "commit latency in ms over time" });
-  for (let i = 0; i <= 4; i++) {
-    const val = (maxY * i) / 4;
+  for (let i = 0; i <= 5; i++) {
+    const val = (maxY * i) / 5;
     s.append(svg("line", { class: "grid", x1: L, x2: W - R, y1: y(val), y2: y(val) }));
     s.append(svg("text", { x: L - 6, y: y(val) + 4, "text-anchor": "end" }, Math.round(val) + ""));
   }
@@ -200,8 +204,9 @@ function renderLatency(v) {
   box.replaceChildren(s);
 }
 function niceMax(v) {
-  const steps = [50, 100, 200, 300, 500, 1000, 2000, 3000, 5000, 10000, 20000, 30000, 60000];
-  return steps.find((s) => s >= v) || Math.ceil(v / 60000) * 60000;
+  // Five grid lines on round numbers of ms.
+  const steps = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
+  return steps.find((s) => s >= v) || Math.ceil(v / 100000) * 100000;
 }
 
 // A purchase sent from the form, followed through the live view.
