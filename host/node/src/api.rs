@@ -197,9 +197,10 @@ struct BuyBody {
     params: BTreeMap<String, String>,
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal for a call without the right token, if it must be refused.
+fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &api.token else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "this node has no api_token configured: state-changing calls are disabled",
         ));
@@ -209,14 +210,14 @@ fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
     match given {
-        None => Err(error(
+        None => Some(error(
             StatusCode::UNAUTHORIZED,
             "missing token: send Authorization: Bearer <api_token>",
         )),
         Some(t) if !same_secret(t.trim().as_bytes(), token.as_bytes()) => {
-            Err(error(StatusCode::UNAUTHORIZED, "wrong token"))
+            Some(error(StatusCode::UNAUTHORIZED, "wrong token"))
         }
-        Some(_) => Ok(()),
+        Some(_) => None,
     }
 }
 
@@ -227,7 +228,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBody>, JsonRejection>) -> Response {
-    if let Err(r) = authorized(&api, &headers) {
+    if let Some(r) = unauthorized(&api, &headers) {
         return r;
     }
     let body = match body {

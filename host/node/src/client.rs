@@ -225,29 +225,29 @@ pub fn buy_quiet(
     let started = Instant::now();
     loop {
         // 404 until the node has seen its own request: keep asking.
-        if let Ok(p) = get(conn, &format!("/api/purchases/{id}")) {
-            if p["status"] == "done" {
-                if quiet {
-                } else if conn.json {
-                    println!("{}", serde_json::to_string_pretty(&p)?);
-                } else {
-                    println!(
-                        "committed in {} ms (wallet version {}), outcome from {}: {}{}",
-                        p["commit"]["latency_ms"],
-                        p["commit"]["version"],
-                        p["outcome"]["provider"].as_str().unwrap_or("?"),
-                        if p["outcome"]["ok"] == true { "" } else { "REFUSED: " },
-                        p["outcome"]["body"].as_str().unwrap_or("")
-                    );
-                }
-                if p["outcome"]["ok"] != true && !quiet {
-                    bail!(
-                        "the purchase committed but the contract refused: {}",
-                        p["outcome"]["body"].as_str().unwrap_or("?")
-                    );
-                }
-                return Ok(p);
+        if let Ok(p) = get(conn, &format!("/api/purchases/{id}"))
+            && p["status"] == "done"
+        {
+            if quiet {
+            } else if conn.json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                println!(
+                    "committed in {} ms (wallet version {}), outcome from {}: {}{}",
+                    p["commit"]["latency_ms"],
+                    p["commit"]["version"],
+                    p["outcome"]["provider"].as_str().unwrap_or("?"),
+                    if p["outcome"]["ok"] == true { "" } else { "REFUSED: " },
+                    p["outcome"]["body"].as_str().unwrap_or("")
+                );
             }
+            if p["outcome"]["ok"] != true && !quiet {
+                bail!(
+                    "the purchase committed but the contract refused: {}",
+                    p["outcome"]["body"].as_str().unwrap_or("?")
+                );
+            }
+            return Ok(p);
         }
         if started.elapsed() > Duration::from_secs(wait_s) {
             bail!("no outcome after {wait_s} s; follow it with GET /api/purchases/{id}");
