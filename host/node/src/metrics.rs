@@ -279,4 +279,34 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"));
     }
+
+    #[test]
+    fn the_grafana_example_only_queries_metrics_the_node_exports() {
+        let grafana = include_str!("../../../examples/grafana/wallance.json");
+        let mut v = View::default();
+        v.commits.push(commit("a", 300));
+        v.stats.rejected.insert("stale".into(), 1);
+        v.wallets.push(crate::view::WalletView {
+            name: "node-1".into(),
+            id: "00".into(),
+            version: 0,
+            state: String::new(),
+            balance: 0,
+            spendable: 0,
+            shares: 0,
+            received: 0,
+            last_commit: None,
+        });
+        let text = Metrics::default().render(&v);
+        let mut checked = 0;
+        for (i, _) in grafana.match_indices("wallance_") {
+            let name: String = grafana[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(text.contains(&format!("\n{name}")), "{name} is not exported:\n{text}");
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} metric names found in the dashboard");
+    }
 }

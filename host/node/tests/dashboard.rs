@@ -26,10 +26,9 @@ fn require_browser() {
     for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
         assert!(
             Path::new(path).exists(),
-            "{path} is missing: the dashboard test needs a headless browser. \
-             Install it with `apt-get install -y chromium chromium-driver` (as root)"
+            "{path} (Debian package {package}) is missing: the dashboard test needs a headless \
+             browser. Install it with `apt-get install -y chromium chromium-driver` (as root)"
         );
-        let _ = package;
     }
 }
 
