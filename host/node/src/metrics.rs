@@ -33,7 +33,7 @@ const LATENCY_BUCKETS_S: [f64; 14] = [
 type Labels = Vec<(String, String)>;
 
 /// What survives between scrapes: the latency histogram and the commits it
-/// has already counted.
+/// has already counted (a commit is known by its request id and version).
 #[derive(Debug)]
 pub struct Metrics {
     commit_latency: Histogram,
@@ -55,15 +55,18 @@ impl Metrics {
         let Ok(mut seen) = self.seen.lock() else {
             return;
         };
-        let now: HashSet<(String, u64)> = view.commits.iter().map(|c| (c.request_id.clone(), c.version)).collect();
         for c in &view.commits {
-            if !seen.contains(&(c.request_id.clone(), c.version)) {
+            if seen.insert((c.request_id.clone(), c.version)) {
                 self.commit_latency.observe(c.latency_ms as f64 / 1000.0);
             }
         }
-        // Commits only leave the view from the old end, so what it holds now
-        // is all we need to remember.
-        *seen = now;
+        // A scrape may observe an older view than the follower already did,
+        // so the set keeps the union; commits only leave a view from the old
+        // end, so once it grows large, what the view holds is enough.
+        if seen.len() > 4 * view.commits.len().max(200) {
+            let now: HashSet<(String, u64)> = view.commits.iter().map(|c| (c.request_id.clone(), c.version)).collect();
+            seen.retain(|k| now.contains(k));
+        }
     }
 
     /// Observes every view the loop publishes until the node stops.
