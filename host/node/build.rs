@@ -8,11 +8,15 @@ fn main() {
     let target = guest_target_dir(&repo);
     build_workspace(&repo.join("contracts"), &target);
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    std::fs::copy(wasm_path(&target, "espresso"), out.join("espresso.wasm")).expect("copy espresso.wasm");
+    let wasm = out.join("espresso.wasm");
+    std::fs::copy(wasm_path(&target, "espresso"), &wasm).expect("copy espresso.wasm");
+    // Integration tests install the same contract into their nodes.
+    println!("cargo:rustc-env=WALLANCE_ESPRESSO_WASM={}", wasm.display());
     for p in [
         "contracts/espresso/src",
         "contracts/espresso/Cargo.toml",
         "contracts/Cargo.toml",
+        "contracts/.cargo/config.toml",
         "sdk/src",
         "sdk/Cargo.toml",
         "wit",

@@ -14,5 +14,6 @@ pub const ALL: &[&str] = &[
     ECHO_V1,
     ECHO_V2,
     BAD_INFO,
+    INFO_LOOP,
     CONTRACT_TEMPLATE,
 ];

@@ -1,3 +1,4 @@
+//! `cargo xtask demo`: the main job (a local network buying an espresso).
 //! `cargo xtask ci`: everything CI checks, in the order a developer wants
 //! to hear about it. `cargo xtask setup` installs what a fresh machine lacks
 //! (the wasm32 target; Debian packages when run as root).
@@ -69,6 +70,13 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             run("cargo", &["test", "--workspace"])
         }
-        _ => bail!("usage: cargo xtask ci | setup | test"),
+        Some("demo") => {
+            setup()?;
+            let extra: Vec<String> = std::env::args().skip(2).collect();
+            let mut args = vec!["run", "--release", "--quiet", "-p", "wallance", "--", "demo"];
+            args.extend(extra.iter().map(String::as_str));
+            run("cargo", &args)
+        }
+        _ => bail!("usage: cargo xtask demo | ci | setup | test"),
     }
 }

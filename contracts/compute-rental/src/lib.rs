@@ -6,16 +6,16 @@
 //!   each round hashing the previous digest; returns the final digest.
 //! - `task` = `prime-count`: counts the primes below `below` with a sieve.
 //!
-//! Each DCoin unit buys `WORK_PER_UNIT` work units (one hash round, or one
+//! Each DCoin buys `WORK_PER_COIN` work units (one hash round, or one
 //! sieve number). The node's fuel limit per call caps the total on top, so a
 //! huge price cannot buy an endless computation: that fails with "out of
 //! fuel" and the buyer's money stays a matter for the node's policy.
 
 use sha2::{Digest, Sha256};
-use wallance_sdk::{Contract, Outcome, Purchase, ServiceInfo, log, storage, to_hex};
+use wallance_sdk::{Contract, Outcome, Purchase, ServiceInfo, UNITS_PER_COIN, coins, format_coins, log, storage, to_hex};
 
-const PRICE: u64 = 1;
-const WORK_PER_UNIT: u64 = 10_000;
+const PRICE: u64 = coins(1);
+const WORK_PER_COIN: u64 = 10_000;
 
 struct ComputeRental;
 
@@ -30,7 +30,8 @@ impl Contract for ComputeRental {
     }
 
     fn purchase(purchase: Purchase) -> Result<Outcome, String> {
-        let budget = purchase.price.saturating_mul(WORK_PER_UNIT);
+        let budget = u64::try_from(u128::from(purchase.price) * u128::from(WORK_PER_COIN) / u128::from(UNITS_PER_COIN))
+            .unwrap_or(u64::MAX);
         let outcome = match purchase.param("task") {
             Some("sha256-chain") => {
                 let input = purchase.param("input").unwrap_or("");
@@ -50,9 +51,7 @@ impl Contract for ComputeRental {
                     .with("work", below)
             }
             Some(other) => {
-                return Err(format!(
-                    "unknown task {other:?}: use sha256-chain or prime-count"
-                ));
+                return Err(format!("unknown task {other:?}: use sha256-chain or prime-count"));
             }
             None => return Err("missing parameter \"task\"".into()),
         };
@@ -69,7 +68,8 @@ fn check_budget(work: u64, budget: u64, price: u64) -> Result<(), String> {
     }
     if work > budget {
         return Err(format!(
-            "{work} work units exceed the {budget} bought by price {price} ({WORK_PER_UNIT} per unit)"
+            "{work} work units exceed the {budget} bought by price {} ({WORK_PER_COIN} per DCoin)",
+            format_coins(price)
         ));
     }
     Ok(())

@@ -6,9 +6,10 @@
 //! `status` (`water-ml`, `beans-g`) and `brew` (`size-ml`).
 //! Counts cups in storage, in total and per buyer.
 
-use wallance_sdk::{Contract, Outcome, Purchase, ServiceInfo, devices, log, storage};
+use wallance_sdk::{Contract, Outcome, Purchase, ServiceInfo, coins, devices, format_coins, log, storage};
 
-const PRICE: u64 = 2;
+/// Two DCoin a cup.
+const PRICE: u64 = coins(2);
 const SIZE_ML_MIN: u32 = 15;
 const SIZE_ML_MAX: u32 = 250;
 
@@ -26,11 +27,14 @@ impl Contract for Espresso {
 
     fn purchase(purchase: Purchase) -> Result<Outcome, String> {
         if purchase.price < PRICE {
-            return Err(format!("a cup costs {PRICE}, {} was paid", purchase.price));
+            return Err(format!(
+                "a cup costs {} DCoin, {} was paid",
+                format_coins(PRICE),
+                format_coins(purchase.price)
+            ));
         }
         let (size_name, size_ml) = chosen_size(&purchase)?;
-        let machine = devices::find("espresso-machine")
-            .ok_or("no espresso machine is granted to this service")?;
+        let machine = devices::find("espresso-machine").ok_or("no espresso machine is granted to this service")?;
 
         // Ask first so the buyer learns why nothing was brewed; the machine
         // checks again when brewing.
@@ -82,9 +86,7 @@ fn chosen_size(purchase: &Purchase) -> Result<(&'static str, u32), String> {
         "ristretto" => Ok(("ristretto", 20)),
         "espresso" => Ok(("espresso", 40)),
         "lungo" => Ok(("lungo", 110)),
-        other => Err(format!(
-            "unknown size {other:?}: choose ristretto, espresso or lungo"
-        )),
+        other => Err(format!("unknown size {other:?}: choose ristretto, espresso or lungo")),
     }
 }
 

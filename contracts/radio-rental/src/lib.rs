@@ -7,17 +7,20 @@
 //! - `action`: `lease` (default) or `status` (who holds which radio until
 //!   when; costs the price too, like any purchase).
 //!
-//! A lease lasts `price * MINUTE_MS_PER_UNIT` from the consensus time, or
+//! Each DCoin buys a minute: a lease lasts `price * MINUTE_MS_PER_COIN /
+//! UNITS_PER_COIN` from the consensus time, or
 //! from the end of the buyer's current lease on the same radio (extension).
 //! A radio leased to someone else until later is refused: leases never
 //! overlap. Leases live in storage as `lease/<radio>` = `<holder>@<until>`.
 
-use wallance_sdk::{Contract, Outcome, Purchase, ServiceInfo, devices, log, now_ms, storage};
+use wallance_sdk::{
+    Contract, Outcome, Purchase, ServiceInfo, UNITS_PER_COIN, coins, devices, format_coins, log, now_ms, storage,
+};
 
 /// Minimum price: ten minutes.
-const PRICE: u64 = 10;
+const PRICE: u64 = coins(10);
 /// One DCoin unit buys one minute.
-const MINUTE_MS_PER_UNIT: u64 = 60_000;
+const MINUTE_MS_PER_COIN: u64 = 60_000;
 const RADIO_KINDS: [&str; 3] = ["lora", "ble", "zigbee"];
 
 struct RadioRental;
@@ -40,8 +43,9 @@ impl Contract for RadioRental {
     fn purchase(purchase: Purchase) -> Result<Outcome, String> {
         if purchase.price < PRICE {
             return Err(format!(
-                "the minimum price is {PRICE}, {} was paid",
-                purchase.price
+                "the minimum price is {} DCoin, {} was paid",
+                format_coins(PRICE),
+                format_coins(purchase.price)
             ));
         }
         let radios: Vec<devices::DeviceInfo> = devices::list()
@@ -65,10 +69,8 @@ fn lease(purchase: &Purchase, radios: &[devices::DeviceInfo], now: u64) -> Resul
         .param("radio")
         .ok_or("missing parameter \"radio\" (a name like lora0 or a kind: lora, ble, zigbee)")?;
     let buyer = purchase.buyer_hex();
-    let candidates: Vec<&devices::DeviceInfo> = radios
-        .iter()
-        .filter(|r| r.name == wanted || r.kind == wanted)
-        .collect();
+    let candidates: Vec<&devices::DeviceInfo> =
+        radios.iter().filter(|r| r.name == wanted || r.kind == wanted).collect();
     if candidates.is_empty() {
         return Err(format!("no radio named or of kind {wanted:?} here"));
     }
@@ -76,23 +78,13 @@ fn lease(purchase: &Purchase, radios: &[devices::DeviceInfo], now: u64) -> Resul
     let chosen = candidates
         .iter()
         .find(|r| current_lease(&r.name, now).is_some_and(|l| l.holder == buyer))
-        .or_else(|| {
-            candidates
-                .iter()
-                .find(|r| current_lease(&r.name, now).is_none())
-        });
+        .or_else(|| candidates.iter().find(|r| current_lease(&r.name, now).is_none()));
     let Some(radio) = chosen else {
         let busy: Vec<String> = candidates
             .iter()
             .filter_map(|r| {
-                current_lease(&r.name, now).map(|l| {
-                    format!(
-                        "{} held by {} until {}",
-                        r.name,
-                        short(&l.holder),
-                        l.until_ms
-                    )
-                })
+                current_lease(&r.name, now)
+                    .map(|l| format!("{} held by {} until {}", r.name, short(&l.holder), l.until_ms))
             })
             .collect();
         return Err(format!("no free radio: {}", busy.join("; ")));
@@ -101,26 +93,17 @@ fn lease(purchase: &Purchase, radios: &[devices::DeviceInfo], now: u64) -> Resul
     let start = current_lease(&radio.name, now)
         .filter(|l| l.holder == buyer)
         .map_or(now, |l| l.until_ms);
-    let duration_ms = purchase
-        .price
-        .checked_mul(MINUTE_MS_PER_UNIT)
-        .ok_or("price too large")?;
+    // u128: price * ms never overflows, and a fraction of a coin buys a
+    // fraction of a minute.
+    let duration_ms = u64::try_from(
+        u128::from(purchase.price) * u128::from(MINUTE_MS_PER_COIN) / u128::from(UNITS_PER_COIN),
+    )
+    .map_err(|_| "price too large")?;
     let until_ms = start.checked_add(duration_ms).ok_or("lease too long")?;
     let until_text = until_ms.to_string();
-    devices::call(
-        &radio.name,
-        "assign",
-        &[("holder", &buyer), ("until-ms", &until_text)],
-    )?;
-    storage::set_string(
-        &format!("lease/{}", radio.name),
-        &format!("{buyer}@{until_ms}"),
-    );
-    log::info(&format!(
-        "{} leased to {} until {until_ms}",
-        radio.name,
-        short(&buyer)
-    ));
+    devices::call(&radio.name, "assign", &[("holder", &buyer), ("until-ms", &until_text)])?;
+    storage::set_string(&format!("lease/{}", radio.name), &format!("{buyer}@{until_ms}"));
+    log::info(&format!("{} leased to {} until {until_ms}", radio.name, short(&buyer)));
     let outcome = Outcome::new(format!("{} is yours until {until_ms}", radio.name))
         .with("radio", &radio.name)
         .with("kind", &radio.kind)

@@ -4,10 +4,11 @@
 //! Everything a contract needs is in `wallance_sdk`: implement `Contract`
 //! and export it with `export_contract!`.
 
-use wallance_sdk::{Contract, Outcome, Purchase, ServiceInfo, log, storage};
+use wallance_sdk::{Contract, Outcome, Purchase, ServiceInfo, coins, log, storage};
 
 /// What one signature costs, in integer DCoin units.
-const PRICE: u64 = 1;
+/// One DCoin a signature (`coins` turns DCoin into integer units).
+const PRICE: u64 = coins(1);
 /// Longest message kept, in bytes.
 const MESSAGE_MAX: usize = 140;
 
@@ -27,9 +28,7 @@ impl Contract for GuestBook {
     fn purchase(purchase: Purchase) -> Result<Outcome, String> {
         // Refusals are plain `Err(reason)`: the buyer sees the reason and
         // nothing this call wrote to storage is kept.
-        let message = purchase
-            .param("message")
-            .ok_or("missing parameter \"message\"")?;
+        let message = purchase.param("message").ok_or("missing parameter \"message\"")?;
         if message.len() > MESSAGE_MAX {
             return Err(format!("messages are limited to {MESSAGE_MAX} bytes"));
         }

@@ -56,6 +56,31 @@ pub enum Change {
     AnnounceSeq(u64),
 }
 
+impl Change {
+    /// True for the changes a node must make durable before it sends what
+    /// follows: its own votes, requests it holds (an acknowledged purchase),
+    /// certificates and proofs (with the commit they carry), contract runs
+    /// and its own sequence numbers. The rest (votes heard, drops, tallies)
+    /// may be lost in a crash: peers re-send or the catch-up restores them.
+    pub fn needs_durability(&self) -> bool {
+        match self {
+            Change::MyVote { .. }
+            | Change::PutRequest(_)
+            | Change::PutCert { .. }
+            | Change::RunPending { .. }
+            | Change::RunDone { .. }
+            | Change::ShareSeq(_)
+            | Change::AnnounceSeq(_) => true,
+            Change::Wallet { .. }
+            | Change::DropRequest(_)
+            | Change::PutVote(_)
+            | Change::DropVotes(_)
+            | Change::DropCert { .. }
+            | Change::Announce(_) => false,
+        }
+    }
+}
+
 /// The changes of one step, durable together.
 pub type Batch = Vec<Change>;
 

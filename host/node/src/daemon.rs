@@ -154,6 +154,7 @@ struct Node {
     contracts: Vec<ContractState>,
     kv_pending: Vec<KvWrite>,
     acks: Vec<SyncSender<()>>,
+    replies: Vec<(tokio::sync::oneshot::Sender<Result<Hash, String>>, Result<Hash, String>)>,
     started: Instant,
     last_view: Instant,
     dirty: bool,
@@ -212,16 +213,9 @@ impl Node {
         std::fs::create_dir_all(&loaded.contracts_dir)
             .with_context(|| format!("cannot create contracts dir {}", loaded.contracts_dir.display()))?;
         let registry_events = runtime.subscribe();
-        let mut contracts = Vec::new();
-        for (path, result) in runtime.load_dir(&loaded.contracts_dir) {
-            contracts.push(ContractState::from_load(&path, &result));
-            match result {
-                Ok(r) => {
-                    info!(service = %r.info.name, price = r.info.price, cached = r.from_cache, "contract loaded from {}", path.display())
-                }
-                Err(e) => warn!("contract {} rejected: {e}", path.display()),
-            }
-        }
+        // `watch` loads every file now (its events arrive on `registry_events`)
+        // and then follows the folder.
+        let contracts = Vec::new();
         let watcher = runtime
             .watch(loaded.contracts_dir.clone())
             .with_context(|| format!("cannot watch {}", loaded.contracts_dir.display()))?;
@@ -297,6 +291,7 @@ impl Node {
             contracts,
             kv_pending: Vec::new(),
             acks: Vec::new(),
+            replies: Vec::new(),
             started: Instant::now(),
             last_view: Instant::now() - Duration::from_secs(1),
             dirty: true,
@@ -384,7 +379,9 @@ impl Node {
                 if let Ok(id) = &r {
                     info!(service = %service, price, id = %hex::encode(&id[..6]), "purchase requested");
                 }
-                let _ = reply.send(r);
+                // Answered after the next commit: an acknowledged purchase
+                // is durable and survives a crash.
+                self.replies.push((reply, r));
             }
             Cmd::ContractDone(done) => {
                 self.dirty = true;
@@ -453,13 +450,21 @@ impl Node {
             let kv = std::mem::take(&mut self.kv_pending);
             let mut store = self.store.write().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
             // A store that cannot commit must stop the node: sending what is
-            // not durable could make it vote twice after a restart.
-            store
-                .commit_with_kv(&batch, &kv)
-                .with_context(|| format!("store commit failed ({})", store.path().display()))?;
+            // not durable could make it vote twice after a restart. Steps
+            // that decide nothing (votes heard, share tallies) skip the fsync.
+            let durable = !kv.is_empty() || batch.iter().any(|c| c.needs_durability());
+            let result = if durable {
+                store.commit_with_kv(&batch, &kv)
+            } else {
+                store.commit_lazy(&batch)
+            };
+            result.with_context(|| format!("store commit failed ({})", store.path().display()))?;
         }
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
+        }
+        for (reply, r) in self.replies.drain(..) {
+            let _ = reply.send(r);
         }
         for m in &sends {
             if let Err(e) = self.transport.send(m) {

@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod bench_net;
 mod client;
 mod config;
 mod daemon;
@@ -68,6 +69,9 @@ enum Command {
     Simulate(simulate::Args),
     /// Measure the protocol's costs beside the paper's figures.
     Bench(bench::Args),
+    /// Measure consensus between real node processes over DDS (in a private
+    /// network namespace it creates).
+    BenchNet(bench_net::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,5 +105,6 @@ fn main() -> anyhow::Result<()> {
         } => client::buy(&conn, &service, price, &params, wait).map(|_| ()),
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchNet(args) => bench_net::run(args),
     }
 }

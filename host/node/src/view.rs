@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 use wallance_core::{Core, Keypair};
 use wallance_dds::Transport;
-use wallance_runtime::{LoadError, LoadReport, ServiceInfo};
+use wallance_runtime::ServiceInfo;
 use wallance_store::Store;
 
 use crate::config::NetworkFile;
@@ -169,12 +169,6 @@ impl ContractState {
             status: "rejected",
             error: Some(error.to_string()),
             at_ms: crate::daemon::now_ms(),
-        }
-    }
-    pub fn from_load(path: &Path, r: &Result<LoadReport, LoadError>) -> Self {
-        match r {
-            Ok(rep) => Self::loaded(&rep.info),
-            Err(e) => Self::rejected(path, &e.to_string()),
         }
     }
 }

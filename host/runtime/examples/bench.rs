@@ -162,8 +162,8 @@ fn main() -> Result<()> {
 
     // Fuel overhead on CPU-bound work.
     let heavy = Purchase {
-        price: 10,
-        ..purchase(&[("task", "sha256-chain"), ("input", "x"), ("rounds", "100000")])
+        price: 4,
+        ..purchase(&[("task", "sha256-chain"), ("input", "x"), ("rounds", "40000")])
     };
     let no_fuel = Runtime::new(RuntimeConfig {
         consume_fuel: false,
@@ -182,16 +182,16 @@ fn main() -> Result<()> {
         off.push(started.elapsed());
     }
     rows.push(row(
-        "sha256x100k_fuel_on",
-        &format!("100k SHA-256 rounds, fuel on ({fuel_used} fuel)"),
+        "sha256x40k_fuel_on",
+        &format!("40k SHA-256 rounds, fuel on ({fuel_used} fuel)"),
         &mut on,
         false,
         "",
         "",
     ));
     rows.push(row(
-        "sha256x100k_fuel_off",
-        "100k SHA-256 rounds, fuel off",
+        "sha256x40k_fuel_off",
+        "40k SHA-256 rounds, fuel off",
         &mut off,
         false,
         "",

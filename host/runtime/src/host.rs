@@ -189,23 +189,23 @@ impl wallance::contract::clock::Host for HostState {
 impl wallance::contract::storage::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let result = self.overlay()?.get(&key);
-        result.or_else(|e| Err(self.storage_error(e)))
+        result.map_err(|e| self.storage_error(e))
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
         let result = self.overlay()?.set(key, Some(value));
-        result.or_else(|e| Err(self.storage_error(e)))
+        result.map_err(|e| self.storage_error(e))
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
         let result = self.overlay()?.set(key, None);
-        result.or_else(|e| Err(self.storage_error(e)))
+        result.map_err(|e| self.storage_error(e))
     }
 
     fn keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Vec<String>> {
         let limit = limit.min(self.limits.keys_limit_max) as usize;
         let result = self.overlay()?.keys(&prefix, limit);
-        result.or_else(|e| Err(self.storage_error(e)))
+        result.map_err(|e| self.storage_error(e))
     }
 }
 

@@ -463,6 +463,24 @@ impl Store {
         txn.commit().map_err(db_err(path, "commit"))
     }
 
+    /// Commits `batch` without waiting for the disk (`Durability::None`):
+    /// for changes a crash may lose (see `Change::needs_durability`). The
+    /// next durable commit makes it durable too; the file stays consistent
+    /// either way.
+    pub fn commit_lazy(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        let path = &self.path;
+        let mut txn = begin_write(&self.db, path, &self.options)?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(db_err(path, "set durability"))?;
+        {
+            let mut tables = Tables::new(&txn, path);
+            for change in batch {
+                tables.apply(&self.id_tags, change)?;
+            }
+        }
+        txn.commit().map_err(db_err(path, "commit"))
+    }
+
     /// A contract's stored value for `key`, as of the last commit.
     pub fn kv_get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let path = &self.path;

@@ -8,7 +8,7 @@ use wallance_runtime::{
     ContractStorage, Devices, EspressoMachine, FailureCause, InvokeError, Limits, LoadError, MemoryStorage, Runtime,
     RuntimeConfig, StorageQuotaError,
 };
-use wallance_tests::{BAD_INFO, ESPRESSO, HOSTILE};
+use wallance_tests::{BAD_INFO, ESPRESSO, HOSTILE, INFO_LOOP};
 
 use crate::support::{purchase, runtime, runtime_with, served};
 
@@ -294,4 +294,20 @@ fn oversized_parameters_are_rejected_before_running() {
         .invoke("hostile", &purchase(1, 1, 1, &[("x", &big)]), &backend, &devices)
         .unwrap_err();
     assert!(matches!(error, InvokeError::InvalidPurchase(_)), "{error}");
+}
+
+#[test]
+fn a_contract_looping_in_info_is_refused_at_load() {
+    let runtime = runtime();
+    let started = Instant::now();
+    let error = runtime.load_file(INFO_LOOP).unwrap_err();
+    assert!(
+        matches!(error, LoadError::Info(FailureCause::OutOfFuel { limit: 10_000_000 })),
+        "{error}"
+    );
+    assert!(error.to_string().contains("ran out of fuel"));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(runtime.services().is_empty());
+    // The runtime still loads and serves others.
+    runtime.load_file(HOSTILE).unwrap();
 }

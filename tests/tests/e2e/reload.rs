@@ -252,3 +252,25 @@ fn precompiled_artifacts_in_the_drop_folder_are_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn two_files_announcing_one_service_name_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    // Loaded in name order: a.wasm wins, b.wasm announces the same name.
+    std::fs::copy(ECHO_V1, dir_path.join("a.wasm")).unwrap();
+    std::fs::copy(ECHO_V2, dir_path.join("b.wasm")).unwrap();
+    let runtime = runtime();
+    let events = runtime.subscribe();
+    let _watcher = runtime.watch(&dir_path).unwrap();
+    assert!(matches!(
+        events.recv_timeout(PATIENCE).unwrap(),
+        RegistryEvent::Added(_)
+    ));
+    let RegistryEvent::LoadFailed { path, error } = events.recv_timeout(PATIENCE).unwrap() else {
+        panic!("expected b.wasm to be refused")
+    };
+    assert_eq!(path, dir_path.join("b.wasm"));
+    assert!(error.contains("service \"echo\" is already provided by"), "{error}");
+    assert_eq!(say(&runtime, "x"), "v1: x");
+}

@@ -18,7 +18,7 @@ fn all_three_services_load_and_announce_themselves() {
     ] {
         let report = runtime.load_file(path).expect("load");
         assert_eq!(report.info.name, name);
-        assert_eq!(report.info.price, price);
+        assert_eq!(report.info.price, price * 1_000_000, "{name} is priced in DCoin");
         assert_eq!(report.info.version, "0.1.0");
         let bytes = std::fs::read(path).unwrap();
         assert_eq!(report.info.contract_hash, <[u8; 32]>::from(Sha256::digest(&bytes)));

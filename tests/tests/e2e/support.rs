@@ -16,10 +16,11 @@ pub fn storage() -> Arc<dyn ContractStorage> {
     Arc::new(MemoryStorage::new())
 }
 
+/// A purchase at `price` DCoin.
 pub fn purchase(buyer: u8, price: u64, time_ms: u64, params: &[(&str, &str)]) -> Purchase {
     Purchase {
         buyer: [buyer; 32],
-        price,
+        price: price * 1_000_000,
         consensus_time_ms: time_ms,
         certificate: [buyer ^ 0xff; 32],
         params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),

@@ -28,7 +28,7 @@ impl Contract for Hostile {
                 }
             }
             "recursion" => Ok(Outcome::new(format!("{}", recurse(black_box(u64::MAX))))),
-            "trap" => core::arch::wasm32::unreachable(),
+            "trap" => trap(),
             "panic" => panic!("the hostile contract panics on purpose"),
             "log-flood" => {
                 let line = "x".repeat(1000);
@@ -50,11 +50,20 @@ impl Contract for Hostile {
             }
             "write-then-trap" => {
                 storage::set("trapped", b"should not persist");
-                core::arch::wasm32::unreachable()
+                trap()
             }
             other => Err(format!("unknown attack {other:?}")),
         }
     }
+}
+
+/// A bare `unreachable` instruction, without a panic message.
+fn trap() -> ! {
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    // Only so the crate also type-checks for the host (clippy, docs).
+    #[cfg(not(target_arch = "wasm32"))]
+    std::process::abort();
 }
 
 /// Not tail-recursive (the result is used after the call), so the compiler

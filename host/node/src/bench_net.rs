@@ -1,0 +1,309 @@
+//! `wallance bench-net`: consensus over real DDS between real node
+//! processes, beside the paper's section VI. Runs inside a private network
+//! namespace it creates (loopback only, nothing leaves the machine).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+use wallance_core::{Params, UNITS_PER_COIN};
+use wallance_dds::netns::{Isolation, Loopback, isolate};
+
+use crate::client::{self, Conn};
+use crate::config::NodeConfig;
+use crate::init;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Network sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "8,16,48")]
+    sizes: Vec<usize>,
+    /// Purchases one after the other, per size.
+    #[arg(long, default_value_t = 30)]
+    purchases: usize,
+    /// Seconds of concurrent purchases for the throughput figure (8 nodes).
+    #[arg(long, default_value_t = 10)]
+    throughput_secs: u64,
+    /// Put the nodes' data folders here (e.g. /dev/shm, to see the latency
+    /// without this machine's ~4 ms fsync); a temporary folder by default.
+    #[arg(long)]
+    data_in: Option<std::path::PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    anchor: &'static str,
+    target: &'static str,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut forwarded = vec!["bench-net".to_string(), "--sizes".into()];
+    forwarded.push(args.sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
+    forwarded.extend(["--purchases".into(), args.purchases.to_string()]);
+    forwarded.extend(["--throughput-secs".into(), args.throughput_secs.to_string()]);
+    if args.json {
+        forwarded.push("--json".into());
+    }
+    if let Some(d) = &args.data_in {
+        forwarded.extend(["--data-in".into(), d.display().to_string()]);
+    }
+    let refs: Vec<&str> = forwarded.iter().map(String::as_str).collect();
+    match isolate(Loopback::Multicast, &refs).context("cannot create a private network namespace (needs unshare)")? {
+        Isolation::Ran(status) if status.success() => return Ok(()),
+        Isolation::Ran(status) => bail!("the benchmark failed inside its namespace: {status}"),
+        Isolation::Inside(_) => {}
+    }
+    let mut rows = Vec::new();
+    for &n in &args.sizes {
+        measure(n, &args, &mut rows)?;
+    }
+    if !args.json {
+        println!("{:<58} {:>10} {:<5} {:<30} target", "measure", "value", "", "anchor");
+        for r in &rows {
+            println!(
+                "{:<58} {:>10.2} {:<5} {:<30} {}",
+                r.name, r.value, r.unit, r.anchor, r.target
+            );
+        }
+        println!();
+    }
+    println!("{}", serde_json::to_string_pretty(&rows)?);
+    Ok(())
+}
+
+struct Cluster {
+    children: Vec<Child>,
+    conns: Vec<Conn>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(n: usize, data_in: Option<&Path>) -> anyhow::Result<Cluster> {
+    let dir = match data_in {
+        Some(base) => tempfile::tempdir_in(base)?,
+        None => tempfile::tempdir()?,
+    };
+    // Funds from the start, sensors off: only purchases on the wire.
+    let params = Params {
+        initial_units: 1_000_000 * UNITS_PER_COIN,
+        ..Params::default()
+    };
+    let written = init::write(
+        &init::Args {
+            nodes: n,
+            dir: dir.path().to_path_buf(),
+            domain: 3,
+            loopback: true,
+            api_port_base: 20_000,
+            sensor_hz: 0.0,
+        },
+        params,
+    )?;
+    let provider = written.configs[0].parent().context("folder")?;
+    let wasm = include_bytes!(concat!(env!("OUT_DIR"), "/espresso.wasm"));
+    std::fs::write(provider.join("contracts/espresso.wasm"), wasm)?;
+    let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&written.configs[0])?)?;
+    cfg.devices.push(wallance_runtime::DeviceConfig {
+        name: "espresso-machine".into(),
+        kind: wallance_runtime::SimulatedKind::EspressoMachine {
+            water_ml: u64::MAX / 2,
+            beans_g: u64::MAX / 2,
+        },
+        grant: vec!["espresso".into()],
+    });
+    init::write_toml(&written.configs[0], &cfg)?;
+    let exe = std::env::current_exe()?;
+    let mut cluster = Cluster {
+        children: Vec::new(),
+        conns: Vec::new(),
+        _dir: dir,
+    };
+    for (i, path) in written.configs.iter().enumerate() {
+        cluster.children.push(
+            Command::new(&exe)
+                .args(["node", "--config"])
+                .arg(path)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(
+                    path.parent().unwrap_or(Path::new(".")).join("node.log"),
+                )?)
+                .spawn()?,
+        );
+        cluster.conns.push(Conn {
+            api: format!("http://127.0.0.1:{}", 20_000 + i),
+            token: Some(written.tokens[i].clone()),
+            json: true,
+        });
+    }
+    let started = Instant::now();
+    loop {
+        let ready = cluster.conns.iter().all(|c| {
+            client::get(c, "/api/status").is_ok_and(|s| {
+                s["services"].as_u64().unwrap_or(0) >= 1
+                    && s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 >= n as u64
+            })
+        });
+        if ready {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("{n} nodes did not discover each other within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("{n} nodes ready (discovery {:.2} s)", started.elapsed().as_secs_f64());
+    Ok(cluster)
+}
+
+fn buy(c: &Conn) -> anyhow::Result<String> {
+    let (status, v) = client::post(
+        c,
+        "/api/buy",
+        &serde_json::json!({"service": "espresso", "price": 2 * UNITS_PER_COIN}),
+    )?;
+    if status != 202 {
+        bail!("buy refused ({status}): {v}");
+    }
+    Ok(v["request_id"].as_str().context("id")?.to_string())
+}
+
+/// Latency at every node (ms from the request's time to its commit there).
+fn commit_latencies(cluster: &Cluster, id: &str) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    for c in &cluster.conns {
+        let commits = client::get(c, "/api/commits").ok()?;
+        let found = commits.as_array()?.iter().find(|x| x["request_id"] == id)?.clone();
+        out.push(found["latency_ms"].as_u64()?);
+    }
+    Some(out)
+}
+
+fn pct(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let cluster = start(n, args.data_in.as_deref())?;
+    let mut all = Vec::new();
+    let mut requester = Vec::new();
+    for k in 0..args.purchases {
+        let buyer = 1 + k % (n - 1);
+        let id = buy(&cluster.conns[buyer])?;
+        let t = Instant::now();
+        let lat = loop {
+            if let Some(l) = commit_latencies(&cluster, &id) {
+                break l;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("purchase {k} did not commit on every node within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        requester.push(lat[buyer] as f64);
+        all.push(*lat.iter().max().unwrap_or(&0) as f64);
+    }
+    let (a50, a99) = (pct(&mut all, 0.5), pct(&mut all, 0.99));
+    let (r50, _) = (pct(&mut requester, 0.5), 0.0);
+    let paper = match n {
+        8 => "paper: 300 ms",
+        48 => "paper: < 1 s",
+        _ => "",
+    };
+    let target50 = match n {
+        8 => "≤ 5 ms",
+        48 => "≤ 50 ms",
+        _ => "",
+    };
+    rows.push(Row {
+        name: format!("consensus p50, request to every node committed, {n} nodes"),
+        value: a50,
+        unit: "ms",
+        anchor: paper,
+        target: target50,
+    });
+    rows.push(Row {
+        name: format!("consensus p99, request to every node committed, {n} nodes"),
+        value: a99,
+        unit: "ms",
+        anchor: "",
+        target: if n == 8 { "≤ 20 ms" } else { "" },
+    });
+    rows.push(Row {
+        name: format!("consensus p50 at the requester, {n} nodes"),
+        value: r50,
+        unit: "ms",
+        anchor: "",
+        target: "",
+    });
+    let rss: Vec<u64> = cluster.children.iter().map(|c| rss_kb(c.id())).collect();
+    let mut rss_mb: Vec<f64> = rss.iter().map(|k| *k as f64 / 1024.0).collect();
+    rows.push(Row {
+        name: format!("resident memory per node (median), {n} nodes"),
+        value: pct(&mut rss_mb, 0.5),
+        unit: "MB",
+        anchor: "",
+        target: "≤ 30 MB",
+    });
+    if n == 8 && args.throughput_secs > 0 {
+        // Every member buys as fast as its one-request-per-State rule lets it.
+        let before = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"]
+            .as_u64()
+            .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(args.throughput_secs);
+        std::thread::scope(|s| {
+            for c in &cluster.conns {
+                s.spawn(move || {
+                    while Instant::now() < deadline {
+                        match buy(c) {
+                            Ok(_) => {}
+                            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                        }
+                    }
+                });
+            }
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let after = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"]
+            .as_u64()
+            .unwrap_or(0);
+        let rate = (after - before) as f64 / args.throughput_secs as f64;
+        rows.push(Row {
+            name: "committed purchases per second, 8 nodes, all buying".into(),
+            value: rate,
+            unit: "/s",
+            anchor: "",
+            target: "≥ 500/s",
+        });
+    }
+    let _: Option<Value> = None;
+    Ok(())
+}

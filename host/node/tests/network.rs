@@ -1,0 +1,315 @@
+//! End to end: real `wallance node` processes, real DDS (RTPS over UDP),
+//! real redb files, the real espresso contract in wasmtime. Each test runs
+//! inside a private network namespace it creates: nothing leaves the machine.
+
+mod net;
+
+use std::process::Command;
+
+use net::*;
+use wallance_dds::netns::{Loopback, test_inside};
+
+#[test]
+fn the_demo_runs_for_a_user_without_loopback_multicast() {
+    // The usual Linux default: lo up, no multicast flag; rustdds discovers
+    // the 8 processes by unicast.
+    if !test_inside(
+        "the_demo_runs_for_a_user_without_loopback_multicast",
+        Loopback::NoMulticast,
+    ) {
+        return;
+    }
+    let out = Command::new(BIN).args(["demo", "--timeout", "60"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("identical on all 8 nodes"), "{stdout}");
+    assert!(stdout.contains("brewed a 20 ml ristretto"), "{stdout}");
+}
+
+#[test]
+fn eight_nodes_buy_a_service_and_every_wallet_agrees() {
+    if !test_inside("eight_nodes_buy_a_service_and_every_wallet_agrees", Loopback::Multicast) {
+        return;
+    }
+    let mut net = Net::init(8, 20.0);
+    net.start_all();
+    let all: Vec<usize> = (0..8).collect();
+    net.wait_ready(&all);
+    let price = net.price();
+    // Three buyers at once.
+    for i in [1, 2, 3] {
+        net.wait_funds(i, price);
+    }
+    let ids: Vec<(usize, String)> = [1, 2, 3]
+        .iter()
+        .map(|&i| (i, net.buy(i, &[("size", "espresso")])))
+        .collect();
+    for (i, id) in &ids {
+        let p = net.wait_done(*i, id);
+        assert_eq!(p["outcome"]["ok"], true, "{p}");
+        assert!(
+            p["outcome"]["body"]
+                .as_str()
+                .unwrap()
+                .contains("brewed a 40 ml espresso"),
+            "{p}"
+        );
+    }
+    net.wait_agree(&all, 30);
+    for i in [1, 2, 3] {
+        assert_eq!(net.version_of(0, i), 1);
+    }
+    // The provider ran each purchase exactly once.
+    let s = net.get(0, "/api/status").unwrap();
+    assert_eq!(s["stats"]["contract_runs"], 3, "{s}");
+    for i in 0..8 {
+        net.stop(i); // clean shutdown on SIGTERM
+    }
+}
+
+#[test]
+fn a_node_killed_mid_consensus_restarts_and_catches_up() {
+    if !test_inside(
+        "a_node_killed_mid_consensus_restarts_and_catches_up",
+        Loopback::Multicast,
+    ) {
+        return;
+    }
+    let mut net = Net::init(5, 20.0);
+    net.start_all();
+    let all: Vec<usize> = (0..5).collect();
+    net.wait_ready(&all);
+    let price = net.price();
+    net.wait_funds(1, price);
+    net.wait_funds(4, price);
+    // node-5 buys and is killed right away: its request is durable, its vote
+    // may or may not have left.
+    let id5 = net.buy(4, &[]);
+    net.kill9(4);
+    // The others buy while it is down (4 of 5 is a quorum).
+    let id2 = net.buy(1, &[]);
+    assert_eq!(net.wait_done(1, &id2)["outcome"]["ok"], true);
+    net.start(4);
+    // It restarts from its store, re-sends its pending request and catches up
+    // on what it missed from certificates.
+    net.wait_ready(&all);
+    wait("node-5's own purchase", 60, || net.version_of(0, 4) == 1);
+    net.wait_agree(&all, 60);
+    assert_eq!(net.version_of(4, 1), 1);
+    let _ = id5;
+}
+
+#[test]
+fn a_late_joiner_converges() {
+    if !test_inside("a_late_joiner_converges", Loopback::Multicast) {
+        return;
+    }
+    let mut net = Net::init(4, 20.0);
+    // Three of four are a quorum (3 > 8/3).
+    for i in 0..3 {
+        net.start(i);
+    }
+    net.wait_ready(&[0, 1, 2]);
+    let price = net.price();
+    net.wait_funds(1, price);
+    let id = net.buy(1, &[]);
+    net.wait_done(1, &id);
+    net.wait_funds(2, price);
+    let id = net.buy(2, &[]);
+    net.wait_done(2, &id);
+    net.start(3);
+    net.wait_ready(&[0, 1, 2, 3]);
+    net.wait_agree(&[0, 1, 2, 3], 60);
+    assert_eq!(net.version_of(3, 1), 1);
+    assert_eq!(net.version_of(3, 2), 1);
+}
+
+#[test]
+fn nodes_on_separate_hosts_reach_consensus_and_heal_a_partition() {
+    if !test_inside(
+        "nodes_on_separate_hosts_reach_consensus_and_heal_a_partition",
+        Loopback::Multicast,
+    ) {
+        return;
+    }
+    // Four "hosts": network namespaces joined by veth pairs to a bridge, with
+    // addresses from 198.18.0.0/15 (reserved for network tests) that exist
+    // only inside this test's namespaces.
+    let tag = std::process::id() % 10_000;
+    let ns: Vec<String> = (0..4).map(|i| format!("wl{tag}h{i}")).collect();
+    sh("ip link add br0 type bridge && ip link set br0 up && ip link add br1 type bridge && ip link set br1 up");
+    for (i, n) in ns.iter().enumerate() {
+        sh(&format!(
+            "ip netns add {n} && ip link add v{i} type veth peer name eth0 netns {n} && ip link set v{i} master br0 && ip link set v{i} up && \
+             ip netns exec {n} sh -c 'ip link set lo up && ip link set eth0 up && ip addr add 198.18.0.{}/24 dev eth0 && ip link set eth0 multicast on && ip route add 224.0.0.0/4 dev eth0'",
+            i + 1
+        ));
+    }
+    let cleanup = Cleanup(ns.clone());
+    let mut net = Net::init_with(4, 20.0, false);
+    for i in 0..4 {
+        // The API stays on each host's own loopback: talk to it from inside.
+        net.start_with(i, &["ip", "netns", "exec", &ns[i]]);
+    }
+    let in_ns = |i: usize, path: &str| -> Option<serde_json::Value> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns[i],
+                "curl",
+                "-sf",
+                &format!("{}{path}", net.nodes[i].api),
+            ])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let ready = |nodes: &[usize]| {
+        nodes.iter().all(|&i| {
+            in_ns(i, "/api/status").is_some_and(|s| {
+                s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 >= nodes.len() as u64
+                    && s["services"].as_u64().unwrap_or(0) >= 1
+            })
+        })
+    };
+    wait("discovery across hosts", 60, || ready(&[0, 1, 2, 3]));
+    let buy = |i: usize| -> String {
+        let body = r#"{"service":"espresso","price":2000000,"params":{}}"#;
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns[i],
+                "curl",
+                "-s",
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-H",
+            ])
+            .arg(format!("Authorization: Bearer {}", net.nodes[i].token))
+            .args(["-d", body, &format!("{}/api/buy", net.nodes[i].api)])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["request_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("buy refused: {v}"))
+            .to_string()
+    };
+    let version = |at: usize, member: usize| -> u64 {
+        in_ns(at, "/api/wallets")
+            .and_then(|w| {
+                w.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|w| w["name"] == format!("node-{}", member + 1).as_str())
+                    .cloned()
+            })
+            .and_then(|w| w["version"].as_u64())
+            .unwrap_or(0)
+    };
+    let funds = |at: usize| -> u64 {
+        in_ns(at, "/api/wallets")
+            .and_then(|w| {
+                w.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|w| w["name"] == format!("node-{}", at + 1).as_str())
+                    .cloned()
+            })
+            .and_then(|w| w["spendable"].as_u64())
+            .unwrap_or(0)
+    };
+    wait("node-2's funds", 60, || funds(1) >= 2 * COIN);
+    buy(1);
+    wait("a purchase across hosts", 60, || (0..4).all(|i| version(i, 1) == 1));
+    // Partition: host 4's cable goes to another bridge.
+    sh("ip link set v3 nomaster && ip link set v3 master br1");
+    wait("node-3's funds", 60, || funds(2) >= 2 * COIN);
+    buy(2);
+    wait("commit on the majority side", 60, || (0..3).all(|i| version(i, 2) == 1));
+    assert_eq!(version(3, 2), 0, "the cut-off host cannot have seen it");
+    // Heal: host 4 catches up from certificates.
+    sh("ip link set v3 nomaster && ip link set v3 master br0");
+    wait("the cut-off host catches up", 90, || version(3, 2) == 1);
+    drop(net);
+    drop(cleanup);
+}
+
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+fn forged_replayed_and_malformed_samples_are_rejected_and_the_network_goes_on() {
+    if !test_inside(
+        "forged_replayed_and_malformed_samples_are_rejected_and_the_network_goes_on",
+        Loopback::Multicast,
+    ) {
+        return;
+    }
+    use wallance_core::msg::{Message, Share, Vote};
+    use wallance_core::{Keypair, MemberId};
+    let mut net = Net::init(4, 20.0);
+    net.start_all();
+    net.wait_ready(&[0, 1, 2, 3]);
+    let price = net.price();
+    net.wait_funds(1, price);
+    let id = net.buy(1, &[]);
+    net.wait_done(1, &id);
+    // An intruder joins the DDS domain (it is not a member).
+    let intruder = wallance_dds::Transport::new(wallance_dds::TransportConfig::loopback(7)).unwrap();
+    assert!(intruder.wait_for_readers(4, std::time::Duration::from_secs(20)));
+    let stranger = Keypair::from_seed([42; 32]);
+    let members: Vec<MemberId> = net
+        .get(0, "/api/wallets")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| MemberId::from_hex(w["id"].as_str().unwrap()).unwrap())
+        .collect();
+    let mut request_id = [0u8; 32];
+    hex::decode_to_slice(&id, &mut request_id).unwrap();
+    // A vote in a member's name, signed by someone else.
+    let mut forged = Vote::build(&stranger, request_id, 1_000 * COIN, 1).unwrap();
+    forged.voter = members[2];
+    // Shares from a non-member, and one claiming a member's identity.
+    let alien = Share::new(&stranger, 1, 1, "t", 1.0);
+    let mut impostor = Share::new(&stranger, 10_000, 1, "t", 1.0);
+    impostor.sender = members[3];
+    for m in [Message::Vote(forged), Message::Share(alien), Message::Share(impostor)] {
+        intruder.send(&m).unwrap();
+    }
+    let rejected = |i: usize| -> u64 {
+        net.get(i, "/api/status")
+            .map(|s| {
+                s["stats"]["rejected"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .map(|v| v.as_u64().unwrap())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    wait("the forgeries to be refused", 30, || (0..4).all(|i| rejected(i) >= 2));
+    // The network goes on: another purchase commits everywhere.
+    net.wait_funds(2, price);
+    let id = net.buy(2, &[]);
+    assert_eq!(net.wait_done(2, &id)["outcome"]["ok"], true);
+    net.wait_agree(&[0, 1, 2, 3], 30);
+}
