@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -78,6 +78,9 @@ pub fn spawn(
     Ok(())
 }
 
+/// A purchase is a service name, a price and a few parameters.
+const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
 fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(crate::dashboard::page))
@@ -96,6 +99,7 @@ fn router(api: Api) -> Router {
         .route("/api/buy", post(buy))
         .route("/api/{*rest}", any(no_such_endpoint))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(api)
 }
 
@@ -233,6 +237,12 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
     }
     let body = match body {
         Ok(Json(b)) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {BODY_LIMIT_BYTES} bytes"),
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {}", e.body_text())),
     };
     if body.service.trim().is_empty() {
