@@ -225,6 +225,14 @@ fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// An amount for people: DCoin, with the units it came as.
+fn dcoin(units: u64) -> String {
+    let per = wallance_core::UNITS_PER_COIN;
+    let text = format!("{}.{:06}", units / per, units % per);
+    let keep = text.trim_end_matches('0').len().max(text.len() - 4);
+    format!("{} DCoin ({units} units)", &text[..keep])
+}
+
 /// Compares without stopping at the first difference, so the time taken
 /// does not tell an attacker how much of a guess was right.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -282,7 +290,24 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
     if body.price < listed {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("price {} is below the listed price {listed}", body.price),
+            format!(
+                "price {} is below the listed price {}",
+                dcoin(body.price),
+                dcoin(listed)
+            ),
+        );
+    }
+    // The core checks again (it is the authority); this answer names DCoin.
+    if let Some(me) = v.wallets.iter().find(|w| w.id == v.id)
+        && me.spendable < body.price
+    {
+        return error(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "insufficient balance: {} spendable, price {}",
+                dcoin(me.spendable),
+                dcoin(body.price)
+            ),
         );
     }
     let (reply, rx) = tokio::sync::oneshot::channel();

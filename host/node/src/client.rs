@@ -27,6 +27,16 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Ends an operator's command: on error, one line on stderr and exit
+/// status 1 (no backtrace: the reason is the node's or ours, not a bug).
+pub fn finish(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn url(conn: &Conn, path: &str) -> String {
     format!("{}{path}", conn.api.trim_end_matches('/'))
 }
@@ -84,18 +94,31 @@ pub fn wallets(conn: &Conn) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12} {:>8} {:>10} {:>10} {:>8}  state",
-        "member", "version", "balance", "spendable", "shares"
+        "{:<12} {:>8} {:>10} {:>10} {:>8}  {:<13} last purchase",
+        "member", "version", "balance", "spendable", "shares", "state"
     );
     for w in w.as_array().into_iter().flatten() {
+        let state = w["state"].as_str().unwrap_or("");
+        let last = &w["last_commit"];
+        let last = if last.is_object() {
+            format!(
+                "{} for {} DCoin ({}…)",
+                last["service"].as_str().unwrap_or("?"),
+                coins(&last["price"]),
+                &last["request_id"].as_str().unwrap_or("")[..8.min(last["request_id"].as_str().unwrap_or("").len())]
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<12} {:>8} {:>10} {:>10} {:>8}  {}",
+            "{:<12} {:>8} {:>10} {:>10} {:>8}  {:<13} {}",
             w["name"].as_str().unwrap_or("?"),
             w["version"].as_u64().unwrap_or(0),
             coins(&w["balance"]),
             coins(&w["spendable"]),
             w["shares"].as_u64().unwrap_or(0),
-            &w["state"].as_str().unwrap_or("")[..12.min(w["state"].as_str().unwrap_or("").len())]
+            format!("{}…", &state[..12.min(state.len())]),
+            last
         );
     }
     Ok(())
