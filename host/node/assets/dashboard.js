@@ -179,7 +179,8 @@ function renderLatency(v) {
   const p95 = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))];
   const avg = Math.round(lat.reduce((a, b) => a + b, 0) / lat.length);
   $("#latency-summary").textContent = "last " + lat[lat.length - 1] + " ms · mean " + avg + " ms · p95 " + p95 + " ms · " + lat.length + " commits";
-  const W = 720, H = 230, L = 48, R = 12, T = 10, B = 26;
+  // Drawn at the box's own width so the labels stay readable on a phone.
+  const W = Math.max(300, Math.round(box.clientWidth || 720)), H = 220, L = 48, R = 12, T = 10, B = 26;
   const maxY = niceMax(Math.max(...lat));
   const t0 = pts[0].at_ms, t1 = Math.max(pts[pts.length - 1].at_ms, t0 + 1);
   const x = (t) => L + (pts.length === 1 ? (W - L - R) / 2 : ((t - t0) / (t1 - t0)) * (W - L - R));
