@@ -6,22 +6,24 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use wallance_core::MemberId;
 
 use crate::daemon::Cmd;
+use crate::metrics::Metrics;
 use crate::view::SharedView;
 
 #[derive(Clone)]
@@ -29,6 +31,8 @@ struct Api {
     view: SharedView,
     tx: Sender<Cmd>,
     token: Option<String>,
+    metrics: Arc<Metrics>,
+    contracts_dir: Option<PathBuf>,
 }
 
 /// Starts the API on its own thread with a small tokio runtime.
@@ -37,12 +41,18 @@ pub fn spawn(
     token: Option<String>,
     view: SharedView,
     tx: Sender<Cmd>,
-    _contracts_dir: Option<PathBuf>,
+    contracts_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen for the API on {listen}"))?;
     listener.set_nonblocking(true)?;
-    let api = Api { view, tx, token };
+    let api = Api {
+        view,
+        tx,
+        token: token.filter(|t| !t.is_empty()),
+        metrics: Arc::new(Metrics::default()),
+        contracts_dir,
+    };
     std::thread::Builder::new().name("api".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(rt) => rt,
@@ -52,6 +62,7 @@ pub fn spawn(
             }
         };
         rt.block_on(async move {
+            tokio::spawn(api.metrics.clone().follow(api.view.clone()));
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -67,9 +78,14 @@ pub fn spawn(
     Ok(())
 }
 
+/// A purchase is a service name, a price and a few parameters.
+const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
 fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(crate::dashboard::page))
+        .route("/assets/dashboard.css", get(crate::dashboard::style))
+        .route("/assets/dashboard.js", get(crate::dashboard::script))
         .route("/api/view", get(view))
         .route("/api/status", get(status))
         .route("/api/wallets", get(wallets))
@@ -81,12 +97,26 @@ fn router(api: Api) -> Router {
         .route("/api/purchases/{id}", get(purchase))
         .route("/api/events", get(events))
         .route("/api/buy", post(buy))
-        .route("/metrics", get(crate::metrics::render))
+        .route("/api/{*rest}", any(no_such_endpoint))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .with_state(api)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn no_such_endpoint(Path(rest): Path<String>) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint /api/{rest}: see /api/view, /api/status, /api/wallets, /api/services"),
+    )
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let text = api.metrics.render(&api.view.get());
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn view(State(api): State<Api>) -> Response {
@@ -99,6 +129,8 @@ async fn status(State(api): State<Api>) -> Response {
         "me": v.me, "id": v.id, "uptime_s": v.uptime_s, "members": v.members, "quorum": v.quorum,
         "pending": v.pending.len(), "peers": v.peers, "stats": v.stats,
         "services": v.services.len(), "contracts": v.contracts,
+        "contracts_dir": api.contracts_dir.as_ref().map(|d| d.display().to_string()),
+        "token_configured": api.token.is_some(),
     }))
     .into_response()
 }
@@ -169,35 +201,67 @@ struct BuyBody {
     params: BTreeMap<String, String>,
 }
 
-fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), Box<Response>> {
+/// The refusal for a call without the right token, if it must be refused.
+fn unauthorized(api: &Api, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &api.token else {
-        return Err(Box::new(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "this node has no api_token configured: state-changing calls are disabled",
-        )));
+        ));
     };
     let given = headers
         .get("authorization")
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "));
     match given {
-        None => Err(Box::new(error(
+        None => Some(error(
             StatusCode::UNAUTHORIZED,
             "missing token: send Authorization: Bearer <api_token>",
-        ))),
-        Some(t) if t.as_bytes() != token.as_bytes() => Err(Box::new(error(StatusCode::UNAUTHORIZED, "wrong token"))),
-        Some(_) => Ok(()),
+        )),
+        Some(t) if !same_secret(t.trim().as_bytes(), token.as_bytes()) => {
+            Some(error(StatusCode::UNAUTHORIZED, "wrong token"))
+        }
+        Some(_) => None,
     }
 }
 
+/// An amount for people: DCoin, with the units it came as.
+fn dcoin(units: u64) -> String {
+    let per = wallance_core::UNITS_PER_COIN;
+    let text = format!("{}.{:06}", units / per, units % per);
+    let keep = text.trim_end_matches('0').len().max(text.len() - 4);
+    format!("{} DCoin ({units} units)", &text[..keep])
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell an attacker how much of a guess was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBody>, JsonRejection>) -> Response {
-    if let Err(r) = authorized(&api, &headers) {
-        return *r;
+    if let Some(r) = unauthorized(&api, &headers) {
+        return r;
     }
     let body = match body {
         Ok(Json(b)) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {BODY_LIMIT_BYTES} bytes"),
+            );
+        }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {}", e.body_text())),
     };
+    if body.service.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "malformed request: service is empty");
+    }
+    if let Some(k) = body.params.keys().find(|k| k.trim().is_empty()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request: parameter name {k:?} is empty"),
+        );
+    }
     let v = api.view.get();
     let provider = match &body.provider {
         None => None,
@@ -226,7 +290,24 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
     if body.price < listed {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("price {} is below the listed price {listed}", body.price),
+            format!(
+                "price {} is below the listed price {}",
+                dcoin(body.price),
+                dcoin(listed)
+            ),
+        );
+    }
+    // The core checks again (it is the authority); this answer names DCoin.
+    if let Some(me) = v.wallets.iter().find(|w| w.id == v.id)
+        && me.spendable < body.price
+    {
+        return error(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "insufficient balance: {} spendable, price {}",
+                dcoin(me.spendable),
+                dcoin(body.price)
+            ),
         );
     }
     let (reply, rx) = tokio::sync::oneshot::channel();
@@ -251,6 +332,7 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
         }
         Ok(Err(e)) if e.contains("insufficient") => error(StatusCode::PAYMENT_REQUIRED, e),
         Ok(Err(e)) if e.contains("pending") => error(StatusCode::CONFLICT, e),
+        Ok(Err(e)) if e.contains("no provider offers") => error(StatusCode::NOT_FOUND, e),
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
     }

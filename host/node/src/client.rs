@@ -27,42 +27,64 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-pub fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {
-    let url = format!("{}{path}", conn.api.trim_end_matches('/'));
-    let mut resp = agent()
-        .get(&url)
-        .call()
-        .with_context(|| format!("cannot reach the node at {url}"))?;
-    let status = resp.status();
+/// Ends an operator's command: on error, one line on stderr and exit
+/// status 1 (no backtrace: the reason is the node's or ours, not a bug).
+pub fn finish(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn url(conn: &Conn, path: &str) -> String {
+    format!("{}{path}", conn.api.trim_end_matches('/'))
+}
+
+fn unreachable(conn: &Conn, e: ureq::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot reach the node's API at {} ({e}): is `wallance node` running there? \
+         Point --api (or WALLANCE_API) at its api_listen",
+        conn.api
+    )
+}
+
+/// Reads a JSON answer; an error status becomes an error with the node's reason.
+fn answer(url: &str, mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Result<(u16, Value)> {
+    let status = resp.status().as_u16();
     let body: Value = resp
         .body_mut()
         .read_json()
-        .with_context(|| format!("{url} did not answer JSON"))?;
-    if !status.is_success() {
+        .with_context(|| format!("{url} answered {status} but not JSON: is this a Wallance node?"))?;
+    Ok((status, body))
+}
+
+pub fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {
+    let url = url(conn, path);
+    let resp = agent().get(&url).call().map_err(|e| unreachable(conn, e))?;
+    let (status, body) = answer(&url, resp)?;
+    if !(200..300).contains(&status) {
         bail!("{url}: {status}: {}", body["error"].as_str().unwrap_or("error"));
     }
     Ok(body)
 }
 
 pub fn post(conn: &Conn, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-    let url = format!("{}{path}", conn.api.trim_end_matches('/'));
+    let url = url(conn, path);
     let mut req = agent().post(&url);
     if let Some(t) = &conn.token {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
-    let mut resp = req
-        .send_json(body)
-        .with_context(|| format!("cannot reach the node at {url}"))?;
-    let status = resp.status().as_u16();
-    let body: Value = resp
-        .body_mut()
-        .read_json()
-        .with_context(|| format!("{url} did not answer JSON"))?;
-    Ok((status, body))
+    let resp = req.send_json(body).map_err(|e| unreachable(conn, e))?;
+    answer(&url, resp)
 }
 
+/// DCoin with two decimals, more when the amount needs them.
 pub fn coins(v: &Value) -> String {
-    format!("{:.2}", v.as_u64().unwrap_or(0) as f64 / UNITS_PER_COIN as f64)
+    let units = v.as_u64().unwrap_or(0);
+    let text = format!("{}.{:06}", units / UNITS_PER_COIN, units % UNITS_PER_COIN);
+    let keep = text.trim_end_matches('0').len().max(text.len() - 4);
+    text[..keep].to_string()
 }
 
 pub fn wallets(conn: &Conn) -> anyhow::Result<()> {
@@ -72,18 +94,31 @@ pub fn wallets(conn: &Conn) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<12} {:>8} {:>10} {:>10} {:>8}  state",
-        "member", "version", "balance", "spendable", "shares"
+        "{:<12} {:>8} {:>10} {:>10} {:>8}  {:<13} last purchase",
+        "member", "version", "balance", "spendable", "shares", "state"
     );
     for w in w.as_array().into_iter().flatten() {
+        let state = w["state"].as_str().unwrap_or("");
+        let last = &w["last_commit"];
+        let last = if last.is_object() {
+            format!(
+                "{} for {} DCoin ({}…)",
+                last["service"].as_str().unwrap_or("?"),
+                coins(&last["price"]),
+                &last["request_id"].as_str().unwrap_or("")[..8.min(last["request_id"].as_str().unwrap_or("").len())]
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<12} {:>8} {:>10} {:>10} {:>8}  {}",
+            "{:<12} {:>8} {:>10} {:>10} {:>8}  {:<13} {}",
             w["name"].as_str().unwrap_or("?"),
             w["version"].as_u64().unwrap_or(0),
             coins(&w["balance"]),
             coins(&w["spendable"]),
             w["shares"].as_u64().unwrap_or(0),
-            &w["state"].as_str().unwrap_or("")[..12.min(w["state"].as_str().unwrap_or("").len())]
+            format!("{}…", &state[..12.min(state.len())]),
+            last
         );
     }
     Ok(())
@@ -114,18 +149,52 @@ pub fn status(conn: &Conn) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
+    let id = s["id"].as_str().unwrap_or("");
     println!(
-        "{} ({}…): up {} s, {} members (quorum {}), {} DDS peers, {} pending, {} commits, {} services on the network",
+        "{} ({}…), up {} s",
         s["me"].as_str().unwrap_or("?"),
-        &s["id"].as_str().unwrap_or("")[..8.min(s["id"].as_str().unwrap_or("").len())],
-        s["uptime_s"],
-        s["members"],
-        s["quorum"],
-        s["peers"]["dds_participants"],
-        s["pending"],
-        s["stats"]["commits"],
-        s["services"]
+        &id[..8.min(id.len())],
+        s["uptime_s"]
     );
+    println!(
+        "  network   {} members, quorum {}, {} DDS peers",
+        s["members"], s["quorum"], s["peers"]["dds_participants"]
+    );
+    let st = &s["stats"];
+    println!(
+        "  consensus {} pending, {} commits, votes {} sent / {} received",
+        s["pending"], st["commits"], st["votes_sent"], st["votes_received"]
+    );
+    println!(
+        "  services  {} on the network; contract runs {} ({} failed)",
+        s["services"], st["contract_runs"], st["contract_failures"]
+    );
+    println!(
+        "  traffic   {} shares, {} DDS samples ({} malformed), store {} bytes",
+        st["shares_received"], st["dds_received"], st["dds_malformed"], st["store_bytes"]
+    );
+    if let Some(rejected) = st["rejected"].as_object().filter(|r| !r.is_empty()) {
+        let parts: Vec<String> = rejected.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!("  rejected  {}", parts.join(", "));
+    }
+    let contracts = s["contracts"].as_array().cloned().unwrap_or_default();
+    println!(
+        "  contracts {} file(s) in {}",
+        contracts.len(),
+        s["contracts_dir"].as_str().unwrap_or("the contracts folder")
+    );
+    for c in &contracts {
+        let file = c["file"].as_str().unwrap_or("?");
+        let file = file.rsplit('/').next().unwrap_or(file);
+        match c["status"].as_str() {
+            Some("loaded") => println!(
+                "    {file}: loaded, service {} at {} DCoin",
+                c["service"].as_str().unwrap_or("?"),
+                coins(&c["price"])
+            ),
+            _ => println!("    {file}: REJECTED: {}", c["error"].as_str().unwrap_or("?")),
+        }
+    }
     Ok(())
 }
 
@@ -150,6 +219,9 @@ pub fn buy_quiet(
             .with_context(|| format!("--param {p:?}: expected key=value"))?;
         map.insert(k.to_string(), Value::String(v.to_string()));
     }
+    if !price_coins.is_finite() || price_coins < 0.0 {
+        bail!("--price {price_coins}: expected a number of DCoin, 0 or more");
+    }
     let price = (price_coins * UNITS_PER_COIN as f64).round() as u64;
     let (status, body) = post(
         conn,
@@ -157,7 +229,14 @@ pub fn buy_quiet(
         &serde_json::json!({ "service": service, "price": price, "params": map }),
     )?;
     if status != 202 {
-        bail!("purchase refused ({status}): {}", body["error"].as_str().unwrap_or("?"));
+        let reason = body["error"].as_str().unwrap_or("no reason given");
+        let hint = match status {
+            401 => " (pass the node's api_token with --token or WALLANCE_TOKEN)",
+            403 => " (set api_token in the node's node.toml and restart it)",
+            404 => " (see `wallance services`)",
+            _ => "",
+        };
+        bail!("purchase refused ({status}): {reason}{hint}");
     }
     let id = body["request_id"]
         .as_str()
@@ -168,12 +247,14 @@ pub fn buy_quiet(
     }
     let started = Instant::now();
     loop {
+        // 404 until the node has seen its own request: keep asking.
         if let Ok(p) = get(conn, &format!("/api/purchases/{id}"))
             && p["status"] == "done"
         {
-            if conn.json && !quiet {
+            if quiet {
+            } else if conn.json {
                 println!("{}", serde_json::to_string_pretty(&p)?);
-            } else if !quiet {
+            } else {
                 println!(
                     "committed in {} ms (wallet version {}), outcome from {}: {}{}",
                     p["commit"]["latency_ms"],
@@ -183,11 +264,17 @@ pub fn buy_quiet(
                     p["outcome"]["body"].as_str().unwrap_or("")
                 );
             }
+            if p["outcome"]["ok"] != true && !quiet {
+                bail!(
+                    "the purchase committed but the contract refused: {}",
+                    p["outcome"]["body"].as_str().unwrap_or("?")
+                );
+            }
             return Ok(p);
         }
         if started.elapsed() > Duration::from_secs(wait_s) {
             bail!("no outcome after {wait_s} s; follow it with GET /api/purchases/{id}");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -68,6 +68,16 @@ pub struct WalletView {
     pub spendable: u64,
     pub shares: u64,
     pub received: u64,
+    /// The newest commit of this wallet this node saw since it started.
+    pub last_commit: Option<LastCommit>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastCommit {
+    pub request_id: String,
+    pub service: String,
+    pub price: u64,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -225,6 +235,15 @@ pub fn build(
                 spendable: w.spendable(params),
                 shares: w.shares_seen,
                 received: w.received,
+                last_commit: commits
+                    .iter()
+                    .find(|c| c.requester_id == w.id.to_hex())
+                    .map(|c| LastCommit {
+                        request_id: c.request_id.clone(),
+                        service: c.service.clone(),
+                        price: c.price,
+                        at_ms: c.at_ms,
+                    }),
             })
             .collect(),
         pending: core
