@@ -62,7 +62,10 @@ fn ci() -> anyhow::Result<()> {
     // Interop with another DDS vendor needs Python with Eclipse Cyclone DDS
     // (`pip install cyclonedds`); .ci/run sets it up and names it here.
     if std::env::var_os("WALLANCE_INTEROP_PYTHON").is_some() {
-        run("cargo", &["test", "-p", "wallance-dds", "--test", "interop", "--", "--ignored"])?;
+        run(
+            "cargo",
+            &["test", "-p", "wallance-dds", "--test", "interop", "--", "--ignored"],
+        )?;
     } else {
         eprintln!("skipping the Cyclone DDS interop test: set WALLANCE_INTEROP_PYTHON to a python with cyclonedds");
     }
