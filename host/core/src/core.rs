@@ -257,10 +257,8 @@ impl Core {
         for cert in owed {
             core.outbox.push_back(Output::Event(Event::RunContract(Box::new(cert))));
         }
-        let parked: Vec<Hash> = core.requests.keys().copied().collect();
-        for id in parked {
-            core.reconsider(id);
-        }
+        // Restored requests start parked: check each again.
+        core.reconsider_parked();
         core
     }
 
@@ -527,15 +525,7 @@ impl Core {
                     }
                 }
             }
-            let parked: Vec<Hash> = self
-                .requests
-                .iter()
-                .filter(|(_, p)| p.parked)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in parked {
-                self.reconsider(id);
-            }
+            self.reconsider_parked();
             // Re-check decisions that had a quorum but lacked their request.
             let ready: Vec<Hash> = self
                 .decisions
@@ -785,6 +775,31 @@ impl Core {
             self.try_commit(d);
         }
         Ok(())
+    }
+
+    /// Every pending request and vote of wallet `idx` below `version` is void.
+    fn drop_requests_before(&mut self, idx: u32, version: u64) {
+        let void: Vec<Hash> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| p.idx == idx && p.request.version < version)
+            .map(|(k, _)| *k)
+            .collect();
+        for r in void {
+            self.drop_request(r);
+        }
+    }
+
+    fn reconsider_parked(&mut self) {
+        let parked: Vec<Hash> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| p.parked)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in parked {
+            self.reconsider(id);
+        }
     }
 
     fn reconsider_requester(&mut self, idx: u32) {
@@ -1060,15 +1075,7 @@ impl Core {
         self.drain_shares(idx);
         self.stats.commits += 1;
         // Every pending request and vote on the old State is void now.
-        let void: Vec<Hash> = self
-            .requests
-            .iter()
-            .filter(|(_, p)| p.idx == idx && p.request.version < version)
-            .map(|(k, _)| *k)
-            .collect();
-        for r in void {
-            self.drop_request(r);
-        }
+        self.drop_requests_before(idx, version);
         self.my_requests.remove(&id);
         self.outbox.push_back(Output::Event(Event::Committed {
             requester: request.requester,
@@ -1266,15 +1273,7 @@ impl Core {
                 self.stats.certificates_adopted += 1;
                 self.save_wallet(idx);
                 self.drain_shares(idx);
-                let void: Vec<Hash> = self
-                    .requests
-                    .iter()
-                    .filter(|(_, p)| p.idx == idx && p.request.version < version)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for r in void {
-                    self.drop_request(r);
-                }
+                self.drop_requests_before(idx, version);
             }
         }
         if i_owe_it {
@@ -1327,15 +1326,7 @@ impl Core {
         self.persist(Change::Announce(a.clone()));
         self.announces.insert(a.provider, a);
         self.outbox.push_back(Output::Event(Event::ServicesChanged));
-        let parked: Vec<Hash> = self
-            .requests
-            .iter()
-            .filter(|(_, p)| p.parked)
-            .map(|(k, _)| *k)
-            .collect();
-        for id in parked {
-            self.reconsider(id);
-        }
+        self.reconsider_parked();
         Ok(())
     }
 
