@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use serde_json::Value;
 use wallance_core::{Params, UNITS_PER_COIN};
 use wallance_dds::netns::{Isolation, Loopback, isolate};
 
@@ -232,7 +231,7 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         all.push(*lat.iter().max().unwrap_or(&0) as f64);
     }
     let (a50, a99) = (pct(&mut all, 0.5), pct(&mut all, 0.99));
-    let (r50, _) = (pct(&mut requester, 0.5), 0.0);
+    let r50 = pct(&mut requester, 0.5);
     let paper = match n {
         8 => "paper: 300 ms",
         48 => "paper: < 1 s",
@@ -304,6 +303,5 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             target: "≥ 500/s",
         });
     }
-    let _: Option<Value> = None;
     Ok(())
 }

@@ -270,7 +270,6 @@ impl Node {
         let sensor = Sensor::new(&loaded.config.sensor)?;
         let me = loaded.network.name_of(&key.id()).unwrap_or("?").to_string();
         info!(member = %me, id = %key.id().to_hex(), api = %loaded.config.api_listen, "node started");
-        let _ = tx;
         Ok(Self {
             core,
             key,

@@ -331,6 +331,8 @@ struct Decided {
     provider: u32,
     created_us: u64,
     requester_commit_us: Option<u64>,
+    /// When the latest honest node committed it.
+    last_commit_us: u64,
     commits: HashSet<usize>,
 }
 
@@ -744,6 +746,7 @@ impl Sim {
                     provider: 0,
                     created_us: created,
                     requester_commit_us: None,
+                    last_commit_us: now,
                     commits: HashSet::default(),
                 });
                 entry.provider = self.membership.index_of(&provider).unwrap_or(0);
@@ -754,6 +757,7 @@ impl Sim {
                     return;
                 }
                 entry.commits.insert(i);
+                entry.last_commit_us = entry.last_commit_us.max(now);
                 if owner == Some(i) && entry.requester_commit_us.is_none() {
                     entry.requester_commit_us = Some(now);
                     if self.partitioned_free_since().is_some_and(|h| created >= h) {
@@ -1018,6 +1022,23 @@ impl Sim {
         }
     }
 
+    /// An espresso request draft on node `i`'s own wallet.
+    fn own_draft(&self, i: usize, now: u64, price: u64) -> Option<(Wallet, RequestDraft)> {
+        let w = self.nodes[i].core.as_ref()?.wallet(&self.nodes[i].key.id())?.clone();
+        let draft = RequestDraft {
+            service: "espresso".into(),
+            provider: self.membership.id(PROVIDER as u32).expect("provider"),
+            price,
+            time_ms: now,
+            version: w.version,
+            state: w.state,
+            shares_upto: 0,
+            received_upto: 0,
+            params: vec![],
+        };
+        Some((w, draft))
+    }
+
     fn attack(&mut self, i: usize) {
         let key = self.nodes[i].key.clone();
         let p = self.cfg.params.clone();
@@ -1044,18 +1065,8 @@ impl Sim {
             }
             2 => {
                 // A request without valid work (difficulty checked at 1+).
-                let me = self.nodes[i].core.as_ref().and_then(|c| c.wallet(&key.id()).cloned());
-                let Some(w) = me else { return };
-                let draft = RequestDraft {
-                    service: "espresso".into(),
-                    provider: self.membership.id(PROVIDER as u32).expect("provider"),
-                    price: 2 * UNITS_PER_COIN,
-                    time_ms: now,
-                    version: w.version,
-                    state: w.state,
-                    shares_upto: 0,
-                    received_upto: 0,
-                    params: vec![],
+                let Some((_, draft)) = self.own_draft(i, now, 2 * UNITS_PER_COIN) else {
+                    return;
                 };
                 let mut r = Request::build(&key, draft, 0).expect("difficulty 0");
                 r.nonce = r.nonce.wrapping_add(1);
@@ -1103,19 +1114,11 @@ impl Sim {
             }
             7 => {
                 // Spam: a valid request the requester cannot afford.
-                let me = self.nodes[i].core.as_ref().and_then(|c| c.wallet(&key.id()).cloned());
-                let Some(w) = me else { return };
-                let draft = RequestDraft {
-                    service: "espresso".into(),
-                    provider: self.membership.id(PROVIDER as u32).expect("provider"),
-                    price: 1_000_000 * UNITS_PER_COIN,
-                    time_ms: now,
-                    version: w.version,
-                    state: w.state,
-                    shares_upto: w.shares_seen,
-                    received_upto: w.received,
-                    params: vec![],
+                let Some((w, mut draft)) = self.own_draft(i, now, 1_000_000 * UNITS_PER_COIN) else {
+                    return;
                 };
+                draft.shares_upto = w.shares_seen;
+                draft.received_upto = w.received;
                 let Ok(r) = Request::build(&key, draft, p.difficulty) else {
                     return;
                 };
@@ -1123,19 +1126,10 @@ impl Sim {
             }
             _ => {
                 // A request on a State the requester does not have.
-                let me = self.nodes[i].core.as_ref().and_then(|c| c.wallet(&key.id()).cloned());
-                let Some(w) = me else { return };
-                let draft = RequestDraft {
-                    service: "espresso".into(),
-                    provider: self.membership.id(PROVIDER as u32).expect("provider"),
-                    price: 2 * UNITS_PER_COIN,
-                    time_ms: now,
-                    version: w.version,
-                    state: [9; 32],
-                    shares_upto: 0,
-                    received_upto: 0,
-                    params: vec![],
+                let Some((_, mut draft)) = self.own_draft(i, now, 2 * UNITS_PER_COIN) else {
+                    return;
                 };
+                draft.state = [9; 32];
                 let Ok(r) = Request::build(&key, draft, p.difficulty) else {
                     return;
                 };
@@ -1303,16 +1297,12 @@ impl Sim {
 
     fn report(self) -> Report {
         let mut lat: Vec<f64> = Vec::new();
-        let mut lat_all: Vec<f64> = Vec::new();
+        let mut lat_all = self.commit_times();
         for d in self.decided.values() {
             if let Some(t) = d.requester_commit_us {
                 lat.push((t - d.created_us) as f64 / 1000.0);
             }
         }
-        // "Every node committed": for latency mode, the observers; else all honest.
-        let _ = &mut lat_all;
-        let commit_times = self.commit_times();
-        lat_all.extend(commit_times);
         lat.sort_by(f64::total_cmp);
         lat_all.sort_by(f64::total_cmp);
         let n = self.nodes.len() as f64;
@@ -1372,15 +1362,14 @@ impl Sim {
         }
     }
 
-    /// Per decision, the time until the last node that should commit did.
+    /// Per decision every expected node committed, the time from the
+    /// request to the last of those commits ("every node has committed":
+    /// all honest nodes, or in latency mode the nodes votes reach).
     fn commit_times(&self) -> Vec<f64> {
-        // Commit times per node are not stored; the requester's commit and
-        // the provider's certificate bound them. We record the slowest
-        // honest commit via `commits` set sizes at the end instead.
         self.decided
             .values()
             .filter(|d| d.commits.len() >= self.expected_committers())
-            .filter_map(|d| d.requester_commit_us.map(|t| (t - d.created_us) as f64 / 1000.0))
+            .map(|d| (d.last_commit_us - d.created_us) as f64 / 1000.0)
             .collect()
     }
 
