@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::MemberId;
+use crate::crypto::{Hash, MemberId, sha256};
 
 /// Money is counted in integer units (hole 1): 1 DCoin = 1 000 000 units, so
 /// a share worth 0.2 DCoin is exactly 200 000 units.
@@ -26,7 +26,10 @@ pub struct Params {
     pub vote_difficulty: u8,
     /// Shares that earn one DCoin (paper: 5).
     pub dcoin_rate: u64,
-    /// Units each rewarded voter earns (paper: 2 DCoin).
+    /// The voter reward of one purchase (paper: 2 DCoin per voter, created
+    /// at each commit). Here the requester pays it on top of the price, and
+    /// it goes to one member drawn from the request id
+    /// ([`Membership::reward_recipient`]): purchases never mint money.
     pub reward_units: u64,
     /// Units every wallet starts with.
     pub initial_units: u64,
@@ -86,12 +89,23 @@ impl Params {
         u64::try_from(total(to) - total(from)).unwrap_or(u64::MAX)
     }
 
+    /// What a purchase at `price` takes from the requester: the price for
+    /// the provider plus the voter reward. Rewards are paid by the requester,
+    /// never created (only sensor shares create DCoin).
+    pub fn cost(&self, price: u64) -> Option<u64> {
+        price.checked_add(self.reward_units)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.threshold_den == 0 || self.threshold_num == 0 || self.threshold_num >= self.threshold_den {
             return Err("threshold must be a fraction strictly between 0 and 1".into());
         }
-        if 2 * self.threshold_num < self.threshold_den {
-            return Err("threshold below 1/2 lets two conflicting requests both win".into());
+        // Two quorums must share more than a third of the weight, so that an
+        // honest member is in both while Byzantine members hold less than a
+        // third: any threshold below 2/3 lets them commit two successors of
+        // one State.
+        if 3 * u128::from(self.threshold_num) < 2 * u128::from(self.threshold_den) {
+            return Err("threshold below 2/3 lets Byzantine members below a third commit a double spend".into());
         }
         if self.dcoin_rate == 0 {
             return Err("dcoin_rate must be at least 1".into());
@@ -122,6 +136,8 @@ struct MembershipInner {
     members: Vec<MemberId>,
     weights: Vec<u64>,
     index: HashMap<MemberId, u32>,
+    /// Running totals of the weights: `cumulative[i]` = weights of members `0..=i`.
+    cumulative: Vec<u64>,
     total_weight: u64,
 }
 
@@ -151,15 +167,18 @@ impl Membership {
         if weights.contains(&0) {
             return Err("a member's weight must be positive".into());
         }
-        let total_weight = weights
-            .iter()
-            .try_fold(0u64, |a, w| a.checked_add(*w))
-            .ok_or("weights overflow")?;
+        let mut cumulative = Vec::with_capacity(weights.len());
+        let mut total_weight = 0u64;
+        for w in &weights {
+            total_weight = total_weight.checked_add(*w).ok_or("weights overflow")?;
+            cumulative.push(total_weight);
+        }
         Ok(Self {
             inner: Arc::new(MembershipInner {
                 members,
                 weights,
                 index,
+                cumulative,
                 total_weight,
             }),
         })
@@ -192,6 +211,17 @@ impl Membership {
     pub fn is_quorum(&self, params: &Params, weight: u64) -> bool {
         u128::from(weight) * u128::from(params.threshold_den)
             > u128::from(self.inner.total_weight) * u128::from(params.threshold_num)
+    }
+
+    /// The member a purchase's voter reward goes to: drawn from the request
+    /// id, with probability proportional to weight. Every node computes the
+    /// same member from the request alone, so no one (a provider, whoever
+    /// assembles a certificate) chooses who is rewarded, and nothing can be
+    /// rewarded twice or to a superset.
+    pub fn reward_recipient(&self, request_id: &Hash) -> u32 {
+        let h = sha256(&[b"wallance/reward/v1", request_id]);
+        let draw = u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % self.inner.total_weight;
+        self.inner.cumulative.partition_point(|c| *c <= draw) as u32
     }
 
     /// The smallest number of equal-weight votes that is a quorum.
