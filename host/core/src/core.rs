@@ -1480,7 +1480,10 @@ impl Core {
         let id = cert.request.check(self.params.difficulty)?;
         for v in &cert.votes {
             let vote = Vote {
-                voter: self.members.id(v.voter_idx).ok_or("vote from an unknown member index")?,
+                voter: self
+                    .members
+                    .id(v.voter_idx)
+                    .ok_or("vote from an unknown member index")?,
                 request_id: id,
                 remaining: cert.remaining,
                 nonce: v.nonce,

@@ -45,7 +45,9 @@ fn wallets(net: &Net, at: usize) -> Vec<Wallet> {
 #[test]
 fn replayed_old_certificates_never_credit_twice_on_a_light_node() {
     // Node 3 keeps only wallets 0 (the provider) and 3.
-    let mut net = Net::with(4, harness::params(), |i| (i == 3).then(|| [0u32, 3].into_iter().collect()));
+    let mut net = Net::with(4, harness::params(), |i| {
+        (i == 3).then(|| [0u32, 3].into_iter().collect())
+    });
     net.offer_espresso();
     let certs_kept = harness::params().certs_kept_per_wallet;
     for _ in 0..certs_kept + 2 {
@@ -63,7 +65,11 @@ fn replayed_old_certificates_never_credit_twice_on_a_light_node() {
     for m in captured(&net, |m| matches!(m, Message::Certificate(_))) {
         replay(&mut net, 3, &m);
     }
-    assert_eq!(net.wallet(3, 0), before, "a replay changed the light node's view of the provider");
+    assert_eq!(
+        net.wallet(3, 0),
+        before,
+        "a replay changed the light node's view of the provider"
+    );
     assert_eq!(net.wallet(3, 0).received, net.wallet(0, 0).received);
 }
 
@@ -71,7 +77,9 @@ fn replayed_old_certificates_never_credit_twice_on_a_light_node() {
 /// settled the signed certificate.
 #[test]
 fn a_light_node_settles_from_a_proof_as_from_a_signed_certificate() {
-    let mut net = Net::with(4, harness::params(), |i| (i == 3).then(|| [0u32, 3].into_iter().collect()));
+    let mut net = Net::with(4, harness::params(), |i| {
+        (i == 3).then(|| [0u32, 3].into_iter().collect())
+    });
     net.offer_espresso();
     net.isolated[3] = true;
     net.buy(1).unwrap();
@@ -119,7 +127,10 @@ fn a_replayed_certificate_or_proof_never_reruns_a_pruned_run() {
     for m in &old {
         assert_eq!(runs_asked(&replay(&mut net, 0, m)), 0, "after a restart");
     }
-    assert!(net.nodes[0].disk.runs.len() <= certs_kept, "finished runs are pruned on disk too");
+    assert!(
+        net.nodes[0].disk.runs.len() <= certs_kept,
+        "finished runs are pruned on disk too"
+    );
 }
 
 /// Hole 3: votes arriving after their request committed opened a pending
@@ -187,7 +198,12 @@ fn a_cert_fetch_with_first_above_last_is_refused_not_a_panic() {
     let r = net.nodes[0].core.handle_message(net.now, Message::CertFetch(f));
     assert_eq!(r.unwrap_err().reason, "first version above the last");
     let f = ShareFetch::new(&net.nodes[2].key.clone(), net.id(0), 9, 3);
-    assert!(net.nodes[0].core.handle_message(net.now, Message::ShareFetch(f)).is_err());
+    assert!(
+        net.nodes[0]
+            .core
+            .handle_message(net.now, Message::ShareFetch(f))
+            .is_err()
+    );
 }
 
 #[test]
@@ -197,7 +213,9 @@ fn a_request_or_certificate_at_version_u64_max_is_refused_not_a_panic() {
     net.buy(1).unwrap();
     let mut cert: Certificate = net.nodes[0].core.certificate(1, 1).unwrap().clone();
     cert.request.version = u64::MAX;
-    let r = net.nodes[2].core.handle_message(net.now, Message::Certificate(Box::new(cert.clone())));
+    let r = net.nodes[2]
+        .core
+        .handle_message(net.now, Message::Certificate(Box::new(cert.clone())));
     assert!(r.is_err());
     // Re-signed by its requester (a Byzantine member holds its own key).
     let key = net.nodes[1].key.clone();
@@ -217,9 +235,19 @@ fn a_request_or_certificate_at_version_u64_max_is_refused_not_a_panic() {
         1,
     )
     .unwrap();
-    assert!(net.nodes[2].core.handle_message(net.now, Message::Request(r.clone())).is_err());
+    assert!(
+        net.nodes[2]
+            .core
+            .handle_message(net.now, Message::Request(r.clone()))
+            .is_err()
+    );
     cert.request = r;
-    assert!(net.nodes[2].core.handle_message(net.now, Message::Certificate(Box::new(cert))).is_err());
+    assert!(
+        net.nodes[2]
+            .core
+            .handle_message(net.now, Message::Certificate(Box::new(cert)))
+            .is_err()
+    );
 }
 
 /// Hole 5: a replayed ShareFetch made its target re-sign and broadcast up
@@ -263,17 +291,19 @@ fn a_forged_digest_takes_no_catch_up_slot() {
     net.isolated[3] = true;
     net.buy(1).unwrap();
     net.isolated[3] = false;
-    // A forger sends digests in every member's name, unsigned, every interval.
+    // A forger sends digests in every member's name, unsigned, at the start
+    // of every interval, just ahead of the genuine ones.
     let forger = Keypair::from_seed([99; 32]);
-    for from in 0..3 {
-        let mut d = SyncDigest::new(&forger, net.now, [7; 32]);
-        d.from = net.id(from);
-        let outs = replay(&mut net, 3, &Message::Digest(d));
-        assert!(!outs.iter().any(|o| matches!(o, Output::Send(Message::HeadsRequest(_)))));
-    }
-    // The genuine digests that follow still start the catch-up.
     for _ in 0..4 {
-        net.tick(5_000);
+        net.now += 5_000;
+        for from in 0..3 {
+            let mut d = SyncDigest::new(&forger, net.now, [7; 32]);
+            d.from = net.id(from);
+            let outs = replay(&mut net, 3, &Message::Digest(d));
+            assert!(!outs.iter().any(|o| matches!(o, Output::Send(Message::HeadsRequest(_)))));
+        }
+        // The genuine digests that follow still start the catch-up.
+        net.tick(0);
     }
     assert_eq!(wallets(&net, 3), wallets(&net, 0));
 }
@@ -290,7 +320,10 @@ fn a_forged_vote_after_a_real_one_does_not_blame_the_voter() {
     net.offer_espresso();
     net.isolated[1] = true; // node 1's vote reaches nobody yet: no quorum
     net.isolated[2] = true;
-    let r = net.nodes[3].core.buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![]).unwrap();
+    let r = net.nodes[3]
+        .core
+        .buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![])
+        .unwrap();
     net.flush(3);
     net.run();
     let real = captured(&net, |m| matches!(m, Message::Vote(v) if v.voter == net.id(3)));
@@ -299,10 +332,18 @@ fn a_forged_vote_after_a_real_one_does_not_blame_the_voter() {
         remaining: real.remaining + 1,
         ..real
     };
-    let err = net.nodes[0].core.handle_message(net.now, Message::Vote(forged)).unwrap_err();
+    let err = net.nodes[0]
+        .core
+        .handle_message(net.now, Message::Vote(forged))
+        .unwrap_err();
     assert_eq!(err.reason, "vote signature is invalid");
     assert!(
-        !net.nodes[0].core.stats().rejected.keys().any(|k| k.contains("equivocation")),
+        !net.nodes[0]
+            .core
+            .stats()
+            .rejected
+            .keys()
+            .any(|k| k.contains("equivocation")),
         "an honest member was blamed for a forgery"
     );
     let _ = r;
@@ -321,16 +362,27 @@ fn an_honest_requester_keeps_its_request_when_the_pending_table_is_full() {
     net.offer_espresso();
     net.isolated = vec![true, true, false, true];
     // Node 2 holds another member's request: its table is full.
-    let _ = net.nodes[1].core.buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![]).unwrap();
+    let _ = net.nodes[1]
+        .core
+        .buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![])
+        .unwrap();
     net.flush(1);
     net.run();
     net.isolated = vec![true, true, true, true];
     assert_eq!(net.nodes[2].core.pending_requests().count(), 1);
-    let mine = net.nodes[2].core.buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![]).unwrap();
+    let mine = net.nodes[2]
+        .core
+        .buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![])
+        .unwrap();
     net.flush(2);
-    assert!(net.nodes[2].disk.requests.contains_key(&mine.id()), "own request not stored");
+    assert!(
+        net.nodes[2].disk.requests.contains_key(&mine.id()),
+        "own request not stored"
+    );
     // A second purchase on the same State is refused, not a double spend.
-    let again = net.nodes[2].core.buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![]);
+    let again = net.nodes[2]
+        .core
+        .buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![]);
     assert!(again.is_err());
     net.isolated = vec![false; 4];
     net.tick(2_000);
@@ -345,7 +397,10 @@ fn two_certificates_for_one_decision_settle_once_and_identically() {
     net.offer_espresso();
     net.isolated = vec![true; 7];
     net.isolated[1] = false;
-    let r = net.nodes[1].core.buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![]).unwrap();
+    let r = net.nodes[1]
+        .core
+        .buy(net.now, "espresso", None, 2 * UNITS_PER_COIN, vec![])
+        .unwrap();
     net.flush(1);
     net.run();
     // Gather every member's vote by hand, as the provider would.
@@ -413,7 +468,12 @@ fn outcomes_are_accepted_only_from_the_purchases_provider_and_once() {
     assert_eq!(outcomes(&net), 1);
     let liar = net.nodes[2].key.clone();
     let fake = Outcome::new(&liar, net.id(1), r.id(), 1, true, "free espresso");
-    assert!(net.nodes[1].core.handle_message(net.now, Message::Outcome(fake)).is_err());
+    assert!(
+        net.nodes[1]
+            .core
+            .handle_message(net.now, Message::Outcome(fake))
+            .is_err()
+    );
     let real = captured(&net, |m| matches!(m, Message::Outcome(_)));
     let _ = net.nodes[1].core.handle_message(net.now, real[0].clone());
     net.flush(1);

@@ -33,8 +33,8 @@ fn a_purchase_commits_everywhere_pays_the_provider_and_the_drawn_member() {
     let drawn = net.nodes[0].core.membership().reward_recipient(&request.id()) as usize;
     for at in 0..8 {
         for member in 0..8 {
-            let expected = if member == 0 { 2 * UNITS_PER_COIN } else { 0 }
-                + if member == drawn { 2 * UNITS_PER_COIN } else { 0 };
+            let expected =
+                if member == 0 { 2 * UNITS_PER_COIN } else { 0 } + if member == drawn { 2 * UNITS_PER_COIN } else { 0 };
             assert_eq!(net.wallet(at, member).received, expected, "node {at}, member {member}");
         }
         let total_received: u64 = net.nodes[at].core.wallets().map(|w| w.received).sum();
