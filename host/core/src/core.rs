@@ -193,7 +193,7 @@ const MAX_PENDING_PER_REQUESTER: usize = 4;
 /// (votes may overtake their request; an honest voter has a few at once).
 /// A newer one evicts the oldest, so replayed or invented votes cost a
 /// member only its own slots.
-pub const MAX_ORPHAN_VOTES: usize = 8;
+pub const MAX_ORPHAN_VOTES: usize = 16;
 /// Committed request ids remembered (besides the TTL), so late votes are
 /// dropped for the price of a lookup.
 pub const MAX_REMEMBERED_COMMITS: usize = 65_536;
