@@ -28,9 +28,8 @@ pub struct AdversaryConfig {
     pub every_ms: (u64, u64),
     /// After the workload the adversary goes on this many times slower ...
     pub quiet_slowdown: u64,
-    /// ... and stops this long before the end of the run, so that what it
-    /// injected last can expire and the final checks look at a quiet network
-    /// (set it above `request_ttl_ms`).
+    /// ... and stops this long before the end of the run (so its last
+    /// messages are handled before the final checks).
     pub stop_before_end_ms: u64,
     /// Messages kept for replay: a uniform sample of everything ever sent
     /// (so old messages stay) ...
@@ -44,6 +43,9 @@ pub struct AdversaryConfig {
     pub weight_burst: u32,
     pub weight_mutate: u32,
     pub weight_flip: u32,
+    /// Forged digests (a random member's name, no valid signature) to every
+    /// node at once.
+    pub weight_digest_flood: u32,
 }
 
 impl Default for AdversaryConfig {
@@ -51,7 +53,7 @@ impl Default for AdversaryConfig {
         Self {
             every_ms: (5, 120),
             quiet_slowdown: 4,
-            stop_before_end_ms: 16_000,
+            stop_before_end_ms: 2_000,
             reservoir: 4_096,
             recent: 256,
             burst: (5, 40),
@@ -59,6 +61,7 @@ impl Default for AdversaryConfig {
             weight_burst: 1,
             weight_mutate: 5,
             weight_flip: 2,
+            weight_digest_flood: 1,
         }
     }
 }
@@ -69,6 +72,7 @@ impl AdversaryConfig {
         Self {
             weight_mutate: 0,
             weight_flip: 0,
+            weight_digest_flood: 0,
             ..Self::default()
         }
     }
@@ -81,6 +85,7 @@ pub enum Action {
     Burst,
     Mutate,
     Flip,
+    DigestFlood,
 }
 
 /// How a mutated copy is signed.
@@ -91,9 +96,15 @@ enum SigMode {
     Resign,
 }
 
-/// The recorded traffic.
+/// The recorded traffic, per message kind (so that rare kinds such as
+/// certificates and fetches are picked as often as shares and votes).
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
+    kinds: BTreeMap<&'static str, Kind>,
+}
+
+#[derive(Debug, Default)]
+struct Kind {
     sample: Vec<Rc<Message>>,
     recent: std::collections::VecDeque<Rc<Message>>,
     seen: u64,
@@ -101,32 +112,37 @@ pub(crate) struct Recorder {
 
 impl Recorder {
     pub(crate) fn record(&mut self, cfg: &AdversaryConfig, rng: &mut ChaCha8Rng, m: &Rc<Message>) {
-        self.seen += 1;
-        if self.sample.len() < cfg.reservoir {
-            self.sample.push(m.clone());
+        // 11 kinds share the configured sizes.
+        let cap = cfg.reservoir.div_ceil(11).max(1);
+        let recent = cfg.recent.div_ceil(11).max(1);
+        let k = self.kinds.entry(m.kind()).or_default();
+        k.seen += 1;
+        if k.sample.len() < cap {
+            k.sample.push(m.clone());
         } else {
             // Algorithm R: every message ever sent is in the sample with
             // the same probability, however old.
-            let j = rng.gen_range(0..self.seen);
-            if (j as usize) < cfg.reservoir {
-                self.sample[j as usize] = m.clone();
+            let j = rng.gen_range(0..k.seen);
+            if (j as usize) < cap {
+                k.sample[j as usize] = m.clone();
             }
         }
-        self.recent.push_back(m.clone());
-        while self.recent.len() > cfg.recent {
-            self.recent.pop_front();
+        k.recent.push_back(m.clone());
+        while k.recent.len() > recent {
+            k.recent.pop_front();
         }
     }
 
-    /// An old message (half the time) or a recent one.
+    /// A kind at random, then an old message of it (half the time) or a
+    /// recent one.
     pub(crate) fn pick(&self, rng: &mut ChaCha8Rng) -> Option<Rc<Message>> {
-        let from_sample = rng.gen_bool(0.5);
-        let pool: Vec<&Rc<Message>> = if from_sample || self.recent.is_empty() {
-            self.sample.iter().collect()
+        let kinds: Vec<&Kind> = self.kinds.values().collect();
+        let k = kinds.choose(rng)?;
+        if rng.gen_bool(0.5) || k.recent.is_empty() {
+            k.sample.choose(rng).cloned()
         } else {
-            self.recent.iter().collect()
-        };
-        pool.choose(rng).map(|m| (*m).clone())
+            k.recent.get(rng.gen_range(0..k.recent.len())).cloned()
+        }
     }
 }
 
@@ -137,6 +153,7 @@ pub(crate) fn pick_action(cfg: &AdversaryConfig, rng: &mut ChaCha8Rng) -> Action
         (Action::Burst, cfg.weight_burst),
         (Action::Mutate, cfg.weight_mutate),
         (Action::Flip, cfg.weight_flip),
+        (Action::DigestFlood, cfg.weight_digest_flood),
     ];
     let total: u32 = w.iter().map(|(_, x)| x).sum::<u32>().max(1);
     let mut draw = rng.gen_range(0..total);
@@ -271,10 +288,15 @@ pub(crate) fn mutate(rng: &mut ChaCha8Rng, k: &Knowledge<'_>, m: &Message) -> (M
         }
         Message::Certificate(c) => {
             let mut c = (**c).clone();
-            let field = match rng.gen_range(0..9) {
+            let field = match rng.gen_range(0..10) {
                 0 => {
                     c.remaining = edgy_u64(rng, c.remaining);
                     "remaining"
+                }
+                9 => {
+                    c.request.version =
+                        [u64::MAX, u64::MAX - 1, 0, c.request.version.wrapping_add(1)][rng.gen_range(0..4)];
+                    "request.version"
                 }
                 1 => {
                     c.votes.shuffle(rng);

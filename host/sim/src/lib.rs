@@ -371,17 +371,41 @@ enum Payload {
 
 #[derive(Debug)]
 enum Ev {
-    Arrive { to: usize, epoch: u32, payload: Payload },
-    Process { to: usize, epoch: u32, payload: Payload },
-    Timer { node: usize, epoch: u32 },
-    Share { node: usize },
-    Buy { node: usize },
+    /// `adv`: injected by the network adversary.
+    Arrive {
+        to: usize,
+        epoch: u32,
+        payload: Payload,
+        adv: bool,
+    },
+    Process {
+        to: usize,
+        epoch: u32,
+        payload: Payload,
+        adv: bool,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+    },
+    Share {
+        node: usize,
+    },
+    Buy {
+        node: usize,
+    },
     Crash,
-    Restart { node: usize },
+    Restart {
+        node: usize,
+    },
     Partition,
     Heal,
-    Attack { node: usize },
-    LatencyBuy { n: usize },
+    Attack {
+        node: usize,
+    },
+    LatencyBuy {
+        n: usize,
+    },
     Adversary,
 }
 
@@ -456,6 +480,34 @@ pub struct Sim {
     panics: u64,
     /// Contract runs asked for, by (requester idx, version).
     run_events: HashMap<(u32, u64), u32>,
+    /// Injected messages honest nodes handled, and what they sent in answer.
+    adversary_delivered: u64,
+    adversary_answers: u64,
+}
+
+/// One message (of any kind, however crafted) may make an honest node send
+/// at most this many: a fetch is answered in bounded pieces.
+const MAX_ANSWERS_PER_MESSAGE: u64 = 64;
+/// On average over a run, what an injected message may make a node send.
+const MAX_MEAN_ANSWERS: f64 = 2.0;
+
+thread_local! {
+    /// True while this thread is inside a guarded core call.
+    static IN_CORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once per process) a panic hook that stays silent for panics
+/// inside guarded core calls and defers to the previous hook otherwise.
+fn quiet_panics_in_cores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_CORE.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 const PROVIDER: usize = 0;
@@ -556,6 +608,8 @@ impl Sim {
             violation_classes: BTreeMap::new(),
             panics: 0,
             run_events: HashMap::default(),
+            adversary_delivered: 0,
+            adversary_answers: 0,
             cfg,
         };
         for i in 0..n {
@@ -656,7 +710,12 @@ impl Sim {
 
     fn step(&mut self, ev: Ev) {
         match ev {
-            Ev::Arrive { to, epoch, payload } => {
+            Ev::Arrive {
+                to,
+                epoch,
+                payload,
+                adv,
+            } => {
                 if self.nodes[to].epoch != epoch || self.nodes[to].core.is_none() {
                     return;
                 }
@@ -665,12 +724,33 @@ impl Sim {
                 let start = node.cpu_free_us.max(self.now_us);
                 node.cpu_free_us = start + cost;
                 let done = node.cpu_free_us;
-                self.at(done, Ev::Process { to, epoch, payload });
+                self.at(
+                    done,
+                    Ev::Process {
+                        to,
+                        epoch,
+                        payload,
+                        adv,
+                    },
+                );
             }
-            Ev::Process { to, epoch, payload } => {
+            Ev::Process {
+                to,
+                epoch,
+                payload,
+                adv,
+            } => {
                 if self.nodes[to].epoch != epoch {
                     return;
                 }
+                let sent_before = self.nodes[to].sent_msgs;
+                let forged_vote = match &payload {
+                    Payload::Msg(m) => match &**m {
+                        Message::Vote(v) => v.check(self.cfg.params.vote_difficulty).is_err(),
+                        _ => false,
+                    },
+                    Payload::Bytes(_) => false,
+                };
                 let now = self.node_now_ms(to);
                 let node = &mut self.nodes[to];
                 let Some(core) = node.core.as_mut() else {
@@ -707,15 +787,45 @@ impl Sim {
                         if node.byzantine && node.replay.len() < 64 {
                             node.replay.push(m.clone());
                         }
-                        catch_unwind(AssertUnwindSafe(|| core.handle_message(now, (*m).clone())))
+                        Self::guarded(|| core.handle_message(now, (*m).clone()))
                     }
-                    Payload::Bytes(b) => catch_unwind(AssertUnwindSafe(|| core.handle_bytes(now, &b))),
+                    Payload::Bytes(b) => Self::guarded(|| core.handle_bytes(now, &b)),
                 };
-                if let Err(panic) = result {
-                    self.panicked(to, kind, &panic);
-                    return;
-                }
+                let reject = match result {
+                    Err(panic) => {
+                        self.panicked(to, kind, &panic);
+                        return;
+                    }
+                    Ok(r) => r.err(),
+                };
                 self.drain(to);
+                let honest = !self.nodes[to].byzantine;
+                if honest
+                    && forged_vote
+                    && let Some(r) = reject
+                    && r.reason.contains("equivoca")
+                {
+                    // Evidence: an honest member is never blamed for a forgery.
+                    self.violate(
+                        "false-blame",
+                        format!(
+                            "node {to} counted a vote with a bad signature as equivocation ({})",
+                            r.reason
+                        ),
+                    );
+                }
+                if adv && honest {
+                    // Amplification: what one injected message made a node send.
+                    let sent = self.nodes[to].sent_msgs - sent_before;
+                    self.adversary_delivered += 1;
+                    self.adversary_answers += sent;
+                    if sent > MAX_ANSWERS_PER_MESSAGE {
+                        self.violate(
+                            "amplification",
+                            format!("node {to} sent {sent} messages in answer to one injected {kind}"),
+                        );
+                    }
+                }
             }
             Ev::Timer { node, epoch } => {
                 if self.nodes[node].epoch != epoch || self.nodes[node].timer_at_us != self.now_us {
@@ -724,7 +834,7 @@ impl Sim {
                 self.nodes[node].timer_at_us = u64::MAX;
                 let now = self.node_now_ms(node);
                 if let Some(core) = self.nodes[node].core.as_mut() {
-                    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| core.handle_timeout(now))) {
+                    if let Err(panic) = Self::guarded(|| core.handle_timeout(now)) {
                         self.panicked(node, "timeout", &panic);
                         return;
                     }
@@ -774,6 +884,16 @@ impl Sim {
             Ev::LatencyBuy { n } => self.latency_buy(n),
             Ev::Adversary => self.adversary_step(),
         }
+    }
+
+    /// Calls into a core, turning a panic into an error (silently: the
+    /// panic is reported as a violation, not printed).
+    fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Box<dyn std::any::Any + Send>> {
+        quiet_panics_in_cores();
+        IN_CORE.with(|c| c.set(true));
+        let r = catch_unwind(AssertUnwindSafe(f));
+        IN_CORE.with(|c| c.set(false));
+        r
     }
 
     /// A core call panicked: a violation. The node's memory is no longer
@@ -869,8 +989,7 @@ impl Sim {
                     format!("{} failed: out of beans", cert.request.service)
                 };
                 if let Some(core) = self.nodes[i].core.as_mut()
-                    && let Err(panic) =
-                        catch_unwind(AssertUnwindSafe(|| core.contract_done(now, idx, version, ok, &body)))
+                    && let Err(panic) = Self::guarded(|| core.contract_done(now, idx, version, ok, &body))
                 {
                     self.panicked(i, "contract_done", &panic);
                     return;
@@ -1080,7 +1199,15 @@ impl Sim {
                     Payload::Msg(m) => Payload::Msg(m.clone()),
                     Payload::Bytes(b) => Payload::Bytes(b.clone()),
                 };
-                self.at(arrive, Ev::Arrive { to, epoch, payload: p });
+                self.at(
+                    arrive,
+                    Ev::Arrive {
+                        to,
+                        epoch,
+                        payload: p,
+                        adv: false,
+                    },
+                );
             }
         }
     }
@@ -1319,7 +1446,7 @@ impl Sim {
             &self.nodes[i].key,
             r.requester,
             r.id(),
-            r.version + 1,
+            r.version.wrapping_add(1),
             ok,
             "served (never ran)",
         );
@@ -1376,10 +1503,36 @@ impl Sim {
                     params: &params,
                     byzantine_keys: &keys,
                 };
-                let (m2, label) = adversary::mutate(&mut self.rng, &k, &m);
+                let (m2, label) = match &*m {
+                    // A signed certificate stripped to a proof, sent to its
+                    // provider: "you owe this run" (long after it ran).
+                    Message::Certificate(c) if c.is_signed() && self.rng.gen_bool(0.3) => {
+                        let mut c = (**c).clone();
+                        c.provider_sig = Default::default();
+                        (Message::Certificate(Box::new(c)), "certificate.as-proof".to_string())
+                    }
+                    _ => adversary::mutate(&mut self.rng, &k, &m),
+                };
                 let to = self.adversary_target(&m2);
                 adversary::count(&mut self.injected, format!("mutate/{label}"));
                 self.inject(to, Payload::Msg(Rc::new(m2)));
+            }
+            Action::DigestFlood => {
+                let from = self
+                    .membership
+                    .id(self.rng.gen_range(0..self.nodes.len() as u32))
+                    .expect("member");
+                let d = wallance_core::msg::SyncDigest {
+                    from,
+                    time_ms: self.node_now_ms(0),
+                    digest: self.rng.r#gen(),
+                    sig: Default::default(),
+                };
+                adversary::count(&mut self.injected, "digest-flood");
+                let m = Rc::new(Message::Digest(d));
+                for to in 0..self.nodes.len() {
+                    self.inject(to, Payload::Msg(m.clone()));
+                }
             }
             Action::Flip => {
                 let Some((bytes, how)) = adversary::flip_bytes(&mut self.rng, &m) else {
@@ -1400,10 +1553,11 @@ impl Sim {
             Message::CertFetch(f) => Some(f.to),
             Message::ShareFetch(f) => Some(f.to),
             Message::Outcome(o) => Some(o.requester),
+            Message::Certificate(c) if self.rng.gen_bool(0.3) => Some(c.request.provider),
             _ => None,
         };
         if let Some(id) = addressed
-            && self.rng.gen_bool(0.5)
+            && (matches!(m, Message::Certificate(_)) || self.rng.gen_bool(0.5))
             && let Some(i) = self.membership.index_of(&id)
         {
             return i as usize;
@@ -1418,7 +1572,15 @@ impl Sim {
             .rng
             .gen_range(self.cfg.net.latency_us_min..=self.cfg.net.latency_us_max);
         let epoch = self.nodes[to].epoch;
-        self.at(self.now_us + latency, Ev::Arrive { to, epoch, payload });
+        self.at(
+            self.now_us + latency,
+            Ev::Arrive {
+                to,
+                epoch,
+                payload,
+                adv: true,
+            },
+        );
     }
 
     fn double_spend(&mut self, i: usize, first: &Request) {
@@ -1623,13 +1785,19 @@ impl Sim {
         let Some(core) = self.nodes[i].core.as_ref() else {
             return;
         };
-        let params = core.params().clone();
+        let reward = core.params().reward_units;
+        let wallets: Vec<Wallet> = core.wallets().cloned().collect();
         let mut received: u128 = 0;
         let mut paid: u128 = 0;
         let mut per_member = vec![0u128; self.membership.len()];
-        for (idx, w) in core.wallets().enumerate() {
+        for (idx, w) in wallets.iter().enumerate() {
             received += u128::from(w.received);
             let top = w.settled.max(w.settled_above.iter().copied().max().unwrap_or(0));
+            if top > w.version.max(self.decided.len() as u64) {
+                let msg = format!("node {i}: wallet {idx} v{} has settled version {top}", w.version);
+                self.violate("settled-beyond-version", msg);
+                return;
+            }
             for v in 1..=top {
                 if !w.is_settled(v) {
                     continue;
@@ -1637,9 +1805,9 @@ impl Sim {
                 let Some(d) = self.decided.get(&(idx as u32, v)) else {
                     return; // settled a commit no honest node reported: cannot price it
                 };
-                paid += u128::from(d.price) + u128::from(params.reward_units);
+                paid += u128::from(d.price) + u128::from(reward);
                 per_member[d.provider as usize] += u128::from(d.price);
-                per_member[self.membership.reward_recipient(&d.request_id) as usize] += u128::from(params.reward_units);
+                per_member[self.membership.reward_recipient(&d.request_id) as usize] += u128::from(reward);
             }
         }
         if received != paid {
@@ -1648,11 +1816,8 @@ impl Sim {
                 format!("node {i}: wallets received {received} units in all, the commits it settled paid {paid}"),
             );
         }
-        let wrong: Vec<(usize, u64, u128)> = self.nodes[i]
-            .core
-            .as_ref()
-            .into_iter()
-            .flat_map(|c| c.wallets())
+        let wrong: Vec<(usize, u64, u128)> = wallets
+            .iter()
             .enumerate()
             .filter(|(m, w)| u128::from(w.received) != per_member[*m])
             .map(|(m, w)| (m, w.received, per_member[m]))
@@ -1747,10 +1912,22 @@ impl Sim {
                     b.shares_seen = a.shares_seen;
                 }
                 if light && self.cfg.money == MoneyRule::LegacyMintedRewards {
-                    // Under the legacy rule a light node settles only the
-                    // certificates of wallets it keeps (it cannot tell
-                    // whether it settled the others), so the rewards it
-                    // credits differ by design: that rule's known limit.
+                    // Under the legacy rule a light node does not catch up
+                    // on certificates of wallets it does not keep, so it may
+                    // credit less than a full node (that rule's known
+                    // limit), never more: more is a certificate credited
+                    // twice (unless a Byzantine provider signed two
+                    // certificates with different voters: the legacy rule's
+                    // other known limit).
+                    if b.received > a.received && !self.cfg.byzantine_provider {
+                        problems.push((
+                            "light-recredit",
+                            format!(
+                                "light node {i} credited wallet {owner} {} units, the full node {first} {}",
+                                b.received, a.received
+                            ),
+                        ));
+                    }
                     b.received = a.received;
                     b.settled = a.settled;
                     b.settled_above.clone_from(&a.settled_above);
@@ -1789,6 +1966,18 @@ impl Sim {
                         "node {i} still holds {r} requests and {d} vote groups once quiet (bound {} and {})",
                         2 * members,
                         4 * members
+                    ),
+                );
+            }
+        }
+        if self.adversary_delivered > 100 {
+            let mean = self.adversary_answers as f64 / self.adversary_delivered as f64;
+            if mean > MAX_MEAN_ANSWERS {
+                self.violate(
+                    "amplification",
+                    format!(
+                        "{} injected messages made honest nodes send {} ({mean:.1} each, bound {MAX_MEAN_ANSWERS})",
+                        self.adversary_delivered, self.adversary_answers
                     ),
                 );
             }
