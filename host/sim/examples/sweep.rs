@@ -30,6 +30,9 @@ fn scenario(name: &str, seed: u64) -> SimConfig {
             c.duration_ms = 30_000;
             c.quiet_ms = 25_000;
             c.adversary = Some(AdversaryConfig::replay_only());
+            // Light nodes too: an old certificate replayed to a node that no
+            // longer keeps it must not pay twice.
+            c.light = 2;
             c
         }
         "byzantine-provider" => {

@@ -8,6 +8,18 @@
 //! it checks the invariants; a failure names its seed, and
 //! `WALLANCE_SIM_SEED=<seed>` replays it.
 //!
+//! The attacker of `docs/threat-model.md` is built in: a network adversary
+//! ([`AdversaryConfig`], `adversary.rs`) that records everything sent and
+//! re-injects exact copies, duplicate bursts, mutated and re-signed copies
+//! and flipped bytes to any node; a Byzantine provider; contracts that fail;
+//! light nodes. The checks it must not break: a State chain and conservation
+//! of money per wallet after every commit ([`MoneyRule`]); at the end,
+//! agreement on every field of every wallet (light nodes included), money
+//! created only by shares, contracts run exactly once, no panic in any core
+//! call, no amplification, no honest member blamed for a forgery, bounded
+//! pending queues, and liveness after healing. Violations are counted by
+//! class in the [`Report`].
+//!
 //! Time is simulated in microseconds: nothing here reads a clock.
 
 mod adversary;
@@ -487,6 +499,8 @@ pub struct Sim {
     /// Injected messages honest nodes handled, and what they sent in answer.
     adversary_delivered: u64,
     adversary_answers: u64,
+    /// What the node being stepped is handling, for violation messages.
+    handling: String,
 }
 
 /// One message (of any kind, however crafted) may make an honest node send
@@ -614,6 +628,7 @@ impl Sim {
             run_events: HashMap::default(),
             adversary_delivered: 0,
             adversary_answers: 0,
+            handling: String::new(),
             cfg,
         };
         for i in 0..n {
@@ -795,6 +810,7 @@ impl Sim {
                     }
                     Payload::Bytes(b) => Self::guarded(|| core.handle_bytes(now, &b)),
                 };
+                self.handling = format!("{} {kind}", if adv { "an injected" } else { "a" });
                 let reject = match result {
                     Err(panic) => {
                         self.panicked(to, kind, &panic);
@@ -803,6 +819,7 @@ impl Sim {
                     Ok(r) => r.err(),
                 };
                 self.drain(to);
+                self.handling.clear();
                 let honest = !self.nodes[to].byzantine;
                 if honest
                     && self.cfg.check_blame
@@ -911,7 +928,12 @@ impl Sim {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_default();
         self.panics += 1;
-        self.violate("panic", format!("node {i} panicked handling a {kind}: {what}"));
+        // One class per kind and message, so a sweep lists every distinct panic.
+        let what_short: String = what.chars().take(60).collect();
+        self.violate(
+            &format!("panic ({kind}: {what_short})"),
+            format!("node {i} panicked handling a {kind}: {what}"),
+        );
         self.crashes += 1;
         let node = &mut self.nodes[i];
         node.core = None;
@@ -1094,8 +1116,10 @@ impl Sim {
                     self.violate(
                         "rerun",
                         format!(
-                            "node {i}: contract for wallet {idx} version {} asked to run again after it ran",
-                            cert.new_version()
+                            "node {i}: contract for wallet {idx} version {} asked to run again after it ran ({}, handling {})",
+                            cert.new_version(),
+                            if cert.is_signed() { "signed" } else { "proof" },
+                            if self.handling.is_empty() { "a timer or restart" } else { &self.handling },
                         ),
                     );
                 }
