@@ -387,18 +387,19 @@ enum Payload {
 
 #[derive(Debug)]
 enum Ev {
-    /// `adv`: injected by the network adversary.
+    /// `adv`: 0 for honest traffic, 1 for a message the network adversary
+    /// injected, and above for the copies of one burst of duplicates.
     Arrive {
         to: usize,
         epoch: u32,
         payload: Payload,
-        adv: bool,
+        adv: u32,
     },
     Process {
         to: usize,
         epoch: u32,
         payload: Payload,
-        adv: bool,
+        adv: u32,
     },
     Timer {
         node: usize,
@@ -501,11 +502,14 @@ pub struct Sim {
     adversary_answers: u64,
     /// What the node being stepped is handling, for violation messages.
     handling: String,
+    /// Per burst of duplicates: copies, copies handled, answers to the
+    /// first, answers in all.
+    bursts: Vec<(u64, u64, u64, u64)>,
 }
 
 /// One message (of any kind, however crafted) may make an honest node send
 /// at most this many: a fetch is answered in bounded pieces.
-const MAX_ANSWERS_PER_MESSAGE: u64 = 64;
+const MAX_ANSWERS_PER_MESSAGE: u64 = 256;
 /// On average over a run, what an injected message may make a node send.
 const MAX_MEAN_ANSWERS: f64 = 2.0;
 
@@ -629,6 +633,7 @@ impl Sim {
             adversary_delivered: 0,
             adversary_answers: 0,
             handling: String::new(),
+            bursts: Vec::new(),
             cfg,
         };
         for i in 0..n {
@@ -810,7 +815,7 @@ impl Sim {
                     }
                     Payload::Bytes(b) => Self::guarded(|| core.handle_bytes(now, &b)),
                 };
-                self.handling = format!("{} {kind}", if adv { "an injected" } else { "a" });
+                self.handling = format!("{} {kind}", if adv > 0 { "an injected" } else { "a" });
                 let reject = match result {
                     Err(panic) => {
                         self.panicked(to, kind, &panic);
@@ -836,11 +841,30 @@ impl Sim {
                         ),
                     );
                 }
-                if adv && honest {
+                if adv > 0 && honest {
                     // Amplification: what one injected message made a node send.
                     let sent = self.nodes[to].sent_msgs - sent_before;
                     self.adversary_delivered += 1;
                     self.adversary_answers += sent;
+                    if let Some(b) = (adv as usize).checked_sub(2).and_then(|k| self.bursts.get_mut(k)) {
+                        // (copies, handled, answers to the first, answers in all)
+                        if b.1 == 0 {
+                            b.2 = sent;
+                        }
+                        b.1 += 1;
+                        b.3 += sent;
+                        let (copies, handled, first, all) = *b;
+                        // Duplicates must not multiply work: beyond the
+                        // first copy, at most one message per duplicate.
+                        if handled == copies && all - first > copies - 1 {
+                            self.violate(
+                                "amplification (duplicates)",
+                                format!(
+                                    "node {to} sent {all} messages in answer to {copies} copies of one {kind} ({first} for the first)"
+                                ),
+                            );
+                        }
+                    }
                     if sent > MAX_ANSWERS_PER_MESSAGE {
                         self.violate(
                             "amplification",
@@ -1234,7 +1258,7 @@ impl Sim {
                         to,
                         epoch,
                         payload: p,
-                        adv: false,
+                        adv: 0,
                     },
                 );
             }
@@ -1508,14 +1532,16 @@ impl Sim {
             Action::Replay => {
                 let to = self.adversary_target(&m);
                 adversary::count(&mut self.injected, format!("replay/{}", m.kind()));
-                self.inject(to, Payload::Msg(m));
+                self.inject(to, Payload::Msg(m), 1);
             }
             Action::Burst => {
                 let to = self.adversary_target(&m);
                 let copies = self.rng.gen_range(adv.burst.0..=adv.burst.1.max(adv.burst.0));
                 adversary::count(&mut self.injected, format!("burst/{}", m.kind()));
+                self.bursts.push((copies as u64, 0, 0, 0));
+                let id = self.bursts.len() as u32 + 1;
                 for _ in 0..copies {
-                    self.inject(to, Payload::Msg(m.clone()));
+                    self.inject(to, Payload::Msg(m.clone()), id);
                 }
             }
             Action::Mutate => {
@@ -1544,7 +1570,7 @@ impl Sim {
                 };
                 let to = self.adversary_target(&m2);
                 adversary::count(&mut self.injected, format!("mutate/{label}"));
-                self.inject(to, Payload::Msg(Rc::new(m2)));
+                self.inject(to, Payload::Msg(Rc::new(m2)), 1);
             }
             Action::DigestFlood => {
                 let from = self
@@ -1560,7 +1586,7 @@ impl Sim {
                 adversary::count(&mut self.injected, "digest-flood");
                 let m = Rc::new(Message::Digest(d));
                 for to in 0..self.nodes.len() {
-                    self.inject(to, Payload::Msg(m.clone()));
+                    self.inject(to, Payload::Msg(m.clone()), 1);
                 }
             }
             Action::Flip => {
@@ -1569,7 +1595,7 @@ impl Sim {
                 };
                 let to = self.rng.gen_range(0..self.nodes.len());
                 adversary::count(&mut self.injected, format!("flip/{}/{how}", m.kind()));
-                self.inject(to, Payload::Bytes(Rc::new(bytes)));
+                self.inject(to, Payload::Bytes(Rc::new(bytes)), 1);
             }
         }
     }
@@ -1596,7 +1622,7 @@ impl Sim {
 
     /// Delivers straight to one node: the adversary is on every link, so
     /// partitions do not stop it.
-    fn inject(&mut self, to: usize, payload: Payload) {
+    fn inject(&mut self, to: usize, payload: Payload, adv: u32) {
         let latency = self
             .rng
             .gen_range(self.cfg.net.latency_us_min..=self.cfg.net.latency_us_max);
@@ -1607,7 +1633,7 @@ impl Sim {
                 to,
                 epoch,
                 payload,
-                adv: true,
+                adv,
             },
         );
     }
