@@ -3,18 +3,14 @@
 
 use wallance_sim::*;
 
-/// The money rule these scenarios hold the core to. The core on `main`
-/// still mints voter rewards from provider-signed certificates; once it
-/// charges `Params::cost` and pays `Membership::reward_recipient`, switch
-/// this to `MoneyRule::RequesterPaysReward` (the simulator's default, which
-/// `tests/adversary.rs` already uses).
-const MONEY: MoneyRule = MoneyRule::LegacyMintedRewards;
+/// The money rule these scenarios hold the core to: the requester pays
+/// the price and the voter reward (`MoneyRule::LegacyMintedRewards` is the
+/// rule of the core before it, where certificates minted rewards).
+const MONEY: MoneyRule = MoneyRule::RequesterPaysReward;
 
-/// Whether these scenarios hold the core to the evidence rule (a forged
-/// vote never counts as its voter's equivocation). The core on `main`
-/// looks for equivocation before it checks the signature; switch this on
-/// (the simulator's default) once it does not.
-const CHECK_BLAME: bool = false;
+/// Hold the core to the evidence rule: a forged vote never counts as its
+/// voter's equivocation.
+const CHECK_BLAME: bool = true;
 
 fn check(mut cfg: SimConfig) -> Report {
     cfg.money = MONEY;
