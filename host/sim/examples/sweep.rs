@@ -80,12 +80,15 @@ fn main() {
     let mut injected = 0;
     let mut commits = 0;
     let mut failing = 0;
+    let mut checks = (0, 0);
     for seed in first..first + n {
         let mut c = scenario(name, seed);
         c.money = money;
         let r = simulate(c);
         injected += r.injected.values().sum::<u64>();
         commits += r.commits;
+        checks.0 += r.money_checks;
+        checks.1 += r.liveness_checks;
         if !r.ok() {
             failing += 1;
         }
@@ -106,8 +109,11 @@ fn main() {
         }
     }
     println!(
-        "{name}, {n} seeds from {first}, money {money:?}: {:.1}s, {commits} commits, {injected} injected, {failing} failing seeds",
-        start.elapsed().as_secs_f64()
+        "{name}, {n} seeds from {first}, money {money:?}: {:.1}s, {commits} commits, {injected} injected, \
+         {} money and {} liveness checks, {failing} failing seeds",
+        start.elapsed().as_secs_f64(),
+        checks.0,
+        checks.1
     );
     for (class, (seeds, count, seed, example)) in classes {
         println!("  {class}: {seeds} seeds, {count} times; first seed {seed}: {example}");

@@ -340,6 +340,12 @@ pub struct Report {
     /// node at the end.
     pub pending_requests_max: usize,
     pub pending_decisions_max: usize,
+    /// How many times the end checks actually ran (so a check that never
+    /// applies shows as 0, not as a pass): honest full nodes whose total
+    /// credits were compared with what their settled commits paid, and
+    /// honest requesters held to liveness.
+    pub money_checks: u64,
+    pub liveness_checks: u64,
     /// Every wallet as the first honest full node sees it at the end.
     pub wallets: Vec<WalletRow>,
 }
@@ -505,6 +511,8 @@ pub struct Sim {
     /// Per burst of duplicates: copies, copies handled, answers to the
     /// first, answers in all.
     bursts: Vec<(u64, u64, u64, u64)>,
+    money_checks: u64,
+    liveness_checks: u64,
 }
 
 /// One message (of any kind, however crafted) may make an honest node send
@@ -634,6 +642,8 @@ impl Sim {
             adversary_answers: 0,
             handling: String::new(),
             bursts: Vec::new(),
+            money_checks: 0,
+            liveness_checks: 0,
             cfg,
         };
         for i in 0..n {
@@ -1865,6 +1875,7 @@ impl Sim {
                 per_member[self.membership.reward_recipient(&d.request_id) as usize] += u128::from(reward);
             }
         }
+        self.money_checks += 1;
         if received != paid {
             self.violate(
                 "money-created",
@@ -2060,6 +2071,7 @@ impl Sim {
                 if !self.membership.is_quorum(&self.cfg.params, followers) {
                     continue;
                 }
+                self.liveness_checks += 1;
                 if !self.committed_after_heal.contains(&i) {
                     let why = self.last_buy_error.get(&i).cloned().unwrap_or_default();
                     let pending = self.nodes[i]
@@ -2137,6 +2149,8 @@ impl Sim {
             panics: self.panics,
             pending_requests_max,
             pending_decisions_max,
+            money_checks: self.money_checks,
+            liveness_checks: self.liveness_checks,
             seed: self.cfg.seed,
             nodes: self.cfg.nodes,
             net: self.cfg.net.name.to_string(),

@@ -51,6 +51,8 @@ fn run_seeds(name: &str, seeds: std::ops::Range<u64>, make: impl Fn(u64) -> SimC
 fn everything_at_once_with_the_network_adversary() {
     let reports = run_seeds("everything", 100..108, |seed| SimConfig::everything(10, seed));
     for r in &reports {
+        // The end checks ran: not vacuous.
+        assert!(r.money_checks > 0 && r.liveness_checks > 0, "{}", describe(r));
         assert!(r.injected.keys().any(|k| k.starts_with("mutate/")), "{}", describe(r));
         assert!(r.injected.keys().any(|k| k.starts_with("replay/")), "{}", describe(r));
         assert!(r.injected.keys().any(|k| k.starts_with("flip/")), "{}", describe(r));
