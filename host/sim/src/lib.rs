@@ -242,8 +242,9 @@ pub enum MoneyRule {
     RequesterPaysReward,
     /// The rule before it: the requester pays `price`, the provider-signed
     /// certificate pays the provider and mints a reward for each voter in
-    /// it. Kept so the non-adversarial scenarios run against a core that
-    /// has not switched yet; conservation is checked per wallet only.
+    /// it (the core before the integrity fixes). Kept to measure such a
+    /// core (`examples/sweep.rs ... legacy`); conservation is then checked
+    /// per wallet only.
     LegacyMintedRewards,
 }
 
