@@ -8,21 +8,40 @@
 //! it checks the invariants; a failure names its seed, and
 //! `WALLANCE_SIM_SEED=<seed>` replays it.
 //!
+//! The attacker of `docs/threat-model.md` is built in: a network adversary
+//! ([`AdversaryConfig`], `adversary.rs`) that records everything sent and
+//! re-injects exact copies, duplicate bursts, mutated and re-signed copies
+//! and flipped bytes to any node; a Byzantine provider; contracts that fail;
+//! light nodes. The checks it must not break: a State chain and conservation
+//! of money per wallet after every commit ([`MoneyRule`]); at the end,
+//! agreement on every field of every wallet (light nodes included), money
+//! created only by shares, contracts run exactly once, no panic in any core
+//! call, no amplification, no honest member blamed for a forgery, bounded
+//! pending queues, and liveness after healing. Violations are counted by
+//! class in the [`Report`].
+//!
 //! Time is simulated in microseconds: nothing here reads a clock.
 
+mod adversary;
+
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 // Fixed hashers: a seed replays to the same run in any process.
 type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>>;
 use std::rc::Rc;
 
+pub use adversary::AdversaryConfig;
+use adversary::{Action, Knowledge, Recorder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use wallance_core::msg::{Certificate, Request, RequestDraft, ServiceOffer, Share, Vote, decision_id};
+use wallance_core::msg::{
+    CertVote, Certificate, Outcome, Request, RequestDraft, ServiceOffer, Share, Vote, decision_id,
+};
 use wallance_core::wallet::next_state;
 use wallance_core::{
     Change, Core, CoreConfig, Event, Hash, Keypair, MemberId, Membership, Message, Output, Params, Snapshot,
@@ -195,6 +214,48 @@ pub struct SimConfig {
     pub quiet_ms: u64,
     pub share_interval_ms: u64,
     pub buy_interval_ms: u64,
+    /// The network adversary (records, replays, mutates); `None`: off.
+    pub adversary: Option<AdversaryConfig>,
+    /// A second provider, Byzantine (the first Byzantine member), offering
+    /// the same services at the same prices; it signs two certificates for
+    /// one decision, withholds its certificate, sends outcomes for runs that
+    /// never happened. Honest members buy from either at random.
+    pub byzantine_provider: bool,
+    /// Probability that a contract run reports `ok = false` (decided by the
+    /// seed, the requester and the version, so a replay fails the same way).
+    pub contract_failure: f64,
+    /// The money rule the conservation checks hold the core to.
+    pub money: MoneyRule,
+    /// Check the evidence rule: a vote whose signature does not verify is
+    /// never counted as its voter's equivocation.
+    pub check_blame: bool,
+}
+
+/// Who pays what at a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MoneyRule {
+    /// The rule of `Params::cost` and `Membership::reward_recipient`: the
+    /// requester pays `price + reward_units`; every node applying the commit
+    /// (by its own quorum, a proof or a signed certificate, once per
+    /// (requester, version)) credits the provider `price` and the reward
+    /// recipient `reward_units`. Only shares create money.
+    RequesterPaysReward,
+    /// The rule before it: the requester pays `price`, the provider-signed
+    /// certificate pays the provider and mints a reward for each voter in
+    /// it (the core before the integrity fixes). Kept to measure such a
+    /// core (`examples/sweep.rs ... legacy`); conservation is then checked
+    /// per wallet only.
+    LegacyMintedRewards,
+}
+
+impl MoneyRule {
+    /// What a purchase at `price` takes from the requester.
+    pub fn cost(self, params: &Params, price: u64) -> u64 {
+        match self {
+            MoneyRule::RequesterPaysReward => params.cost(price).unwrap_or(u64::MAX),
+            MoneyRule::LegacyMintedRewards => price,
+        }
+    }
 }
 
 impl SimConfig {
@@ -217,7 +278,30 @@ impl SimConfig {
             quiet_ms: 20_000,
             share_interval_ms: 250,
             buy_interval_ms: 2_000,
+            adversary: None,
+            byzantine_provider: false,
+            contract_failure: 0.0,
+            money: MoneyRule::RequesterPaysReward,
+            check_blame: true,
         }
+    }
+
+    /// Everything at once (issue 8): a faulty network with crashes,
+    /// partitions and skew, Byzantine members below a third, light nodes
+    /// holding about a third of the honest weight, the network adversary,
+    /// a Byzantine provider and contracts that fail.
+    pub fn everything(nodes: usize, seed: u64) -> Self {
+        let mut c = Self::new(nodes, seed);
+        c.net = NetModel::faulty();
+        c.faults = Faults::all(12_000);
+        c.byzantine = (nodes - 1) / 3;
+        c.light = (nodes - c.byzantine).div_ceil(3);
+        c.duration_ms = 40_000;
+        c.quiet_ms = 30_000;
+        c.adversary = Some(AdversaryConfig::default());
+        c.byzantine_provider = true;
+        c.contract_failure = 0.2;
+        c
     }
 }
 
@@ -247,6 +331,22 @@ pub struct Report {
     pub sim_time_ms: u64,
     pub steps: u64,
     pub violations: Vec<String>,
+    /// Violations by class (the list above keeps a few messages per class).
+    pub violation_classes: BTreeMap<String, u64>,
+    /// What the network adversary injected, by action and message field.
+    pub injected: BTreeMap<String, u64>,
+    /// Core calls that panicked (each also a violation).
+    pub panics: u64,
+    /// The largest `pending_requests` / `pending_decisions` of an honest
+    /// node at the end.
+    pub pending_requests_max: usize,
+    pub pending_decisions_max: usize,
+    /// How many times the end checks actually ran (so a check that never
+    /// applies shows as 0, not as a pass): honest full nodes whose total
+    /// credits were compared with what their settled commits paid, and
+    /// honest requesters held to liveness.
+    pub money_checks: u64,
+    pub liveness_checks: u64,
     /// Every wallet as the first honest full node sees it at the end.
     pub wallets: Vec<WalletRow>,
 }
@@ -275,11 +375,14 @@ pub fn replay_hint(seed: u64) -> String {
     format!("replay with WALLANCE_SIM_SEED={seed}")
 }
 
-/// The seeds a test runs: `WALLANCE_SIM_SEED` alone when set, else `seeds`.
+/// The seeds a test runs: `WALLANCE_SIM_SEED` alone when set; else
+/// `WALLANCE_SIM_SEEDS=N` seeds from the range's start; else `seeds`.
 pub fn seeds_from_env(seeds: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("WALLANCE_SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        Some(seed) => vec![seed],
-        None => seeds.collect(),
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    match (var("WALLANCE_SIM_SEED"), var("WALLANCE_SIM_SEEDS")) {
+        (Some(seed), _) => vec![seed],
+        (None, Some(n)) => (seeds.start..seeds.start.saturating_add(n)).collect(),
+        (None, None) => seeds.collect(),
     }
 }
 
@@ -291,17 +394,43 @@ enum Payload {
 
 #[derive(Debug)]
 enum Ev {
-    Arrive { to: usize, epoch: u32, payload: Payload },
-    Process { to: usize, epoch: u32, payload: Payload },
-    Timer { node: usize, epoch: u32 },
-    Share { node: usize },
-    Buy { node: usize },
+    /// `adv`: 0 for honest traffic, 1 for a message the network adversary
+    /// injected, and above for the copies of one burst of duplicates.
+    Arrive {
+        to: usize,
+        epoch: u32,
+        payload: Payload,
+        adv: u32,
+    },
+    Process {
+        to: usize,
+        epoch: u32,
+        payload: Payload,
+        adv: u32,
+    },
+    Timer {
+        node: usize,
+        epoch: u32,
+    },
+    Share {
+        node: usize,
+    },
+    Buy {
+        node: usize,
+    },
     Crash,
-    Restart { node: usize },
+    Restart {
+        node: usize,
+    },
     Partition,
     Heal,
-    Attack { node: usize },
-    LatencyBuy { n: usize },
+    Attack {
+        node: usize,
+    },
+    LatencyBuy {
+        n: usize,
+    },
+    Adversary,
 }
 
 struct SimNode {
@@ -323,10 +452,14 @@ struct SimNode {
     recv_bytes: u64,
     seen_requests: Vec<Request>,
     replay: Vec<Rc<Message>>,
+    /// A Byzantine node's view of the votes, by decision: what it can put
+    /// in a second certificate.
+    votes_seen: HashMap<Hash, BTreeMap<u32, CertVote>>,
 }
 
 struct Decided {
     decision: Hash,
+    request_id: Hash,
     price: u64,
     provider: u32,
     created_us: u64,
@@ -365,6 +498,47 @@ pub struct Sim {
     violations: Vec<String>,
     partitioned: bool,
     workload_until_us: u64,
+    recorder: Recorder,
+    injected: BTreeMap<String, u64>,
+    violation_classes: BTreeMap<String, u64>,
+    panics: u64,
+    /// Contract runs asked for, by (requester idx, version).
+    run_events: HashMap<(u32, u64), u32>,
+    /// Injected messages honest nodes handled, and what they sent in answer.
+    adversary_delivered: u64,
+    adversary_answers: u64,
+    /// What the node being stepped is handling, for violation messages.
+    handling: String,
+    /// Per burst of duplicates: copies, copies handled, answers to the
+    /// first, answers in all.
+    bursts: Vec<(u64, u64, u64, u64)>,
+    money_checks: u64,
+    liveness_checks: u64,
+}
+
+/// One message (of any kind, however crafted) may make an honest node send
+/// at most this many: a fetch is answered in bounded pieces.
+const MAX_ANSWERS_PER_MESSAGE: u64 = 256;
+/// On average over a run, what an injected message may make a node send.
+const MAX_MEAN_ANSWERS: f64 = 2.0;
+
+thread_local! {
+    /// True while this thread is inside a guarded core call.
+    static IN_CORE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once per process) a panic hook that stays silent for panics
+/// inside guarded core calls and defers to the previous hook otherwise.
+fn quiet_panics_in_cores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_CORE.with(|c| c.get()) {
+                previous(info);
+            }
+        }));
+    });
 }
 
 const PROVIDER: usize = 0;
@@ -433,6 +607,7 @@ impl Sim {
                     recv_bytes: 0,
                     seen_requests: Vec::new(),
                     replay: Vec::new(),
+                    votes_seen: HashMap::default(),
                 }
             })
             .collect();
@@ -459,6 +634,17 @@ impl Sim {
             steps: 0,
             violations: Vec::new(),
             partitioned: false,
+            recorder: Recorder::default(),
+            injected: BTreeMap::new(),
+            violation_classes: BTreeMap::new(),
+            panics: 0,
+            run_events: HashMap::default(),
+            adversary_delivered: 0,
+            adversary_answers: 0,
+            handling: String::new(),
+            bursts: Vec::new(),
+            money_checks: 0,
+            liveness_checks: 0,
             cfg,
         };
         for i in 0..n {
@@ -486,7 +672,7 @@ impl Sim {
         node.cpu_free_us = self.now_us;
         node.rx_free_us = self.now_us;
         node.core = Some(Core::new(node.config.clone(), node.key.clone(), node.disk.clone(), now));
-        if i == PROVIDER {
+        if i == PROVIDER || Some(i) == self.byzantine_provider() {
             let offers = SERVICES
                 .iter()
                 .map(|(name, price)| ServiceOffer {
@@ -526,6 +712,9 @@ impl Sim {
                     let t = self.rng.gen_range(0..every * 1000);
                     self.at(t, Ev::Partition);
                 }
+                if self.cfg.adversary.is_some() {
+                    self.at(500_000, Ev::Adversary);
+                }
             }
             Mode::Latency { .. } => {
                 // Let the provider's announcement reach everybody first.
@@ -545,7 +734,7 @@ impl Sim {
             let ev = self.events.remove(&seq).expect("every queued seq has an event");
             self.step(ev);
             self.steps += 1;
-            if self.violations.len() > 20 {
+            if self.violation_classes.values().sum::<u64>() > 100_000 {
                 break;
             }
         }
@@ -556,7 +745,12 @@ impl Sim {
 
     fn step(&mut self, ev: Ev) {
         match ev {
-            Ev::Arrive { to, epoch, payload } => {
+            Ev::Arrive {
+                to,
+                epoch,
+                payload,
+                adv,
+            } => {
                 if self.nodes[to].epoch != epoch || self.nodes[to].core.is_none() {
                     return;
                 }
@@ -565,18 +759,43 @@ impl Sim {
                 let start = node.cpu_free_us.max(self.now_us);
                 node.cpu_free_us = start + cost;
                 let done = node.cpu_free_us;
-                self.at(done, Ev::Process { to, epoch, payload });
+                self.at(
+                    done,
+                    Ev::Process {
+                        to,
+                        epoch,
+                        payload,
+                        adv,
+                    },
+                );
             }
-            Ev::Process { to, epoch, payload } => {
+            Ev::Process {
+                to,
+                epoch,
+                payload,
+                adv,
+            } => {
                 if self.nodes[to].epoch != epoch {
                     return;
                 }
+                let sent_before = self.nodes[to].sent_msgs;
+                let forged_vote = match &payload {
+                    Payload::Msg(m) => match &**m {
+                        Message::Vote(v) => v.check(self.cfg.params.vote_difficulty).is_err(),
+                        _ => false,
+                    },
+                    Payload::Bytes(_) => false,
+                };
                 let now = self.node_now_ms(to);
                 let node = &mut self.nodes[to];
                 let Some(core) = node.core.as_mut() else {
                     return;
                 };
-                match payload {
+                let kind = match &payload {
+                    Payload::Msg(m) => m.kind(),
+                    Payload::Bytes(_) => "bytes",
+                };
+                let result = match payload {
                     Payload::Msg(m) => {
                         if let Message::Request(r) = &*m
                             && node.byzantine
@@ -584,16 +803,86 @@ impl Sim {
                         {
                             node.seen_requests.push(r.clone());
                         }
+                        if let Message::Vote(v) = &*m
+                            && node.byzantine
+                            && let Some(voter_idx) = self.membership.index_of(&v.voter)
+                        {
+                            if node.votes_seen.len() > 1_024 {
+                                node.votes_seen.clear();
+                            }
+                            node.votes_seen.entry(v.decision()).or_default().insert(
+                                voter_idx,
+                                CertVote {
+                                    voter_idx,
+                                    nonce: v.nonce,
+                                    sig: v.sig,
+                                },
+                            );
+                        }
                         if node.byzantine && node.replay.len() < 64 {
                             node.replay.push(m.clone());
                         }
-                        let _ = core.handle_message(now, (*m).clone());
+                        Self::guarded(|| core.handle_message(now, (*m).clone()))
                     }
-                    Payload::Bytes(b) => {
-                        let _ = core.handle_bytes(now, &b);
+                    Payload::Bytes(b) => Self::guarded(|| core.handle_bytes(now, &b)),
+                };
+                self.handling = format!("{} {kind}", if adv > 0 { "an injected" } else { "a" });
+                let reject = match result {
+                    Err(panic) => {
+                        self.panicked(to, kind, &panic);
+                        return;
+                    }
+                    Ok(r) => r.err(),
+                };
+                self.drain(to);
+                self.handling.clear();
+                let honest = !self.nodes[to].byzantine;
+                if honest
+                    && self.cfg.check_blame
+                    && forged_vote
+                    && let Some(r) = reject
+                    && r.reason.contains("equivoca")
+                {
+                    // Evidence: an honest member is never blamed for a forgery.
+                    self.violate(
+                        "false-blame",
+                        format!(
+                            "node {to} counted a vote with a bad signature as equivocation ({})",
+                            r.reason
+                        ),
+                    );
+                }
+                if adv > 0 && honest {
+                    // Amplification: what one injected message made a node send.
+                    let sent = self.nodes[to].sent_msgs - sent_before;
+                    self.adversary_delivered += 1;
+                    self.adversary_answers += sent;
+                    if let Some(b) = (adv as usize).checked_sub(2).and_then(|k| self.bursts.get_mut(k)) {
+                        // (copies, handled, answers to the first, answers in all)
+                        if b.1 == 0 {
+                            b.2 = sent;
+                        }
+                        b.1 += 1;
+                        b.3 += sent;
+                        let (copies, handled, first, all) = *b;
+                        // Duplicates must not multiply work: beyond the
+                        // first copy, at most one message per duplicate.
+                        if handled == copies && all - first > copies - 1 {
+                            self.violate(
+                                "amplification (duplicates)",
+                                format!(
+                                    "node {to} sent {all} messages in answer to {copies} copies of one {kind} ({first} for the first)"
+                                ),
+                            );
+                        }
+                    }
+                    if sent > MAX_ANSWERS_PER_MESSAGE {
+                        self.violate(
+                            "amplification",
+                            format!("node {to} sent {sent} messages in answer to one injected {kind}"),
+                        );
                     }
                 }
-                self.drain(to);
             }
             Ev::Timer { node, epoch } => {
                 if self.nodes[node].epoch != epoch || self.nodes[node].timer_at_us != self.now_us {
@@ -602,7 +891,10 @@ impl Sim {
                 self.nodes[node].timer_at_us = u64::MAX;
                 let now = self.node_now_ms(node);
                 if let Some(core) = self.nodes[node].core.as_mut() {
-                    core.handle_timeout(now);
+                    if let Err(panic) = Self::guarded(|| core.handle_timeout(now)) {
+                        self.panicked(node, "timeout", &panic);
+                        return;
+                    }
                     self.drain(node);
                 }
             }
@@ -647,7 +939,63 @@ impl Sim {
                 }
             }
             Ev::LatencyBuy { n } => self.latency_buy(n),
+            Ev::Adversary => self.adversary_step(),
         }
+    }
+
+    /// Calls into a core, turning a panic into an error (silently: the
+    /// panic is reported as a violation, not printed).
+    fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Box<dyn std::any::Any + Send>> {
+        quiet_panics_in_cores();
+        IN_CORE.with(|c| c.set(true));
+        let r = catch_unwind(AssertUnwindSafe(f));
+        IN_CORE.with(|c| c.set(false));
+        r
+    }
+
+    /// A core call panicked: a violation. The node's memory is no longer
+    /// trustworthy, so it restarts from its disk as after a crash (the run
+    /// goes on and reports everything else it finds).
+    fn panicked(&mut self, i: usize, kind: &str, panic: &Box<dyn std::any::Any + Send>) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        self.panics += 1;
+        // One class per kind and message, so a sweep lists every distinct panic.
+        let what_short: String = what.chars().take(60).collect();
+        self.violate(
+            &format!("panic ({kind}: {what_short})"),
+            format!("node {i} panicked handling a {kind}: {what}"),
+        );
+        self.crashes += 1;
+        let node = &mut self.nodes[i];
+        node.core = None;
+        node.epoch += 1;
+        node.timer_at_us = u64::MAX;
+        let t = self.now_us + 500_000;
+        self.at(t, Ev::Restart { node: i });
+    }
+
+    /// Records a violation: every one is counted by class, and the first
+    /// few distinct messages of each class are kept.
+    fn violate(&mut self, class: &str, msg: String) {
+        let n = self.violation_classes.entry(class.to_string()).or_default();
+        *n += 1;
+        let shown = self
+            .violations
+            .iter()
+            .filter(|v| v.starts_with(&format!("[{class}]")))
+            .count();
+        let line = format!("[{class}] {msg}");
+        if shown < 4 && !self.violations.contains(&line) {
+            self.violations.push(line);
+        }
+    }
+
+    fn byzantine_provider(&self) -> Option<usize> {
+        (self.cfg.byzantine_provider && self.cfg.byzantine > 0).then(|| self.cfg.nodes - self.cfg.byzantine)
     }
 
     fn cpu_cost(&self, payload: &Payload) -> u64 {
@@ -696,9 +1044,17 @@ impl Sim {
             for cert in runs {
                 let idx = self.membership.index_of(&cert.request.requester).expect("member");
                 let version = cert.new_version();
-                let body = format!("{} brewed for {}", cert.request.service, cert.request.requester);
-                if let Some(core) = self.nodes[i].core.as_mut() {
-                    core.contract_done(now, idx, version, true, &body);
+                let ok = !self.contract_fails(idx, version);
+                let body = if ok {
+                    format!("{} brewed for {}", cert.request.service, cert.request.requester)
+                } else {
+                    format!("{} failed: out of beans", cert.request.service)
+                };
+                if let Some(core) = self.nodes[i].core.as_mut()
+                    && let Err(panic) = Self::guarded(|| core.contract_done(now, idx, version, ok, &body))
+                {
+                    self.panicked(i, "contract_done", &panic);
+                    return;
                 }
             }
             self.drain(i);
@@ -718,6 +1074,22 @@ impl Sim {
             let epoch = self.nodes[i].epoch;
             self.at(at_us, Ev::Timer { node: i, epoch });
         }
+    }
+
+    /// Whether the contract run of (requester, version) fails: a function
+    /// of the seed, so the run after a crash fails the same way.
+    fn contract_fails(&self, idx: u32, version: u64) -> bool {
+        if self.cfg.contract_failure <= 0.0 {
+            return false;
+        }
+        let h = wallance_core::crypto::sha256(&[
+            b"sim/contract-fails",
+            &self.cfg.seed.to_le_bytes(),
+            &idx.to_le_bytes(),
+            &version.to_le_bytes(),
+        ]);
+        let draw = u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) as f64 / u64::MAX as f64;
+        draw < self.cfg.contract_failure
     }
 
     fn on_event(&mut self, i: usize, e: Event, runs: &mut Vec<Certificate>) {
@@ -742,6 +1114,7 @@ impl Sim {
                 let owner = self.request_owner.get(&request_id).copied();
                 let entry = self.decided.entry((idx, version)).or_insert_with(|| Decided {
                     decision,
+                    request_id,
                     price,
                     provider: 0,
                     created_us: created,
@@ -751,9 +1124,10 @@ impl Sim {
                 });
                 entry.provider = self.membership.index_of(&provider).unwrap_or(0);
                 if entry.decision != decision {
-                    self.violations.push(format!(
-                        "double spend: node {i} committed another decision for wallet {idx} version {version}"
-                    ));
+                    self.violate(
+                        "double-spend",
+                        format!("double spend: node {i} committed another decision for wallet {idx} version {version}"),
+                    );
                     return;
                 }
                 entry.commits.insert(i);
@@ -772,11 +1146,17 @@ impl Sim {
                 let provider = self.membership.index_of(&cert.request.provider).expect("member");
                 self.certs
                     .insert((idx, cert.new_version()), (cert.request.price, provider, voters));
+                *self.run_events.entry((idx, cert.new_version())).or_default() += 1;
                 if (*self.runs_done.get(&(idx, cert.new_version())).unwrap_or(&0)) > 0 {
-                    self.violations.push(format!(
-                        "contract for wallet {idx} version {} asked to run again after it ran",
-                        cert.new_version()
-                    ));
+                    self.violate(
+                        "rerun",
+                        format!(
+                            "node {i}: contract for wallet {idx} version {} asked to run again after it ran ({}, handling {})",
+                            cert.new_version(),
+                            if cert.is_signed() { "signed" } else { "proof" },
+                            if self.handling.is_empty() { "a timer or restart" } else { &self.handling },
+                        ),
+                    );
                 }
                 runs.push(*cert);
             }
@@ -819,6 +1199,14 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, m: Message) {
+        if Some(from) == self.byzantine_provider()
+            && let Message::Certificate(c) = &m
+            && c.is_signed()
+            && c.request.provider == self.nodes[from].key.id()
+        {
+            self.bent_certificate(from, c);
+            return;
+        }
         if self.nodes[from].byzantine
             && let Some(m2) = self.corrupt_own(from, &m)
         {
@@ -839,6 +1227,9 @@ impl Sim {
     }
 
     fn send_to(&mut self, from: usize, payload: Payload, targets: &[usize]) {
+        if let (Some(adv), Payload::Msg(m)) = (&self.cfg.adversary, &payload) {
+            self.recorder.record(adv, &mut self.rng, m);
+        }
         let len = match &payload {
             Payload::Msg(m) => m.encode().map(|b| b.len()).unwrap_or(0),
             Payload::Bytes(b) => b.len(),
@@ -872,7 +1263,15 @@ impl Sim {
                     Payload::Msg(m) => Payload::Msg(m.clone()),
                     Payload::Bytes(b) => Payload::Bytes(b.clone()),
                 };
-                self.at(arrive, Ev::Arrive { to, epoch, payload: p });
+                self.at(
+                    arrive,
+                    Ev::Arrive {
+                        to,
+                        epoch,
+                        payload: p,
+                        adv: 0,
+                    },
+                );
             }
         }
     }
@@ -880,10 +1279,18 @@ impl Sim {
     fn buy(&mut self, i: usize) {
         let now = self.node_now_ms(i);
         let (service, price) = SERVICES[self.rng.gen_range(0..SERVICES.len())];
+        // With two providers, buy from either at random.
+        let provider = match self.byzantine_provider() {
+            Some(b) => {
+                let p = if self.rng.gen_bool(0.5) { b } else { PROVIDER };
+                self.membership.id(p as u32)
+            }
+            None => None,
+        };
         let Some(core) = self.nodes[i].core.as_mut() else {
             return;
         };
-        match core.buy(now, service, None, price, vec![("size".into(), "small".into())]) {
+        match core.buy(now, service, provider, price, vec![("size".into(), "small".into())]) {
             Ok(request) => {
                 let id = request.id();
                 self.request_owner.insert(id, i);
@@ -1003,6 +1410,245 @@ impl Sim {
         }
     }
 
+    /// The Byzantine provider's certificate: withheld, sent twice with two
+    /// different vote sets (each a valid quorum, one of them every vote it
+    /// holds), or sent as it is.
+    fn bent_certificate(&mut self, i: usize, a: &Certificate) {
+        let kind = self.rng.gen_range(0..4);
+        if kind == 0 {
+            adversary::count(&mut self.injected, "byzantine-provider/withheld-certificate");
+            return;
+        }
+        let a_msg = Payload::Msg(Rc::new(Message::Certificate(Box::new(a.clone()))));
+        let b = (kind < 3).then(|| self.second_certificate(i, a)).flatten();
+        let Some(b) = b else {
+            self.broadcast(i, a_msg);
+            return;
+        };
+        let b_msg = Payload::Msg(Rc::new(Message::Certificate(Box::new(b))));
+        let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
+        if kind == 1 {
+            // Half the nodes get one, half the other.
+            let (x, y): (Vec<usize>, Vec<usize>) = others.iter().partition(|_| self.rng.gen_bool(0.5));
+            self.send_to(i, a_msg, &x);
+            self.send_to(i, b_msg, &y);
+            adversary::count(&mut self.injected, "byzantine-provider/equivocated-split");
+        } else {
+            // Everybody gets both, the second one first.
+            self.send_to(i, b_msg, &others);
+            self.send_to(i, a_msg, &others);
+            adversary::count(&mut self.injected, "byzantine-provider/equivocated-both");
+        }
+    }
+
+    /// Another valid certificate for `a`'s decision, signed by its provider:
+    /// every valid vote the provider holds, or else the highest-indexed
+    /// quorum of them.
+    fn second_certificate(&mut self, i: usize, a: &Certificate) -> Option<Certificate> {
+        let id = a.request.id();
+        let decision = decision_id(&id, a.remaining);
+        let mut all: BTreeMap<u32, CertVote> = a.votes.iter().map(|v| (v.voter_idx, *v)).collect();
+        if let Some(seen) = self.nodes[i].votes_seen.get(&decision) {
+            for (idx, v) in seen {
+                let Some(voter) = self.membership.id(*idx) else {
+                    continue;
+                };
+                let vote = Vote {
+                    voter,
+                    request_id: id,
+                    remaining: a.remaining,
+                    nonce: v.nonce,
+                    sig: v.sig,
+                };
+                if vote.check(self.cfg.params.vote_difficulty).is_ok() {
+                    all.insert(*idx, *v);
+                }
+            }
+        }
+        let every: Vec<CertVote> = all.values().copied().collect();
+        let votes = if every != a.votes {
+            every
+        } else {
+            let mut top = Vec::new();
+            let mut weight = 0;
+            for v in every.iter().rev() {
+                top.push(*v);
+                weight += self.membership.weight(v.voter_idx);
+                if self.membership.is_quorum(&self.cfg.params, weight) {
+                    break;
+                }
+            }
+            top.reverse();
+            if top == a.votes || !self.membership.is_quorum(&self.cfg.params, weight) {
+                return None;
+            }
+            top
+        };
+        let mut b = Certificate {
+            request: a.request.clone(),
+            remaining: a.remaining,
+            votes,
+            provider_sig: Default::default(),
+        };
+        b.provider_sig = self.nodes[i].key.sign(&b.digest());
+        Some(b)
+    }
+
+    /// The Byzantine provider tells a requester its contract ran when it
+    /// never did.
+    fn forged_outcome(&mut self, i: usize) {
+        let n = self.nodes[i].seen_requests.len();
+        if n == 0 {
+            return;
+        }
+        let r = self.nodes[i].seen_requests[self.rng.gen_range(0..n)].clone();
+        let Some(to) = self.membership.index_of(&r.requester) else {
+            return;
+        };
+        let ok = self.rng.gen_bool(0.5);
+        let o = Outcome::new(
+            &self.nodes[i].key,
+            r.requester,
+            r.id(),
+            r.version.wrapping_add(1),
+            ok,
+            "served (never ran)",
+        );
+        adversary::count(&mut self.injected, "byzantine-provider/outcome-never-run");
+        self.send_to(i, Payload::Msg(Rc::new(Message::Outcome(o))), &[to as usize]);
+    }
+
+    // ------------------------------------------------------------ adversary
+
+    /// One move of the network adversary, and the time of the next.
+    fn adversary_step(&mut self) {
+        let Some(adv) = self.cfg.adversary.clone() else {
+            return;
+        };
+        let end_us = (self.cfg.duration_ms + self.cfg.quiet_ms) * 1000;
+        if self.now_us + adv.stop_before_end_ms * 1000 >= end_us {
+            return;
+        }
+        let slow = if self.now_us < self.workload_until_us {
+            1
+        } else {
+            adv.quiet_slowdown.max(1)
+        };
+        let next = self.now_us + self.rng.gen_range(adv.every_ms.0..=adv.every_ms.1.max(adv.every_ms.0)) * 1000 * slow;
+        self.at(next, Ev::Adversary);
+        let Some(m) = self.recorder.pick(&mut self.rng) else {
+            return;
+        };
+        match adversary::pick_action(&adv, &mut self.rng) {
+            Action::Replay => {
+                let to = self.adversary_target(&m);
+                adversary::count(&mut self.injected, format!("replay/{}", m.kind()));
+                self.inject(to, Payload::Msg(m), 1);
+            }
+            Action::Burst => {
+                let to = self.adversary_target(&m);
+                let copies = self.rng.gen_range(adv.burst.0..=adv.burst.1.max(adv.burst.0));
+                adversary::count(&mut self.injected, format!("burst/{}", m.kind()));
+                self.bursts.push((copies as u64, 0, 0, 0));
+                let id = self.bursts.len() as u32 + 1;
+                for _ in 0..copies {
+                    self.inject(to, Payload::Msg(m.clone()), id);
+                }
+            }
+            Action::Mutate => {
+                let keys: Vec<Keypair> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.byzantine)
+                    .map(|n| n.key.clone())
+                    .collect();
+                let membership = self.membership.clone();
+                let params = self.cfg.params.clone();
+                let k = Knowledge {
+                    membership: &membership,
+                    params: &params,
+                    byzantine_keys: &keys,
+                };
+                let (m2, label) = match &*m {
+                    // A signed certificate stripped to a proof, sent to its
+                    // provider: "you owe this run" (long after it ran).
+                    Message::Certificate(c) if c.is_signed() && self.rng.gen_bool(0.3) => {
+                        let mut c = (**c).clone();
+                        c.provider_sig = Default::default();
+                        (Message::Certificate(Box::new(c)), "certificate.as-proof".to_string())
+                    }
+                    _ => adversary::mutate(&mut self.rng, &k, &m),
+                };
+                let to = self.adversary_target(&m2);
+                adversary::count(&mut self.injected, format!("mutate/{label}"));
+                self.inject(to, Payload::Msg(Rc::new(m2)), 1);
+            }
+            Action::DigestFlood => {
+                let from = self
+                    .membership
+                    .id(self.rng.gen_range(0..self.nodes.len() as u32))
+                    .expect("member");
+                let d = wallance_core::msg::SyncDigest {
+                    from,
+                    time_ms: self.node_now_ms(0),
+                    digest: self.rng.r#gen(),
+                    sig: Default::default(),
+                };
+                adversary::count(&mut self.injected, "digest-flood");
+                let m = Rc::new(Message::Digest(d));
+                for to in 0..self.nodes.len() {
+                    self.inject(to, Payload::Msg(m.clone()), 1);
+                }
+            }
+            Action::Flip => {
+                let Some((bytes, how)) = adversary::flip_bytes(&mut self.rng, &m) else {
+                    return;
+                };
+                let to = self.rng.gen_range(0..self.nodes.len());
+                adversary::count(&mut self.injected, format!("flip/{}/{how}", m.kind()));
+                self.inject(to, Payload::Bytes(Rc::new(bytes)), 1);
+            }
+        }
+    }
+
+    /// Any node at random; half the time the one a message is addressed to.
+    fn adversary_target(&mut self, m: &Message) -> usize {
+        let addressed = match m {
+            Message::HeadsRequest(h) => Some(h.to),
+            Message::Heads(h) => Some(h.to),
+            Message::CertFetch(f) => Some(f.to),
+            Message::ShareFetch(f) => Some(f.to),
+            Message::Outcome(o) => Some(o.requester),
+            Message::Certificate(c) if self.rng.gen_bool(0.3) => Some(c.request.provider),
+            _ => None,
+        };
+        if let Some(id) = addressed
+            && (matches!(m, Message::Certificate(_)) || self.rng.gen_bool(0.5))
+            && let Some(i) = self.membership.index_of(&id)
+        {
+            return i as usize;
+        }
+        self.rng.gen_range(0..self.nodes.len())
+    }
+
+    /// Delivers straight to one node: the adversary is on every link, so
+    /// partitions do not stop it.
+    fn inject(&mut self, to: usize, payload: Payload, adv: u32) {
+        let latency = self
+            .rng
+            .gen_range(self.cfg.net.latency_us_min..=self.cfg.net.latency_us_max);
+        let epoch = self.nodes[to].epoch;
+        self.at(
+            self.now_us + latency,
+            Ev::Arrive {
+                to,
+                epoch,
+                payload,
+                adv,
+            },
+        );
+    }
+
     fn double_spend(&mut self, i: usize, first: &Request) {
         let key = self.nodes[i].key.clone();
         let draft = RequestDraft {
@@ -1040,6 +1686,10 @@ impl Sim {
     }
 
     fn attack(&mut self, i: usize) {
+        if Some(i) == self.byzantine_provider() && self.rng.gen_bool(0.25) {
+            self.forged_outcome(i);
+            return;
+        }
         let key = self.nodes[i].key.clone();
         let p = self.cfg.params.clone();
         let now = self.node_now_ms(i);
@@ -1158,30 +1808,93 @@ impl Sim {
                         let expect = next_state(&prev, &d.decision);
                         self.chain.entry((idx, w.version)).or_insert(expect);
                         if w.state != expect {
-                            problems.push(format!(
-                                "node {i}: wallet {idx} v{} has a State off its chain",
-                                w.version
+                            problems.push((
+                                "state-chain",
+                                format!("node {i}: wallet {idx} v{} has a State off its chain", w.version),
                             ));
                         }
                     }
                     _ => continue, // adopted from a certificate before any honest commit we saw
                 }
             }
-            // Conservation: the balance is exactly what was earned minus what was spent.
+            // Conservation: the balance is exactly what was earned minus what
+            // was spent (price, plus the reward under the current rule).
+            let rule = self.cfg.money;
             let spent: Option<u64> = (1..=w.version)
-                .map(|v| self.decided.get(&(idx, v)).map(|d| params.cost(d.price).unwrap_or(u64::MAX)))
+                .map(|v| self.decided.get(&(idx, v)).map(|d| rule.cost(&params, d.price)))
                 .sum();
             if let Some(spent) = spent {
                 let earned = params.initial_units + params.share_credit(0, w.shares_at_state) + w.received_at_state;
                 if earned != w.balance + spent {
-                    problems.push(format!(
-                        "node {i}: wallet {idx} v{}: earned {earned} != balance {} + spent {spent}",
-                        w.version, w.balance
+                    problems.push((
+                        "conservation",
+                        format!(
+                            "node {i}: wallet {idx} v{}: earned {earned} != balance {} + spent {spent}",
+                            w.version, w.balance
+                        ),
                     ));
                 }
             }
         }
-        self.violations.extend(problems);
+        for (class, p) in problems {
+            self.violate(class, p);
+        }
+    }
+
+    /// Money is created only by shares: on an honest full node, the credits
+    /// of all wallets are exactly what the commits it settled paid out
+    /// (price to the provider, reward to the recipient).
+    fn check_global_conservation(&mut self, i: usize) {
+        if self.cfg.money != MoneyRule::RequesterPaysReward || self.nodes[i].light || self.nodes[i].byzantine {
+            return;
+        }
+        let Some(core) = self.nodes[i].core.as_ref() else {
+            return;
+        };
+        let reward = core.params().reward_units;
+        let wallets: Vec<Wallet> = core.wallets().cloned().collect();
+        let mut received: u128 = 0;
+        let mut paid: u128 = 0;
+        let mut per_member = vec![0u128; self.membership.len()];
+        for (idx, w) in wallets.iter().enumerate() {
+            received += u128::from(w.received);
+            let top = w.settled.max(w.settled_above.iter().copied().max().unwrap_or(0));
+            if top > w.version.max(self.decided.len() as u64) {
+                let msg = format!("node {i}: wallet {idx} v{} has settled version {top}", w.version);
+                self.violate("settled-beyond-version", msg);
+                return;
+            }
+            for v in 1..=top {
+                if !w.is_settled(v) {
+                    continue;
+                }
+                let Some(d) = self.decided.get(&(idx as u32, v)) else {
+                    return; // settled a commit no honest node reported: cannot price it
+                };
+                paid += u128::from(d.price) + u128::from(reward);
+                per_member[d.provider as usize] += u128::from(d.price);
+                per_member[self.membership.reward_recipient(&d.request_id) as usize] += u128::from(reward);
+            }
+        }
+        self.money_checks += 1;
+        if received != paid {
+            self.violate(
+                "money-created",
+                format!("node {i}: wallets received {received} units in all, the commits it settled paid {paid}"),
+            );
+        }
+        let wrong: Vec<(usize, u64, u128)> = wallets
+            .iter()
+            .enumerate()
+            .filter(|(m, w)| u128::from(w.received) != per_member[*m])
+            .map(|(m, w)| (m, w.received, per_member[m]))
+            .collect();
+        for (m, got, want) in wrong.into_iter().take(3) {
+            self.violate(
+                "credit-misdirected",
+                format!("node {i}: member {m} received {got}, its settled payments and rewards sum to {want}"),
+            );
+        }
     }
 
     fn prev_state(&self, idx: u32, version: u64) -> Option<Hash> {
@@ -1201,20 +1914,25 @@ impl Sim {
 
     fn final_checks(&mut self) {
         let n = self.nodes.len();
-        // Exactly-once contract runs.
-        for ((idx, v), count) in &self.runs_done {
-            if *count > 1 {
-                self.violations
-                    .push(format!("contract for wallet {idx} v{v} ran {count} times"));
+        // Exactly once: at most one run per purchase, whoever the provider...
+        let mut runs: Vec<_> = self.runs_done.iter().map(|(k, c)| (*k, *c)).collect();
+        runs.sort_unstable();
+        for ((idx, v), count) in runs {
+            if count > 1 {
+                self.violate("rerun", format!("contract for wallet {idx} v{v} ran {count} times"));
             }
         }
-        for ((idx, v), d) in &self.decided {
-            let provider_honest = !self.nodes[d.provider as usize].byzantine;
-            if provider_honest && self.runs_done.get(&(*idx, *v)).copied().unwrap_or(0) != 1 {
-                self.violations.push(format!(
-                    "contract for wallet {idx} v{v} ran {} times, expected once",
-                    self.runs_done.get(&(*idx, *v)).copied().unwrap_or(0)
-                ));
+        // ... and at least one for every purchase from an honest provider.
+        let mut owed: Vec<(u32, u64, u32)> = self.decided.iter().map(|((i, v), d)| (*i, *v, d.provider)).collect();
+        owed.sort_unstable();
+        for (idx, v, provider) in owed {
+            let provider_honest = !self.nodes[provider as usize].byzantine;
+            let ran = self.runs_done.get(&(idx, v)).copied().unwrap_or(0);
+            if provider_honest && ran == 0 {
+                self.violate(
+                    "run-missing",
+                    format!("contract for wallet {idx} v{v} (provider {provider}) never ran"),
+                );
             }
         }
         if !matches!(self.cfg.mode, Mode::Full) {
@@ -1222,11 +1940,20 @@ impl Sim {
         }
         for i in 0..n {
             if self.nodes[i].core.is_none() {
-                self.violations.push(format!("node {i} is still down at the end"));
+                self.violate("down", format!("node {i} is still down at the end"));
             }
             self.check_node(i);
+            self.check_global_conservation(i);
         }
-        // Agreement of honest full nodes once quiet.
+        // Agreement on every field of every wallet, once quiet. The one
+        // field that may honestly differ is a Byzantine member's
+        // `shares_seen`: shares are credited without consensus, and a
+        // Byzantine member can send a share to some nodes only and refuse
+        // the fetches of the others. Everything else is fixed by commits
+        // (version, state, balance, shares_at_state, received_at_state) or
+        // by the settlement every honest node makes of every commit
+        // (received, settled, settled_above), which no member can withhold
+        // once the commit is known.
         let honest: Vec<usize> = (0..n)
             .filter(|i| !self.nodes[*i].byzantine && !self.nodes[*i].light)
             .collect();
@@ -1236,47 +1963,116 @@ impl Sim {
             .as_ref()
             .map(|c| c.wallets().cloned().collect())
             .unwrap_or_default();
-        for &i in &honest[1..] {
+        let mut problems = Vec::new();
+        for i in (0..n).filter(|i| !self.nodes[*i].byzantine && *i != first) {
             let Some(core) = self.nodes[i].core.as_ref() else {
                 continue;
             };
-            for (a, b) in reference.iter().zip(core.wallets()) {
-                let owner = self.membership.index_of(&a.id).expect("member") as usize;
-                let same = if self.nodes[owner].byzantine {
-                    (a.version, a.state, a.balance, a.received) == (b.version, b.state, b.balance, b.received)
-                } else {
-                    (a.version, a.state, a.balance, a.shares_seen, a.received, a.settled)
-                        == (b.version, b.state, b.balance, b.shares_seen, b.received, b.settled)
+            let light = self.nodes[i].light;
+            for b in core.wallets() {
+                let Some(a) = reference.iter().find(|r| r.id == b.id) else {
+                    continue;
                 };
-                if !same {
-                    self.violations.push(format!(
-                        "disagreement once quiet on wallet {owner}: node {first} has v{} bal {} shares {} recv {} settled {}, node {i} has v{} bal {} shares {} recv {} settled {}",
-                        a.version, a.balance, a.shares_seen, a.received, a.settled, b.version, b.balance, b.shares_seen, b.received, b.settled
+                let owner = self.membership.index_of(&a.id).expect("member") as usize;
+                let mut b = b.clone();
+                if self.nodes[owner].byzantine {
+                    b.shares_seen = a.shares_seen;
+                }
+                if light && self.cfg.money == MoneyRule::LegacyMintedRewards {
+                    // Under the legacy rule a light node does not catch up
+                    // on certificates of wallets it does not keep, so it may
+                    // credit less than a full node (that rule's known
+                    // limit), never more: more is a certificate credited
+                    // twice (unless a Byzantine provider signed two
+                    // certificates with different voters: the legacy rule's
+                    // other known limit).
+                    if b.received > a.received && !self.cfg.byzantine_provider {
+                        problems.push((
+                            "light-recredit",
+                            format!(
+                                "light node {i} credited wallet {owner} {} units, the full node {first} {}",
+                                b.received, a.received
+                            ),
+                        ));
+                    }
+                    b.received = a.received;
+                    b.settled = a.settled;
+                    b.settled_above.clone_from(&a.settled_above);
+                }
+                if *a != b {
+                    let class = if light { "light-disagreement" } else { "disagreement" };
+                    problems.push((
+                        class,
+                        format!(
+                            "wallet {owner} once quiet: node {first} has {}, node {i} has {}",
+                            show_wallet(a),
+                            show_wallet(&b)
+                        ),
                     ));
                 }
             }
         }
-        // Light nodes agree on the wallets they keep.
-        for i in (0..n).filter(|i| self.nodes[*i].light) {
+        for (class, p) in problems {
+            self.violate(class, p);
+        }
+        // Bounded memory once quiet: the quiet period outlasts the request
+        // TTL, so a node holds its own stuck request and the re-sent
+        // requests of other stuck requesters (at most 2 per member), and
+        // their votes (at most 4 decisions per member: an equivocating
+        // voter adds one).
+        let members = self.membership.len();
+        for &i in (0..n).filter(|i| !self.nodes[*i].byzantine).collect::<Vec<_>>().iter() {
             let Some(core) = self.nodes[i].core.as_ref() else {
                 continue;
             };
-            for w in core.wallets() {
-                let Some(r) = reference.iter().find(|r| r.id == w.id) else {
-                    continue;
-                };
-                if (r.version, r.state, r.balance) != (w.version, w.state, w.balance) {
-                    let owner = self.membership.index_of(&w.id).expect("member");
-                    self.violations
-                        .push(format!("light node {i} disagrees on wallet {owner}"));
-                }
+            let (r, d) = (core.pending_requests().count(), core.pending_decisions());
+            if r > 2 * members || d > 4 * members {
+                self.violate(
+                    "memory",
+                    format!(
+                        "node {i} still holds {r} requests and {d} vote groups once quiet (bound {} and {})",
+                        2 * members,
+                        4 * members
+                    ),
+                );
             }
         }
-        // Liveness after healing.
+        if self.adversary_delivered > 100 {
+            let mean = self.adversary_answers as f64 / self.adversary_delivered as f64;
+            if mean > MAX_MEAN_ANSWERS {
+                self.violate(
+                    "amplification",
+                    format!(
+                        "{} injected messages made honest nodes send {} ({mean:.1} each, bound {MAX_MEAN_ANSWERS})",
+                        self.adversary_delivered, self.adversary_answers
+                    ),
+                );
+            }
+        }
+        // Liveness after healing, for every honest requester whose wallet
+        // enough honest nodes follow to make a quorum without Byzantine
+        // votes (light nodes abstain on wallets they do not keep).
+        let honest_all: Vec<usize> = (0..n).filter(|i| !self.nodes[*i].byzantine).collect();
         if self.partitioned_free_since().is_some()
             && self.cfg.duration_ms * 1000 > self.partitioned_free_since().unwrap_or(0) + 5_000_000
         {
-            for &i in &honest {
+            for &i in &honest_all {
+                let followers: u64 = honest_all
+                    .iter()
+                    .filter(|j| {
+                        self.nodes[**j]
+                            .config
+                            .tracked
+                            .as_ref()
+                            .is_none_or(|t| t.contains(&(i as u32)))
+                            || **j == i
+                    })
+                    .map(|j| self.membership.weight(*j as u32))
+                    .sum();
+                if !self.membership.is_quorum(&self.cfg.params, followers) {
+                    continue;
+                }
+                self.liveness_checks += 1;
                 if !self.committed_after_heal.contains(&i) {
                     let why = self.last_buy_error.get(&i).cloned().unwrap_or_default();
                     let pending = self.nodes[i]
@@ -1284,14 +2080,17 @@ impl Sim {
                         .as_ref()
                         .map(|c| c.pending_requests().count())
                         .unwrap_or(0);
-                    self.violations.push(format!(
-                        "node {i}: no purchase committed after the network healed (last refusal: {why}; {pending} pending)"
-                    ));
+                    self.violate(
+                        "liveness",
+                        format!(
+                            "node {i}: no purchase committed after the network healed (last refusal: {why}; {pending} pending)"
+                        ),
+                    );
                 }
             }
         }
         if self.decided.is_empty() {
-            self.violations.push("no purchase committed at all".into());
+            self.violate("liveness", "no purchase committed at all".into());
         }
     }
 
@@ -1336,8 +2135,23 @@ impl Sim {
                     .collect()
             })
             .unwrap_or_default();
+        let honest_cores = || {
+            self.nodes
+                .iter()
+                .filter(|x| !x.byzantine)
+                .filter_map(|x| x.core.as_ref())
+        };
+        let pending_requests_max = honest_cores().map(|c| c.pending_requests().count()).max().unwrap_or(0);
+        let pending_decisions_max = honest_cores().map(|c| c.pending_decisions()).max().unwrap_or(0);
         Report {
             wallets,
+            violation_classes: self.violation_classes,
+            injected: self.injected,
+            panics: self.panics,
+            pending_requests_max,
+            pending_decisions_max,
+            money_checks: self.money_checks,
+            liveness_checks: self.liveness_checks,
             seed: self.cfg.seed,
             nodes: self.cfg.nodes,
             net: self.cfg.net.name.to_string(),
@@ -1400,17 +2214,34 @@ pub fn member_ids(n: usize, seed: u64) -> Vec<MemberId> {
     (0..n).map(|_| Keypair::from_seed(rng.r#gen()).id()).collect()
 }
 
+fn show_wallet(w: &Wallet) -> String {
+    format!(
+        "v{} state {} bal {} shares@state {} recv@state {} shares {} recv {} settled {} above {:?}",
+        w.version,
+        hex::encode(&w.state[..4]),
+        w.balance,
+        w.shares_at_state,
+        w.received_at_state,
+        w.shares_seen,
+        w.received,
+        w.settled,
+        w.settled_above
+    )
+}
+
 /// A summary that tests print on failure.
 pub fn describe(r: &Report) -> String {
     let mut s = format!(
-        "seed {} ({}): {} commits, {} runs, {} violations",
+        "seed {} ({}): {} commits, {} runs, {} injected, {} violations {:?}",
         r.seed,
         replay_hint(r.seed),
         r.commits,
         r.contract_runs,
-        r.violations.len()
+        r.injected.values().sum::<u64>(),
+        r.violation_classes.values().sum::<u64>(),
+        r.violation_classes
     );
-    for v in r.violations.iter().take(10) {
+    for v in r.violations.iter().take(40) {
         s.push_str("\n  ");
         s.push_str(v);
     }

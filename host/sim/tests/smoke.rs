@@ -3,7 +3,18 @@
 
 use wallance_sim::*;
 
-fn check(cfg: SimConfig) -> Report {
+/// The money rule these scenarios hold the core to: the requester pays
+/// the price and the voter reward (`MoneyRule::LegacyMintedRewards` is the
+/// rule of the core before it, where certificates minted rewards).
+const MONEY: MoneyRule = MoneyRule::RequesterPaysReward;
+
+/// Hold the core to the evidence rule: a forged vote never counts as its
+/// voter's equivocation.
+const CHECK_BLAME: bool = true;
+
+fn check(mut cfg: SimConfig) -> Report {
+    cfg.money = MONEY;
+    cfg.check_blame = CHECK_BLAME;
     let r = simulate(cfg);
     assert!(r.ok(), "{}", describe(&r));
     assert!(r.commits > 0, "{}", describe(&r));
@@ -117,6 +128,7 @@ fn the_invariant_checks_catch_a_broken_quorum() {
         c.byzantine = 2;
         c.params.threshold_num = 1;
         c.params.threshold_den = 3;
+        c.money = MONEY;
         let r = simulate(c);
         if r.violations.iter().any(|v| v.contains("double spend")) {
             caught += 1;
@@ -135,6 +147,7 @@ fn latency_mode_measures_48_members() {
     c.net = NetModel::wifi();
     c.duration_ms = 60_000;
     c.quiet_ms = 5_000;
+    c.money = MONEY;
     let r = simulate(c);
     assert!(r.ok(), "{}", describe(&r));
     assert_eq!(r.commits, 5, "{}", describe(&r));
