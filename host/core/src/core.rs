@@ -23,7 +23,7 @@ use crate::crypto::{Hash, Keypair, MemberId, sha256, verify};
 use crate::msg::*;
 use crate::params::{Membership, Params};
 use crate::store_model::{Batch, Change, RunRecord, Snapshot};
-use crate::wallet::{Wallet, next_state};
+use crate::wallet::{Mark, Marks, Wallet, next_state};
 
 /// Something for the adapter to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,8 +75,8 @@ pub enum BuyError {
     UnknownService(String),
     #[error("price {offered} is below the listed price {listed}")]
     PriceTooLow { offered: u64, listed: u64 },
-    #[error("insufficient balance: {available} units, price {price}")]
-    InsufficientBalance { available: u64, price: u64 },
+    #[error("insufficient balance: {available} units, the purchase costs {cost} (price plus voter reward)")]
+    InsufficientBalance { available: u64, cost: u64 },
     #[error("a purchase is already pending on this wallet's State")]
     Pending,
     #[error("this node is not a member")]
@@ -145,7 +145,28 @@ pub struct Core {
     /// (voter, request) -> decision, to catch equivocating voters.
     voter_seen: HashMap<(u32, Hash), Hash>,
     certs: HashMap<u32, BTreeMap<u64, Certificate>>,
+    /// Settlement marks of the wallets this node does not keep.
+    marks: HashMap<u32, Marks>,
     runs: BTreeMap<(u32, u64), RunRecord>,
+    /// Per requester: finished runs at or below were pruned, and nothing at
+    /// or below that is not in `runs` ever runs here (exactly once).
+    run_floor: HashMap<u32, u64>,
+    /// Requests that committed here recently, with when: late and replayed
+    /// votes and requests for them cost a lookup.
+    committed: HashMap<Hash, u64>,
+    committed_order: VecDeque<Hash>,
+    /// Pending requests per requester (the bound is checked in O(1)).
+    per_requester: HashMap<u32, usize>,
+    /// Per voter, the requests it voted for that this node does not hold
+    /// (oldest first): a voter can park at most `MAX_ORPHAN_VOTES` votes here.
+    orphans: HashMap<u32, VecDeque<Hash>>,
+    /// This node's committed purchases: request id -> provider, and whether
+    /// its outcome arrived (only that provider's outcome is accepted, once).
+    my_purchases: HashMap<Hash, (MemberId, bool)>,
+    my_purchases_order: VecDeque<Hash>,
+    /// When this node last sent heads requests (catch-up), at most
+    /// `MAX_HEADS_REQUESTS_PER_INTERVAL` per sync interval.
+    heads_requests_sent: VecDeque<u64>,
     announces: HashMap<MemberId, Announce>,
     my_services: Vec<ServiceOffer>,
     announce_seq: u64,
@@ -168,11 +189,33 @@ pub struct Core {
 /// Requests one member may have waiting here at once (a Byzantine member
 /// could otherwise fill the queue with requests on its State).
 const MAX_PENDING_PER_REQUESTER: usize = 4;
+/// Votes one voter may have here for requests this node does not hold
+/// (votes may overtake their request; an honest voter has a few at once).
+/// A newer one evicts the oldest, so replayed or invented votes cost a
+/// member only its own slots.
+pub const MAX_ORPHAN_VOTES: usize = 8;
+/// Committed request ids remembered (besides the TTL), so late votes are
+/// dropped for the price of a lookup.
+pub const MAX_REMEMBERED_COMMITS: usize = 65_536;
+/// Own purchases whose provider is remembered for their outcome.
+pub const MAX_REMEMBERED_PURCHASES: usize = 1_024;
+/// Shares re-sent in answer to one `ShareFetch` (a peer with a longer gap
+/// asks again after `retry_ms`).
+pub const MAX_SHARES_PER_FETCH: u64 = 256;
+/// Heads requests a node sends per sync interval (each peer at most once
+/// every `HEADS_REQUEST_EVERY_INTERVALS` intervals): a member whose digest
+/// always differs can take one of them, never all.
+pub const MAX_HEADS_REQUESTS_PER_INTERVAL: usize = 2;
+pub const HEADS_REQUEST_EVERY_INTERVALS: u64 = 4;
 
 const T_SHARE_FETCH: u8 = 1;
 const T_CERT_FETCH: u8 = 2;
 const T_HEADS_REQUEST: u8 = 3;
 const T_ANNOUNCE: u8 = 4;
+/// Answers: one per asking member (and wallet) per half `retry_ms`.
+const T_ANSWER_CERTS: u8 = 5;
+const T_ANSWER_SHARES: u8 = 6;
+const T_DIGEST_FROM: u8 = 7;
 
 impl Core {
     /// A node starting from its durable state (empty for a new node).
@@ -206,7 +249,20 @@ impl Core {
             decisions: HashMap::default(),
             voter_seen: HashMap::default(),
             certs: HashMap::default(),
+            marks: snapshot
+                .marks
+                .into_iter()
+                .map(|(idx, (settled, above))| (idx, Marks { settled, above }))
+                .collect(),
             runs: snapshot.runs,
+            run_floor: snapshot.run_floor.into_iter().collect(),
+            committed: HashMap::default(),
+            committed_order: VecDeque::new(),
+            per_requester: HashMap::default(),
+            orphans: HashMap::default(),
+            my_purchases: HashMap::default(),
+            my_purchases_order: VecDeque::new(),
+            heads_requests_sent: VecDeque::new(),
             announces: snapshot.announces.into_values().map(|a| (a.provider, a)).collect(),
             my_services: Vec::new(),
             announce_seq: snapshot.announce_seq,
@@ -233,15 +289,7 @@ impl Core {
                 if request.requester == core.me {
                     core.my_requests.insert(request.id(), 0);
                 }
-                core.requests.insert(
-                    request.id(),
-                    Pending {
-                        request,
-                        idx,
-                        parked: true,
-                        last_vote_resend_ms: 0,
-                    },
-                );
+                core.insert_request(request.id(), request, idx, 0);
             }
         }
         for vote in snapshot.votes.into_values() {
@@ -337,15 +385,90 @@ impl Core {
         }
     }
 
+    /// Checks and takes a throttle slot at once (for what this node does
+    /// of its own accord).
     fn throttled(&mut self, kind: u8, a: u32, b: u64, every_ms: u64) -> bool {
-        let now = self.now_ms;
-        match self.throttle.get(&(kind, a, b)) {
-            Some(t) if now < t.saturating_add(every_ms) => true,
-            _ => {
-                self.throttle.insert((kind, a, b), now);
-                false
+        if self.is_throttled(kind, a, b, every_ms) {
+            return true;
+        }
+        self.take_slot(kind, a, b);
+        false
+    }
+
+    /// Checks a slot without taking it: a message that claims a sender is
+    /// checked against the sender's slot first (cheap), and takes the slot
+    /// only once its signature holds, so a forgery never silences the
+    /// member it names.
+    fn is_throttled(&self, kind: u8, a: u32, b: u64, every_ms: u64) -> bool {
+        self.throttle
+            .get(&(kind, a, b))
+            .is_some_and(|t| self.now_ms < t.saturating_add(every_ms))
+    }
+
+    fn take_slot(&mut self, kind: u8, a: u32, b: u64) {
+        self.throttle.insert((kind, a, b), self.now_ms);
+    }
+
+    fn insert_request(&mut self, id: Hash, request: Request, idx: u32, now_ms: u64) {
+        if self
+            .requests
+            .insert(
+                id,
+                Pending {
+                    request,
+                    idx,
+                    parked: true,
+                    last_vote_resend_ms: now_ms,
+                },
+            )
+            .is_none()
+        {
+            *self.per_requester.entry(idx).or_default() += 1;
+        }
+        // Votes that came first are no longer orphans: they stay with the
+        // request (their voters' orphan slots still name it, harmlessly).
+    }
+
+    /// Remembers a committed request id so late votes and re-sent copies
+    /// are dropped at the price of a lookup.
+    fn remember_committed(&mut self, id: Hash) {
+        if self.committed.insert(id, self.now_ms).is_none() {
+            self.committed_order.push_back(id);
+        }
+        while self.committed_order.len() > MAX_REMEMBERED_COMMITS {
+            if let Some(old) = self.committed_order.pop_front() {
+                self.committed.remove(&old);
             }
         }
+    }
+
+    /// Sends a heads request to `to` unless this interval's budget is
+    /// spent or `to` had one recently.
+    fn request_heads(&mut self, to: MemberId, to_idx: u32) -> bool {
+        let interval = self.params.sync_interval_ms;
+        while self
+            .heads_requests_sent
+            .front()
+            .is_some_and(|t| self.now_ms >= t.saturating_add(interval))
+        {
+            self.heads_requests_sent.pop_front();
+        }
+        if self.heads_requests_sent.len() >= MAX_HEADS_REQUESTS_PER_INTERVAL
+            || self.is_throttled(T_DIGEST_FROM, to_idx, 0, interval * HEADS_REQUEST_EVERY_INTERVALS)
+        {
+            return false;
+        }
+        self.take_slot(T_DIGEST_FROM, to_idx, 0);
+        self.heads_requests_sent.push_back(self.now_ms);
+        let h = HeadsRequest::new(&self.key, to, self.now_ms);
+        self.send(Message::HeadsRequest(h));
+        true
+    }
+
+    /// A signed time from a peer is fresh when within the allowed clock
+    /// skew of ours, either way: older copies are replays.
+    fn is_fresh(&self, time_ms: u64) -> bool {
+        self.now_ms.abs_diff(time_ms) <= self.params.max_clock_skew_ms.max(self.params.sync_interval_ms)
     }
 
     // ---------------------------------------------------------------- inputs
@@ -432,8 +555,9 @@ impl Core {
             return Err(BuyError::Pending);
         }
         let available = w.spendable(&self.params);
-        if available < price {
-            return Err(BuyError::InsufficientBalance { available, price });
+        let cost = self.params.cost(price).unwrap_or(u64::MAX);
+        if available < cost {
+            return Err(BuyError::InsufficientBalance { available, cost });
         }
         let request = Request::build(
             &self.key,
@@ -451,10 +575,16 @@ impl Core {
             self.params.difficulty,
         )?;
         let id = request.id();
+        // Stored (durable before anything is sent) whatever the queues
+        // hold: one request per State, so our own never needs a bound, and
+        // it is re-sent until it commits.
         self.my_requests.insert(id, self.now_ms);
+        self.persist(Change::PutRequest(Box::new(request.clone())));
+        self.insert_request(id, request.clone(), idx, self.now_ms);
         self.send(Message::Request(request.clone()));
         // Our own vote goes through the same checks as everybody's.
-        let _ = self.on_request(request.clone());
+        self.reconsider(id);
+        self.try_commit_request(id);
         Ok(request)
     }
 
@@ -585,10 +715,26 @@ impl Core {
             }
         }
         self.throttle.retain(|_, t| now < t.saturating_add(ttl));
+        let decisions = &self.decisions;
+        let voter_seen = &self.voter_seen;
+        self.orphans.retain(|voter, ids| {
+            ids.retain(|id| {
+                voter_seen
+                    .get(&(*voter, *id))
+                    .is_some_and(|d| decisions.contains_key(d))
+            });
+            !ids.is_empty()
+        });
     }
 
     fn drop_request(&mut self, id: Hash) {
-        if self.requests.remove(&id).is_some() {
+        if let Some(p) = self.requests.remove(&id) {
+            if let Some(n) = self.per_requester.get_mut(&p.idx) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_requester.remove(&p.idx);
+                }
+            }
             self.persist(Change::DropRequest(id));
         }
         let decisions: Vec<Hash> = self
@@ -686,10 +832,26 @@ impl Core {
         if f.to != self.me {
             return Ok(());
         }
-        if self.members.index_of(&f.from).is_none() || !verify(&f.from, &f.digest(), &f.sig) {
-            return self.reject("share-fetch", "unknown or unsigned sender");
+        let Some(from) = self.members.index_of(&f.from) else {
+            return self.reject("share-fetch", "unknown sender");
+        };
+        if f.first_seq > f.last_seq {
+            return self.reject("share-fetch", "first share above the last");
         }
-        let last = f.last_seq.min(self.share_seq).min(f.first_seq.saturating_add(1023));
+        // One bounded answer per asker and half retry period: a replayed
+        // fetch cannot make this node re-sign and broadcast shares at will.
+        let every = self.params.retry_ms / 2;
+        if self.is_throttled(T_ANSWER_SHARES, from, 0, every) {
+            return Ok(());
+        }
+        if !verify(&f.from, &f.digest(), &f.sig) {
+            return self.reject("share-fetch", "signature is invalid");
+        }
+        self.take_slot(T_ANSWER_SHARES, from, 0);
+        let last = f
+            .last_seq
+            .min(self.share_seq)
+            .min(f.first_seq.saturating_add(MAX_SHARES_PER_FETCH - 1));
         for seq in f.first_seq.max(1)..=last {
             // Shares older than the ring (or lost in a crash) are signed
             // again: only their number earns coins, so a fresh share with
@@ -707,6 +869,10 @@ impl Core {
 
     // -------------------------------------------------------------- requests
 
+    /// Checks in order of cost: membership, the id and its proof of work
+    /// (one hash), duplicates and commits already seen (lookups), the
+    /// wallet's version and State, the time, the per-requester bound, and
+    /// only then the signature.
     fn on_request(&mut self, request: Request) -> Result<(), Reject> {
         let Some(idx) = self.members.index_of(&request.requester) else {
             return self.reject("request", "unknown requester");
@@ -717,6 +883,13 @@ impl Core {
         let Some(id) = request.prefix().map(|p| crate::pow::hash_with_nonce(&p, request.nonce)) else {
             return self.reject("request", "fields exceed their limits");
         };
+        if !crate::pow::meets(&id, self.params.difficulty) {
+            return self.reject("request", "request proof of work does not meet the difficulty");
+        }
+        if self.committed.contains_key(&id) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
         if let Some(p) = self.requests.get_mut(&id) {
             // A re-sent request: answer with our vote again, it may have been lost.
             self.stats.duplicates += 1;
@@ -728,6 +901,9 @@ impl Core {
                 }
             }
             return Ok(());
+        }
+        if request.version == u64::MAX {
+            return self.reject("request", "version at its limit");
         }
         let Some(w) = self.wallets[idx as usize].as_ref() else {
             return Ok(()); // light node: not our wallet to check, we abstain
@@ -745,12 +921,11 @@ impl Core {
         // a crash) is re-sent by its requester until it commits, and voters
         // that expired it from memory must vote for it then. One request per
         // State makes that safe; a deadline would not be (see docs/protocol.md).
-        let parked_here = self.requests.values().filter(|p| p.idx == idx).count();
-        if parked_here >= MAX_PENDING_PER_REQUESTER {
+        if self.per_requester.get(&idx).copied().unwrap_or(0) >= MAX_PENDING_PER_REQUESTER {
             return self.reject("request", "too many pending requests from this requester");
         }
-        if let Err(reason) = request.check(self.params.difficulty) {
-            return self.reject("request", reason);
+        if !verify(&request.requester, &id, &request.sig) {
+            return self.reject("request", "request signature is invalid");
         }
         if self.requests.len() >= self.params.max_pending_requests {
             self.expire();
@@ -759,17 +934,14 @@ impl Core {
             }
         }
         self.persist(Change::PutRequest(Box::new(request.clone())));
-        self.requests.insert(
-            id,
-            Pending {
-                request,
-                idx,
-                parked: true,
-                last_vote_resend_ms: self.now_ms,
-            },
-        );
+        self.insert_request(id, request, idx, self.now_ms);
         self.reconsider(id);
-        // Votes may have arrived before the request.
+        self.try_commit_request(id);
+        Ok(())
+    }
+
+    /// Votes may have arrived before their request: commit if they suffice.
+    fn try_commit_request(&mut self, id: Hash) {
         let ready: Vec<Hash> = self
             .decisions
             .iter()
@@ -779,7 +951,6 @@ impl Core {
         for d in ready {
             self.try_commit(d);
         }
-        Ok(())
     }
 
     /// Every pending request and vote of wallet `idx` below `version` is void.
@@ -861,7 +1032,7 @@ impl Core {
                 p.parked = false;
                 let vote = *vote;
                 self.send(Message::Vote(vote));
-                let _ = self.accept_vote(vote);
+                let _ = self.accept_vote(vote, true);
             }
             return;
         }
@@ -912,12 +1083,14 @@ impl Core {
             self.drop_request(id);
             return;
         };
-        if available < request.price {
+        // The requester pays the price and the voter reward (only sensor
+        // shares create money).
+        let Some(cost) = self.params.cost(request.price).filter(|c| *c <= available) else {
             let _ = self.reject("request", "insufficient balance");
             self.drop_request(id);
             return;
-        }
-        let remaining = available - request.price;
+        };
+        let remaining = available - cost;
         if let Some(p) = self.requests.get_mut(&id) {
             p.parked = false;
         }
@@ -935,39 +1108,88 @@ impl Core {
         });
         self.stats.votes_sent += 1;
         self.send(Message::Vote(vote));
-        let _ = self.accept_vote(vote);
+        let _ = self.accept_vote(vote, true);
     }
 
     // ----------------------------------------------------------------- votes
 
+    /// Checks in order of cost: membership, a commit already seen here
+    /// (late and replayed votes), duplicates, staleness, the voter's orphan
+    /// slots, and only then the proof of work and signature. A vote that
+    /// differs from one already counted for its voter is checked before the
+    /// voter is blamed: a forgery never makes an honest member an equivocator.
     fn on_vote(&mut self, vote: Vote) -> Result<(), Reject> {
         let Some(voter_idx) = self.members.index_of(&vote.voter) else {
             return self.reject("vote", "unknown voter");
         };
+        if self.committed.contains_key(&vote.request_id) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
         if let Some(seen) = self.voter_seen.get(&(voter_idx, vote.request_id)) {
             if *seen == vote.decision() {
                 self.stats.duplicates += 1;
                 return Ok(());
             }
+            if let Err(reason) = vote.check(self.params.vote_difficulty) {
+                return self.reject("vote", reason);
+            }
             return self.reject("vote", "equivocation: the voter already voted otherwise");
         }
-        if let Some(p) = self.requests.get(&vote.request_id)
-            && self.wallets[p.idx as usize]
-                .as_ref()
-                .is_some_and(|w| p.request.version < w.version)
-        {
-            self.stats.duplicates += 1;
-            return Ok(());
-        }
+        let held = match self.requests.get(&vote.request_id) {
+            Some(p) => {
+                if self.wallets[p.idx as usize]
+                    .as_ref()
+                    .is_some_and(|w| p.request.version < w.version)
+                {
+                    self.stats.duplicates += 1;
+                    return Ok(());
+                }
+                true
+            }
+            None => false,
+        };
         if let Err(reason) = vote.check(self.params.vote_difficulty) {
             return self.reject("vote", reason);
         }
         self.stats.votes_received += 1;
-        self.accept_vote(vote)
+        if !held {
+            self.park_orphan(voter_idx, vote.request_id);
+        }
+        self.accept_vote(vote, held)
+    }
+
+    /// A vote for a request this node does not hold takes one of its
+    /// voter's `MAX_ORPHAN_VOTES` slots; the oldest is given back first.
+    fn park_orphan(&mut self, voter_idx: u32, request_id: Hash) {
+        let slots = self.orphans.entry(voter_idx).or_default();
+        slots.push_back(request_id);
+        if slots.len() <= MAX_ORPHAN_VOTES {
+            return;
+        }
+        let Some(old) = slots.pop_front() else { return };
+        if self.requests.contains_key(&old) {
+            return; // its request arrived: the vote counts with it
+        }
+        let Some(decision) = self.voter_seen.remove(&(voter_idx, old)) else {
+            return;
+        };
+        let weight = self.members.weight(voter_idx);
+        if let Some(d) = self.decisions.get_mut(&decision) {
+            if d.votes.remove(&voter_idx).is_some() {
+                d.weight -= weight;
+            }
+            if d.votes.is_empty() {
+                self.decisions.remove(&decision);
+                self.persist(Change::DropVotes(old));
+            }
+        }
     }
 
     /// Adds a checked vote to its group (Algorithm 2, as votes arrive).
-    fn accept_vote(&mut self, vote: Vote) -> Result<(), Reject> {
+    /// `durable`: worth a (lazy) write; votes for requests this node does
+    /// not hold are not, their voters re-send them with the request.
+    fn accept_vote(&mut self, vote: Vote, durable: bool) -> Result<(), Reject> {
         let decision = vote.decision();
         if !self.decisions.contains_key(&decision) && self.decisions.len() >= self.params.max_pending_decisions {
             self.expire();
@@ -975,7 +1197,9 @@ impl Core {
                 return self.reject("vote", "pending votes are full");
             }
         }
-        self.persist(Change::PutVote(vote));
+        if durable {
+            self.persist(Change::PutVote(vote));
+        }
         if self.add_vote(vote) {
             self.try_commit(decision);
         }
@@ -1035,11 +1259,10 @@ impl Core {
         let votes: Vec<CertVote> = d.votes.values().copied().collect();
         self.commit(idx, &request, remaining, false);
         let cert = self.quorum_certificate(request, remaining, votes);
+        self.settle(idx, &cert.request);
+        self.keep_cert(idx, cert.new_version(), &cert);
         if cert.request.provider == self.me {
-            self.issue_certificate(idx, cert);
-        } else {
-            let version = cert.new_version();
-            self.keep_cert(idx, version, &cert);
+            self.owe_run(idx, cert);
         }
     }
 
@@ -1079,9 +1302,12 @@ impl Core {
         self.save_wallet(idx);
         self.drain_shares(idx);
         self.stats.commits += 1;
+        self.remember_committed(id);
         // Every pending request and vote on the old State is void now.
         self.drop_requests_before(idx, version);
-        self.my_requests.remove(&id);
+        if self.my_requests.remove(&id).is_some() || request.requester == self.me {
+            self.remember_purchase(id, request.provider);
+        }
         self.outbox.push_back(Output::Event(Event::Committed {
             requester: request.requester,
             version,
@@ -1096,13 +1322,16 @@ impl Core {
         self.reconsider_requester(idx);
     }
 
-    /// The provider signs a quorum certificate: that fixes the reward set,
-    /// settles it here and owes the contract run.
-    fn issue_certificate(&mut self, idx: u32, mut cert: Certificate) {
+    /// This node is the purchase's provider and has not run it: sign the
+    /// certificate (so peers that missed the quorum learn of it), owe the
+    /// run durably, and ask for it.
+    fn owe_run(&mut self, idx: u32, mut cert: Certificate) {
         debug_assert_eq!(cert.request.provider, self.me);
-        cert.provider_sig = self.key.sign(&cert.digest());
         let version = cert.new_version();
-        self.settle(idx, &cert);
+        if self.run_known(idx, version) {
+            return;
+        }
+        cert.provider_sig = self.key.sign(&cert.digest());
         self.keep_cert(idx, version, &cert);
         self.runs.insert(
             (idx, version),
@@ -1121,40 +1350,47 @@ impl Core {
         self.send(Message::Certificate(Box::new(cert)));
     }
 
-    /// Applies a certificate's payment and rewards once.
-    fn settle(&mut self, idx: u32, cert: &Certificate) {
-        let version = cert.new_version();
-        // A light node that does not keep the requester cannot tell whether
-        // it settled this version, so it settles only the wallets it keeps.
-        if let Some(w) = self.wallet_mut(idx) {
-            if !w.mark_settled(version) {
+    /// Applies a commit's payment and reward, once per (wallet, version) on
+    /// every node, light nodes included: the provider gets the price, the
+    /// member drawn from the request id the voter reward. What moves is
+    /// fixed by the request alone (the requester paid both when its wallet
+    /// committed), so every honest node credits the same amounts to the
+    /// same members whichever valid certificate or proof it saw first, and
+    /// no certificate can credit anything twice or create money.
+    fn settle(&mut self, idx: u32, request: &Request) {
+        let version = request.version + 1;
+        let mark = match self.wallets[idx as usize].as_deref_mut() {
+            Some(w) => w.mark_settled(version),
+            None => self.marks.entry(idx).or_default().mark(version),
+        };
+        match mark {
+            Mark::Already => return,
+            Mark::Full => {
+                let _ = self.reject("certificate", "settlement backlog of this wallet is full");
                 return;
             }
-        } else if self.certs.get(&idx).is_some_and(|c| c.contains_key(&version)) {
-            return;
+            Mark::New => {}
         }
-        self.save_wallet(idx);
-        if let Some(p) = self.members.index_of(&cert.request.provider) {
-            if let Some(w) = self.wallet_mut(p) {
-                w.received = w.received.saturating_add(cert.request.price);
-            }
-            self.save_wallet(p);
+        if self.wallets[idx as usize].is_some() {
+            self.save_wallet(idx);
+        } else if let Some(m) = self.marks.get(&idx) {
+            let (settled, above) = (m.settled, m.above.clone());
+            self.persist(Change::Marks { idx, settled, above });
         }
-        for v in &cert.votes {
-            let reward = self.params.reward_units;
-            if let Some(w) = self.wallet_mut(v.voter_idx) {
-                w.received = w.received.saturating_add(reward);
+        let provider = self.members.index_of(&request.provider);
+        let rewarded = self.members.reward_recipient(&request.id());
+        for (to, amount) in [(provider, request.price), (Some(rewarded), self.params.reward_units)] {
+            let Some(to) = to else { continue };
+            if amount == 0 {
+                continue;
             }
-            self.save_wallet(v.voter_idx);
+            if let Some(w) = self.wallet_mut(to) {
+                w.received = w.received.saturating_add(amount);
+                self.save_wallet(to);
+                self.reconsider_requester(to);
+            }
         }
         self.stats.certificates_applied += 1;
-        let touched: Vec<u32> = std::iter::once(self.members.index_of(&cert.request.provider))
-            .flatten()
-            .chain(cert.votes.iter().map(|v| v.voter_idx))
-            .collect();
-        for t in touched {
-            self.reconsider_requester(t);
-        }
     }
 
     fn keep_cert(&mut self, idx: u32, version: u64, cert: &Certificate) {
@@ -1169,6 +1405,9 @@ impl Core {
                 drops.push(v);
             }
         }
+        if drops.contains(&version) {
+            return; // older than everything kept
+        }
         self.persist(Change::PutCert {
             idx,
             version,
@@ -1179,24 +1418,41 @@ impl Core {
         }
     }
 
+    /// Forgets the oldest finished runs of a wallet beyond
+    /// `certs_kept_per_wallet`, and raises the durable floor under which no
+    /// run that is not still owed ever runs again: a replayed certificate
+    /// or proof of a pruned purchase is a duplicate, never a second run.
     fn prune_runs(&mut self, idx: u32) {
         let keep = self.params.certs_kept_per_wallet;
-        let done: Vec<(u32, u64)> = self
+        let done: Vec<u64> = self
             .runs
             .range((idx, 0)..=(idx, u64::MAX))
             .filter(|(_, r)| r.done.is_some())
-            .map(|(k, _)| *k)
+            .map(|((_, v), _)| *v)
             .collect();
-        if done.len() > keep {
-            for k in &done[..done.len() - keep] {
-                self.runs.remove(k);
-            }
+        if done.len() <= keep {
+            return;
         }
+        let upto = done[done.len() - keep - 1];
+        self.runs
+            .retain(|(i, v), run| !(*i == idx && *v <= upto && run.done.is_some()));
+        let floor = self.run_floor.entry(idx).or_default();
+        *floor = (*floor).max(upto);
+        self.persist(Change::RunsPruned { idx, upto });
+    }
+
+    /// True when this node, as provider, has run or owes the run of
+    /// `(idx, version)`, or pruned it: it must never be run (again).
+    fn run_known(&self, idx: u32, version: u64) -> bool {
+        self.runs.contains_key(&(idx, version)) || self.run_floor.get(&idx).is_some_and(|f| version <= *f)
     }
 
     // ---------------------------------------------------------- certificates
 
-    /// Checks everything a certificate claims, trusting no sender.
+    /// Checks everything a certificate claims, trusting no sender: the
+    /// request's work and signature, then each vote's work and signature
+    /// and that they make a quorum. The provider's signature carries no
+    /// authority (settlement is fixed by the request) and is not checked.
     fn check_certificate(&self, cert: &Certificate) -> Result<(u32, Hash), &'static str> {
         let idx = self
             .members
@@ -1205,10 +1461,7 @@ impl Core {
         if self.members.index_of(&cert.request.provider).is_none() {
             return Err("provider is not a member");
         }
-        let id = cert.request.check(self.params.difficulty)?;
-        if cert.is_signed() && !verify(&cert.request.provider, &cert.digest(), &cert.provider_sig) {
-            return Err("provider signature is invalid");
-        }
+        // Cheap first: the order, membership and weight of the votes.
         let mut weight = 0u64;
         let mut last: Option<u32> = None;
         for v in &cert.votes {
@@ -1216,22 +1469,27 @@ impl Core {
                 return Err("votes are not sorted or repeat a voter");
             }
             last = Some(v.voter_idx);
-            let voter = self
-                .members
-                .id(v.voter_idx)
-                .ok_or("vote from an unknown member index")?;
+            if self.members.id(v.voter_idx).is_none() {
+                return Err("vote from an unknown member index");
+            }
+            weight += self.members.weight(v.voter_idx);
+        }
+        if !self.members.is_quorum(&self.params, weight) {
+            return Err("votes do not make a quorum");
+        }
+        let id = cert.request.check(self.params.difficulty)?;
+        for v in &cert.votes {
             let vote = Vote {
-                voter,
+                voter: self
+                    .members
+                    .id(v.voter_idx)
+                    .ok_or("vote from an unknown member index")?,
                 request_id: id,
                 remaining: cert.remaining,
                 nonce: v.nonce,
                 sig: v.sig,
             };
             vote.check(self.params.vote_difficulty)?;
-            weight += self.members.weight(v.voter_idx);
-        }
-        if !self.members.is_quorum(&self.params, weight) {
-            return Err("votes do not make a quorum");
         }
         Ok((idx, id))
     }
@@ -1240,19 +1498,18 @@ impl Core {
         let Some(idx) = self.members.index_of(&cert.request.requester) else {
             return self.reject("certificate", "unknown requester");
         };
+        if cert.request.version == u64::MAX {
+            return self.reject("certificate", "version at its limit");
+        }
         let version = cert.new_version();
-        let kept = self.wallets[idx as usize].as_ref();
-        let known = match kept {
-            Some(w) => version <= w.version && (!cert.is_signed() || w.is_settled(version)),
-            None => self
-                .certs
-                .get(&idx)
-                .is_some_and(|c| c.get(&version).is_some_and(|k| k.is_signed() || !cert.is_signed())),
+        let settled = match self.wallets[idx as usize].as_ref() {
+            Some(w) => version <= w.version && w.is_settled(version),
+            None => self.marks.get(&idx).is_some_and(|m| m.is_settled(version)),
         };
-        // A provider that missed the quorum learns of it from a proof.
-        let i_owe_it =
-            cert.request.provider == self.me && !cert.is_signed() && !self.runs.contains_key(&(idx, version));
-        if known && !i_owe_it {
+        // A provider that missed the quorum learns of it from a proof; one
+        // that ran (or pruned) it never runs it again.
+        let i_owe_it = cert.request.provider == self.me && !self.run_known(idx, version);
+        if settled && !i_owe_it {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -1266,7 +1523,9 @@ impl Core {
                 }
                 self.commit(idx, &cert.request, cert.remaining, true);
             } else if cert.request.version > w.version {
-                // Adopt the wallet the certificate proves (hole 6).
+                // Adopt the wallet the certificate proves (hole 6); the
+                // versions skipped stay unsettled until their certificates
+                // arrive (the catch-up asks for them).
                 let decision = decision_id(&cert.request.id(), cert.remaining);
                 let w = self.wallet_mut(idx).expect("kept");
                 w.version = version;
@@ -1278,16 +1537,14 @@ impl Core {
                 self.stats.certificates_adopted += 1;
                 self.save_wallet(idx);
                 self.drain_shares(idx);
+                self.remember_committed(cert.request.id());
                 self.drop_requests_before(idx, version);
             }
         }
+        self.settle(idx, &cert.request);
+        self.keep_cert(idx, version, &cert);
         if i_owe_it {
-            self.issue_certificate(idx, cert);
-        } else {
-            if cert.is_signed() {
-                self.settle(idx, &cert);
-            }
-            self.keep_cert(idx, version, &cert);
+            self.owe_run(idx, cert);
         }
         self.reconsider_requester(idx);
         Ok(())
@@ -1297,14 +1554,28 @@ impl Core {
         if f.to != self.me {
             return Ok(());
         }
-        if self.members.index_of(&f.from).is_none() || !verify(&f.from, &f.digest(), &f.sig) {
-            return self.reject("cert-fetch", "unknown or unsigned sender");
+        let Some(from) = self.members.index_of(&f.from) else {
+            return self.reject("cert-fetch", "unknown sender");
+        };
+        if f.first_version > f.last_version {
+            return self.reject("cert-fetch", "first version above the last");
         }
+        let every = self.params.retry_ms / 2;
+        if self.is_throttled(T_ANSWER_CERTS, from, u64::from(f.idx), every) {
+            return Ok(());
+        }
+        if !verify(&f.from, &f.digest(), &f.sig) {
+            return self.reject("cert-fetch", "signature is invalid");
+        }
+        self.take_slot(T_ANSWER_CERTS, from, u64::from(f.idx));
+        // At most the certificates kept per wallet, once per asker, wallet
+        // and half retry period: a replayed fetch costs one bounded answer.
         let certs: Vec<Certificate> = self
             .certs
             .get(&f.idx)
             .map(|c| {
                 c.range(f.first_version..=f.last_version)
+                    .take(self.params.certs_kept_per_wallet)
                     .map(|(_, c)| c.clone())
                     .collect()
             })
@@ -1339,16 +1610,43 @@ impl Core {
         if o.requester != self.me {
             return Ok(());
         }
+        // Only the provider the purchase named may answer it, once.
+        match self.my_purchases.get(&o.request_id) {
+            None => return self.reject("outcome", "not a purchase of this node"),
+            Some((provider, _)) if *provider != o.provider => {
+                return self.reject("outcome", "not from the purchase's provider");
+            }
+            Some((_, true)) => {
+                self.stats.duplicates += 1;
+                return Ok(());
+            }
+            Some(_) => {}
+        }
         if !verify(&o.provider, &o.digest(), &o.sig) {
             return self.reject("outcome", "signature is invalid");
+        }
+        if let Some(p) = self.my_purchases.get_mut(&o.request_id) {
+            p.1 = true;
         }
         self.outbox.push_back(Output::Event(Event::Outcome(o)));
         Ok(())
     }
 
+    fn remember_purchase(&mut self, id: Hash, provider: MemberId) {
+        if self.my_purchases.insert(id, (provider, false)).is_none() {
+            self.my_purchases_order.push_back(id);
+        }
+        while self.my_purchases_order.len() > MAX_REMEMBERED_PURCHASES {
+            if let Some(old) = self.my_purchases_order.pop_front() {
+                self.my_purchases.remove(&old);
+            }
+        }
+    }
+
     // ----------------------------------------------------------- catch-up
 
-    /// A digest of every kept wallet's head: equal digests, nothing to sync.
+    /// A digest of every kept wallet's head (version, settled, shares and
+    /// credits): equal digests, nothing to sync.
     pub fn digest(&mut self) -> Hash {
         if let Some(d) = self.digest_cache {
             return d;
@@ -1360,6 +1658,10 @@ impl Core {
                 bytes.extend_from_slice(&w.version.to_le_bytes());
                 bytes.extend_from_slice(&w.settled.to_le_bytes());
                 bytes.extend_from_slice(&w.shares_seen.to_le_bytes());
+                // The credit tally too: nodes that settled the same
+                // certificates hold the same `received`, and a difference
+                // shows (hole 8: it used to be invisible).
+                bytes.extend_from_slice(&w.received.to_le_bytes());
             }
         }
         let d = sha256(&[b"wallance/sync/v1", &bytes]);
@@ -1371,22 +1673,35 @@ impl Core {
         let Some(idx) = self.members.index_of(&d.from) else {
             return self.reject("digest", "unknown member");
         };
-        if d.from == self.me || d.digest == self.digest() {
+        if d.from == self.me {
             return Ok(());
         }
-        // Light nodes follow other wallets, their digests always differ.
-        if self.tracked.is_some() {
+        // Light nodes follow other wallets: their digests always differ, so
+        // they ask for heads within the same budget without comparing.
+        if self.tracked.is_none() && d.digest == self.digest() {
             return Ok(());
         }
-        if self.throttled(T_HEADS_REQUEST, u32::MAX, 0, self.params.sync_interval_ms) {
+        if !self.is_fresh(d.time_ms) {
+            return self.reject("digest", "time too far from this node's clock (a replay?)");
+        }
+        // The budget is checked before the signature and taken only after
+        // it holds (in request_heads): a forged digest takes no slot.
+        let interval = self.params.sync_interval_ms;
+        if self.heads_requests_sent.len() >= MAX_HEADS_REQUESTS_PER_INTERVAL
+            && self
+                .heads_requests_sent
+                .front()
+                .is_some_and(|t| self.now_ms < t.saturating_add(interval))
+        {
+            return Ok(());
+        }
+        if self.is_throttled(T_DIGEST_FROM, idx, 0, interval * HEADS_REQUEST_EVERY_INTERVALS) {
             return Ok(());
         }
         if !verify(&d.from, &d.signed_digest(), &d.sig) {
             return self.reject("digest", "signature is invalid");
         }
-        let _ = idx;
-        let h = HeadsRequest::new(&self.key, d.from, self.now_ms);
-        self.send(Message::HeadsRequest(h));
+        self.request_heads(d.from, idx);
         Ok(())
     }
 
@@ -1394,14 +1709,20 @@ impl Core {
         if h.to != self.me {
             return Ok(());
         }
+        if self.members.index_of(&h.from).is_none() {
+            return self.reject("heads-request", "unknown sender");
+        }
         if self
             .last_heads_sent_ms
             .is_some_and(|t| self.now_ms < t + self.params.sync_interval_ms / 2)
         {
             return Ok(()); // our last heads went to everybody anyway
         }
-        if self.members.index_of(&h.from).is_none() || !verify(&h.from, &h.digest(), &h.sig) {
-            return self.reject("heads-request", "unknown or unsigned sender");
+        if !self.is_fresh(h.time_ms) {
+            return self.reject("heads-request", "time too far from this node's clock (a replay?)");
+        }
+        if !verify(&h.from, &h.digest(), &h.sig) {
+            return self.reject("heads-request", "signature is invalid");
         }
         if let Some(a) = self.announces.get(&self.me).filter(|a| !a.services.is_empty()).cloned() {
             self.send(Message::Announce(a));
@@ -1429,15 +1750,26 @@ impl Core {
         if h.from == self.me || self.members.index_of(&h.from).is_none() {
             return Ok(());
         }
+        if !self.is_fresh(h.time_ms) {
+            return self.reject("heads", "time too far from this node's clock (a replay?)");
+        }
         if !verify(&h.from, &h.digest(), &h.sig) {
             return self.reject("heads", "signature is invalid");
         }
         for head in h.heads {
-            let Some(Some(w)) = self.wallets.get(head.idx as usize) else {
+            if head.idx as usize >= self.wallets.len() {
                 continue;
+            }
+            // Where we are on this wallet: a kept wallet's version and
+            // settlement, or a light node's settlement marks alone.
+            let (version, settled, shares, id) = match self.wallets[head.idx as usize].as_ref() {
+                Some(w) => (w.version, w.settled, Some(w.shares_seen), w.id),
+                None => {
+                    let settled = self.marks.get(&head.idx).map_or(0, |m| m.settled);
+                    let Some(id) = self.members.id(head.idx) else { continue };
+                    (settled, settled, None, id)
+                }
             };
-            let (version, settled, shares) = (w.version, w.settled, w.shares_seen);
-            let id = w.id;
             if head.version > version || head.settled > settled {
                 let first = settled.min(version) + 1;
                 let last = head.version.max(head.settled);
@@ -1446,7 +1778,10 @@ impl Core {
                     self.send(Message::CertFetch(f));
                 }
             }
-            if head.shares > shares && !self.throttled(T_SHARE_FETCH, head.idx, shares, self.params.retry_ms) {
+            if let Some(shares) = shares
+                && head.shares > shares
+                && !self.throttled(T_SHARE_FETCH, head.idx, shares, self.params.retry_ms)
+            {
                 let f = ShareFetch::new(&self.key, id, shares + 1, head.shares);
                 self.send(Message::ShareFetch(f));
             }

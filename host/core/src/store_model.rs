@@ -51,6 +51,20 @@ pub enum Change {
         ok: bool,
         body: String,
     },
+    /// Finished runs of `idx` up to `upto` are forgotten; no run of `idx`
+    /// at or below `upto` that is not still owed will ever run again.
+    RunsPruned {
+        idx: u32,
+        upto: u64,
+    },
+    /// Which certificates of wallet `idx` this node has settled, for a
+    /// wallet it does not keep (a light node): every version up to
+    /// `settled`, and `above`.
+    Marks {
+        idx: u32,
+        settled: u64,
+        above: Vec<u64>,
+    },
     Announce(Announce),
     ShareSeq(u64),
     AnnounceSeq(u64),
@@ -69,6 +83,7 @@ impl Change {
             | Change::PutCert { .. }
             | Change::RunPending { .. }
             | Change::RunDone { .. }
+            | Change::RunsPruned { .. }
             | Change::ShareSeq(_)
             | Change::AnnounceSeq(_) => true,
             Change::Wallet { .. }
@@ -76,6 +91,7 @@ impl Change {
             | Change::PutVote(_)
             | Change::DropVotes(_)
             | Change::DropCert { .. }
+            | Change::Marks { .. }
             | Change::Announce(_) => false,
         }
     }
@@ -100,6 +116,10 @@ pub struct Snapshot {
     pub votes: BTreeMap<([u8; 32], [u8; 32]), Vote>,
     pub certs: BTreeMap<(u32, u64), Certificate>,
     pub runs: BTreeMap<(u32, u64), RunRecord>,
+    /// Per requester wallet: finished runs at or below were pruned.
+    pub run_floor: BTreeMap<u32, u64>,
+    /// Settlement marks of wallets this node does not keep.
+    pub marks: BTreeMap<u32, (u64, Vec<u64>)>,
     pub announces: BTreeMap<[u8; 32], Announce>,
     pub share_seq: u64,
     pub announce_seq: u64,
@@ -155,6 +175,15 @@ impl Snapshot {
                     if let Some(run) = self.runs.get_mut(&(*idx, *version)) {
                         run.done = Some((*ok, body.clone()));
                     }
+                }
+                Change::RunsPruned { idx, upto } => {
+                    self.runs
+                        .retain(|(i, v), run| !(*i == *idx && *v <= *upto && run.done.is_some()));
+                    let floor = self.run_floor.entry(*idx).or_default();
+                    *floor = (*floor).max(*upto);
+                }
+                Change::Marks { idx, settled, above } => {
+                    self.marks.insert(*idx, (*settled, above.clone()));
                 }
                 Change::Announce(a) => {
                     self.announces.insert(a.provider.0, a.clone());

@@ -78,21 +78,12 @@ impl Wallet {
     }
 
     pub fn is_settled(&self, version: u64) -> bool {
-        version <= self.settled || self.settled_above.contains(&version)
+        is_marked(self.settled, &self.settled_above, version)
     }
 
-    /// Marks a certificate's effects applied; returns false if they already were.
-    pub fn mark_settled(&mut self, version: u64) -> bool {
-        if self.is_settled(version) {
-            return false;
-        }
-        self.settled_above.push(version);
-        self.settled_above.sort_unstable();
-        while self.settled_above.first() == Some(&(self.settled + 1)) {
-            self.settled_above.remove(0);
-            self.settled += 1;
-        }
-        true
+    /// Marks a certificate's effects applied: see [`mark`].
+    pub fn mark_settled(&mut self, version: u64) -> Mark {
+        mark(&mut self.settled, &mut self.settled_above, version)
     }
 
     /// Canonical encoding (also the store's value format).
@@ -143,6 +134,69 @@ impl Wallet {
     }
 }
 
+/// Versions settled out of order that a node holds at most per wallet. A
+/// node only settles versions it has proof of (a quorum certificate), so
+/// the list holds the commits it learned of ahead of a gap; past this bound
+/// it settles nothing more of that wallet until the gap fills (a catch-up
+/// fetches the missing certificates), so memory stays bounded whatever
+/// peers send.
+pub const MAX_SETTLED_ABOVE: usize = 256;
+
+/// What marking a version settled did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Newly settled: apply its payment and reward now.
+    New,
+    /// Settled before: apply nothing.
+    Already,
+    /// Too many versions above the gap: not settled, try again later.
+    Full,
+}
+
+/// Settlement marks of one wallet that a node does not keep (a light node
+/// still settles every certificate once, whoever the requester is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub settled: u64,
+    pub above: Vec<u64>,
+}
+
+impl Marks {
+    pub fn is_settled(&self, version: u64) -> bool {
+        is_marked(self.settled, &self.above, version)
+    }
+    pub fn mark(&mut self, version: u64) -> Mark {
+        mark(&mut self.settled, &mut self.above, version)
+    }
+}
+
+fn is_marked(settled: u64, above: &[u64], version: u64) -> bool {
+    version <= settled || above.binary_search(&version).is_ok()
+}
+
+/// Marks `version` settled: every version up to `settled`, plus the sorted
+/// list `above`. The floor advances as gaps fill.
+pub fn mark(settled: &mut u64, above: &mut Vec<u64>, version: u64) -> Mark {
+    if is_marked(*settled, above, version) {
+        return Mark::Already;
+    }
+    if version != *settled + 1 && above.len() >= MAX_SETTLED_ABOVE {
+        return Mark::Full;
+    }
+    let at = above.binary_search(&version).unwrap_or_else(|i| i);
+    above.insert(at, version);
+    let contiguous = above
+        .iter()
+        .enumerate()
+        .take_while(|(i, v)| **v == *settled + 1 + *i as u64)
+        .count();
+    if contiguous > 0 {
+        *settled += contiguous as u64;
+        above.drain(..contiguous);
+    }
+    Mark::New
+}
+
 /// The State that follows `prev` once `decision` commits. It hashes only
 /// what every honest node agrees on (hole 4): the previous State and the
 /// decision (request identity and remaining balance), never the votes seen.
@@ -183,11 +237,27 @@ mod tests {
     #[test]
     fn settling_out_of_order_advances_the_floor() {
         let mut w = Wallet::genesis(MemberId([1; 32]), &Params::default());
-        assert!(w.mark_settled(2));
-        assert!(!w.mark_settled(2));
+        assert_eq!(w.mark_settled(2), Mark::New);
+        assert_eq!(w.mark_settled(2), Mark::Already);
         assert_eq!((w.settled, w.settled_above.clone()), (0, vec![2]));
-        assert!(w.mark_settled(1));
+        assert_eq!(w.mark_settled(1), Mark::New);
         assert_eq!((w.settled, w.settled_above.len()), (2, 0));
+    }
+
+    #[test]
+    fn versions_above_a_gap_are_bounded() {
+        let mut m = Marks::default();
+        for v in 0..MAX_SETTLED_ABOVE as u64 {
+            assert_eq!(m.mark(10 + v), Mark::New);
+        }
+        assert_eq!(m.mark(5_000), Mark::Full);
+        assert!(!m.is_settled(5_000));
+        // The gap itself can always be filled, and the floor then advances.
+        for v in 1..10 {
+            assert_eq!(m.mark(v), Mark::New);
+        }
+        assert_eq!((m.settled, m.above.len()), (9 + MAX_SETTLED_ABOVE as u64, 0));
+        assert_eq!(m.mark(5_000), Mark::New);
     }
 
     #[test]

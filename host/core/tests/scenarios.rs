@@ -7,7 +7,7 @@ use wallance_core::msg::{Message, Request, RequestDraft, Vote};
 use wallance_core::{BuyError, Event, Params, UNITS_PER_COIN};
 
 #[test]
-fn a_purchase_commits_everywhere_and_pays_provider_and_voters() {
+fn a_purchase_commits_everywhere_pays_the_provider_and_the_drawn_member() {
     let mut net = Net::new(8);
     net.offer_espresso();
     net.share(3, 5); // one coin earned
@@ -15,23 +15,30 @@ fn a_purchase_commits_everywhere_and_pays_provider_and_voters() {
     for at in 0..8 {
         let w = net.wallet(at, 3);
         assert_eq!(w.version, 1, "node {at}");
-        // 10 initial + 1 earned - 2 paid = 9; then the reward for voting.
-        assert_eq!(w.balance, 9 * UNITS_PER_COIN, "node {at}");
+        // 10 initial + 1 earned - 2 price - 2 voter reward = 7.
+        assert_eq!(w.balance, 7 * UNITS_PER_COIN, "node {at}");
         assert_eq!(w.shares_at_state, 5);
         assert_eq!(net.commits(at), 1);
     }
-    // The provider's certificate fixed 6 rewarded voters (quorum of 8).
-    let cert = net.nodes[5].core.certificate(3, 1).unwrap().clone();
-    assert!(cert.is_signed());
-    assert_eq!(cert.votes.len(), 6);
-    assert_eq!(cert.request, request);
+    // Every node keeps a certificate of a quorum (6 of 8); the provider's
+    // is signed (it only tells peers that the provider saw the commit).
     for at in 0..8 {
-        let provider = net.wallet(at, 0);
-        let rewarded = cert.votes.iter().any(|v| v.voter_idx == 0);
-        let expected = 2 * UNITS_PER_COIN + if rewarded { 2 * UNITS_PER_COIN } else { 0 };
-        assert_eq!(provider.received, expected, "node {at}");
+        let cert = net.nodes[at].core.certificate(3, 1).unwrap().clone();
+        assert_eq!(cert.is_signed(), at == 0, "node {at}");
+        assert_eq!(cert.votes.len(), 6);
+        assert_eq!(cert.request, request);
+    }
+    // Exactly what the requester paid moved: the price to the provider,
+    // the reward to the member drawn from the request id. Nothing minted.
+    let drawn = net.nodes[0].core.membership().reward_recipient(&request.id()) as usize;
+    for at in 0..8 {
+        for member in 0..8 {
+            let expected =
+                if member == 0 { 2 * UNITS_PER_COIN } else { 0 } + if member == drawn { 2 * UNITS_PER_COIN } else { 0 };
+            assert_eq!(net.wallet(at, member).received, expected, "node {at}, member {member}");
+        }
         let total_received: u64 = net.nodes[at].core.wallets().map(|w| w.received).sum();
-        assert_eq!(total_received, 2 * UNITS_PER_COIN + 6 * 2 * UNITS_PER_COIN);
+        assert_eq!(total_received, 4 * UNITS_PER_COIN);
     }
     // Exactly one contract run, on the provider.
     let runs: Vec<usize> = (0..8)
@@ -89,7 +96,7 @@ fn a_second_request_on_the_same_state_never_wins() {
             .handle_message(net.now, Message::Request(second.clone()));
         assert!(r.is_err(), "node {i} accepted a request on a spent State");
     }
-    assert_eq!(net.wallet(1, 2).balance, 8 * UNITS_PER_COIN);
+    assert_eq!(net.wallet(1, 2).balance, 6 * UNITS_PER_COIN);
 }
 
 #[test]
@@ -236,7 +243,8 @@ fn a_voter_waits_for_missing_shares_instead_of_voting_wrong() {
     // remaining balance as everybody.
     assert_eq!(net.wallet(3, 1).shares_seen, 10);
     assert_eq!(net.wallet(3, 1), net.wallet(0, 1));
-    assert_eq!(net.wallet(0, 1).balance, 10 * UNITS_PER_COIN);
+    // 10 initial + 2 earned - 2 price - 2 voter reward.
+    assert_eq!(net.wallet(0, 1).balance, 8 * UNITS_PER_COIN);
 }
 
 #[test]

@@ -298,15 +298,19 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
         );
     }
     // The core checks again (it is the authority); this answer names DCoin.
+    // A purchase costs its price plus the voter reward.
+    let cost = body.price.saturating_add(v.reward_units);
     if let Some(me) = v.wallets.iter().find(|w| w.id == v.id)
-        && me.spendable < body.price
+        && me.spendable < cost
     {
         return error(
             StatusCode::PAYMENT_REQUIRED,
             format!(
-                "insufficient balance: {} spendable, price {}",
+                "insufficient balance: {} spendable, the purchase costs {} (price {} plus voter reward {})",
                 dcoin(me.spendable),
-                dcoin(body.price)
+                dcoin(cost),
+                dcoin(body.price),
+                dcoin(v.reward_units)
             ),
         );
     }

@@ -233,6 +233,9 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
         .context("node-2 does not see the espresso service")?
         .clone();
     let price = espresso["price"].as_u64().context("price")?;
+    let reward = client::get(&net.conns[1], "/api/view")?["reward_units"]
+        .as_u64()
+        .context("reward_units")?;
     println!(
         "node-2 sees service espresso from {} at {} DCoin (contract {}…).",
         espresso["provider"].as_str().unwrap_or("?"),
@@ -241,7 +244,7 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     );
     println!("Sensors share readings (5 per second, 0.2 DCoin each); node-2 earns its espresso:");
     let mut last = 0;
-    wait_for("node-2 to earn the price", timeout, || {
+    wait_for("node-2 to earn the price and the voter reward", timeout, || {
         let w = client::get(&net.conns[1], "/api/wallets")?;
         let me = w
             .as_array()
@@ -253,7 +256,8 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
             println!("  node-2: {} shares, {} DCoin", me["shares"], coins(&me["spendable"]));
             last = spendable;
         }
-        Ok(spendable >= price + UNITS_PER_COIN / 2)
+        // The price plus the voter reward (paid by the buyer), and a margin.
+        Ok(spendable >= price + reward + UNITS_PER_COIN / 2)
     })?;
     println!("node-2 buys an espresso (size=ristretto) through consensus ...");
     let t = Instant::now();
@@ -339,6 +343,9 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
             &w["state"].as_str().unwrap_or("")[..16]
         );
     }
-    println!("(node-1 earned the price; the voters in the certificate earned 2 DCoin each.)");
+    println!(
+        "(node-2 paid the price to node-1 and {} DCoin of voter reward to the member drawn from its request.)",
+        reward as f64 / UNITS_PER_COIN as f64
+    );
     Ok(())
 }

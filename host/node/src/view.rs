@@ -48,6 +48,8 @@ pub struct View {
     pub uptime_s: u64,
     pub members: usize,
     pub quorum: usize,
+    /// What every purchase pays its voter reward with, on top of the price.
+    pub reward_units: u64,
     pub wallets: Vec<WalletView>,
     pub pending: Vec<PendingView>,
     pub commits: Vec<CommitView>,
@@ -224,6 +226,7 @@ pub fn build(
         uptime_s: started.elapsed().as_secs(),
         members: core.membership().len(),
         quorum: core.membership().quorum_count(params),
+        reward_units: params.reward_units,
         wallets: core
             .wallets()
             .map(|w| WalletView {

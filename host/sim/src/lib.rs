@@ -1169,7 +1169,7 @@ impl Sim {
             }
             // Conservation: the balance is exactly what was earned minus what was spent.
             let spent: Option<u64> = (1..=w.version)
-                .map(|v| self.decided.get(&(idx, v)).map(|d| d.price))
+                .map(|v| self.decided.get(&(idx, v)).map(|d| params.cost(d.price).unwrap_or(u64::MAX)))
                 .sum();
             if let Some(spent) = spent {
                 let earned = params.initial_units + params.share_credit(0, w.shares_at_state) + w.received_at_state;

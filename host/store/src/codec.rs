@@ -132,13 +132,35 @@ pub(crate) fn encode_wallet(w: &Wallet) -> Vec<u8> {
     put_delta(&mut out, w.shares_at_state, w.shares_seen);
     put_delta(&mut out, w.received_at_state, w.received);
     put_delta(&mut out, w.version, w.settled);
-    put_varint(&mut out, w.settled_above.len() as u64);
-    let mut prev = w.settled;
-    for v in &w.settled_above {
-        put_delta(&mut out, prev, *v);
+    put_versions_above(&mut out, w.settled, &w.settled_above);
+    out
+}
+
+/// `count v | zz differences from the previous (the first from `base`)`:
+/// a wallet's `settled_above`, or the versions of a light node's marks.
+fn put_versions_above(out: &mut Vec<u8>, base: u64, versions: &[u64]) {
+    put_varint(out, versions.len() as u64);
+    let mut prev = base;
+    for v in versions {
+        put_delta(out, prev, *v);
         prev = *v;
     }
-    out
+}
+
+fn get_versions_above(c: &mut Cursor, base: u64, what: &str) -> Result<Vec<u64>, Reason> {
+    let n = c.varint(&format!("{what} count"))?;
+    // Each entry takes at least one byte: refuse counts the value cannot hold
+    // before allocating for them.
+    if n > c.bytes.len() as u64 {
+        return Err(format!("{what} count {n} exceeds the {} bytes left", c.bytes.len()));
+    }
+    let mut versions = Vec::with_capacity(n as usize);
+    let mut prev = base;
+    for _ in 0..n {
+        prev = get_delta(c, prev, what)?;
+        versions.push(prev);
+    }
+    Ok(versions)
 }
 
 pub(crate) fn decode_wallet(id: MemberId, bytes: &[u8]) -> Result<Wallet, Reason> {
@@ -162,21 +184,7 @@ pub(crate) fn decode_wallet(id: MemberId, bytes: &[u8]) -> Result<Wallet, Reason
     let shares_seen = get_delta(&mut c, shares_at_state, "shares_seen")?;
     let received = get_delta(&mut c, received_at_state, "received")?;
     let settled = get_delta(&mut c, version, "settled")?;
-    let n = c.varint("settled_above count")?;
-    // Each entry takes at least one byte: refuse counts the value cannot hold
-    // before allocating for them.
-    if n > c.bytes.len() as u64 {
-        return Err(format!(
-            "settled_above count {n} exceeds the {} bytes left",
-            c.bytes.len()
-        ));
-    }
-    let mut settled_above = Vec::with_capacity(n as usize);
-    let mut prev = settled;
-    for _ in 0..n {
-        prev = get_delta(&mut c, prev, "settled_above")?;
-        settled_above.push(prev);
-    }
+    let settled_above = get_versions_above(&mut c, settled, "settled_above")?;
     c.finish("the wallet")?;
     Ok(Wallet {
         id,
@@ -237,6 +245,37 @@ pub(crate) fn decode_outcome(bytes: &[u8]) -> Result<(bool, String), Reason> {
     Ok((ok, body))
 }
 
+/// `floor u64 LE`: finished runs of the requester at or below it were
+/// pruned.
+pub(crate) fn encode_run_floor(floor: u64) -> [u8; 8] {
+    floor.to_le_bytes()
+}
+
+pub(crate) fn decode_run_floor(bytes: &[u8]) -> Result<u64, Reason> {
+    let mut c = Cursor::new(bytes);
+    let floor = u64::from_le_bytes(c.array("run floor")?);
+    c.finish("the run floor")?;
+    Ok(floor)
+}
+
+/// A light node's settlement marks of a wallet it does not keep:
+/// `settled v | count v | above: zz differences from the previous (the
+/// first from settled)`, the layout of a wallet's `settled_above`.
+pub(crate) fn encode_marks(settled: u64, above: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + above.len());
+    put_varint(&mut out, settled);
+    put_versions_above(&mut out, settled, above);
+    out
+}
+
+pub(crate) fn decode_marks(bytes: &[u8]) -> Result<(u64, Vec<u64>), Reason> {
+    let mut c = Cursor::new(bytes);
+    let settled = c.varint("settled")?;
+    let above = get_versions_above(&mut c, settled, "above")?;
+    c.finish("the marks")?;
+    Ok((settled, above))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +327,33 @@ mod tests {
             let _ = decode_wallet(MemberId([3; 32]), &bytes);
             let _ = decode_my_vote(&bytes);
             let _ = decode_outcome(&bytes);
+            let _ = decode_run_floor(&bytes);
+            let _ = decode_marks(&bytes);
+        }
+
+        #[test]
+        fn marks_round_trip(settled in any::<u64>(), above in proptest::collection::vec(any::<u64>(), 0..40)) {
+            let bytes = encode_marks(settled, &above);
+            prop_assert_eq!(decode_marks(&bytes).unwrap(), (settled, above));
+        }
+
+        #[test]
+        fn truncated_or_extended_marks_are_errors(
+            settled in any::<u64>(),
+            above in proptest::collection::vec(any::<u64>(), 0..40),
+        ) {
+            let bytes = encode_marks(settled, &above);
+            for n in 0..bytes.len() {
+                prop_assert!(decode_marks(&bytes[..n]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            prop_assert!(decode_marks(&longer).unwrap_err().contains("trailing"));
+        }
+
+        #[test]
+        fn run_floor_round_trips(floor in any::<u64>()) {
+            prop_assert_eq!(decode_run_floor(&encode_run_floor(floor)).unwrap(), floor);
         }
 
         #[test]
@@ -307,6 +373,26 @@ mod tests {
         let mut too_big = vec![0xffu8; 9];
         too_big.push(0x02);
         assert!(Cursor::new(&too_big).varint("x").unwrap_err().contains("overflow"));
+    }
+
+    #[test]
+    fn short_or_long_run_floor_is_an_error() {
+        let bytes = encode_run_floor(7);
+        for n in 0..bytes.len() {
+            let err = decode_run_floor(&bytes[..n]).unwrap_err();
+            assert!(err.contains("truncated run floor"), "{err}");
+        }
+        let err = decode_run_floor(&[0; 9]).unwrap_err();
+        assert!(err.contains("trailing"), "{err}");
+    }
+
+    #[test]
+    fn marks_rows_are_small_and_reject_impossible_counts() {
+        // settled 1 000 (2 bytes), two versions just above it.
+        assert_eq!(encode_marks(1_000, &[1_002, 1_005]), vec![0xe8, 0x07, 2, 4, 6]);
+        assert_eq!(encode_marks(0, &[]), vec![0, 0]);
+        let err = decode_marks(&[5, 0x7f]).unwrap_err();
+        assert!(err.contains("above count 127 exceeds"), "{err}");
     }
 
     #[test]

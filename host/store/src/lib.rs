@@ -40,8 +40,15 @@ use thiserror::Error;
 use wallance_core::store_model::RunRecord;
 use wallance_core::{Change, MemberId, Message, Snapshot};
 
-/// Bumped on any change to a table layout or value format.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Bumped on any change to a table layout or value format, or to what the
+/// stored state means.
+///
+/// - 1: the first layout.
+/// - 2: the `run_floor` and `marks` tables. The protocol's money rule
+///   (what a purchase costs the requester) changed in the same release, so
+///   wallets written under schema 1 hold balances the new rule would not
+///   have produced: a schema-1 store is refused, not migrated.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Marks a redb file as ours, so another program's database is refused
 /// rather than written into.
@@ -71,6 +78,12 @@ const RUNS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("runs");
 /// (wallet index, version) -> `ok u8 | body`, once the run is done. Kept
 /// apart from `runs` so marking a run done does not rewrite its certificate.
 const RUN_OUTCOMES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("run_outcomes");
+/// Requester index -> `floor u64 LE`: its finished runs at or below the
+/// floor were pruned (`Change::RunsPruned`).
+const RUN_FLOOR: TableDefinition<u32, &[u8]> = TableDefinition::new("run_floor");
+/// Wallet index -> settlement marks of a wallet this node does not keep
+/// (`Change::Marks`): `settled v | count v | above zz...` (see `codec`).
+const MARKS: TableDefinition<u32, &[u8]> = TableDefinition::new("marks");
 /// Provider id -> announce message.
 const ANNOUNCES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("announces");
 /// (contract name, key) -> value: contracts' own state.
@@ -99,7 +112,9 @@ pub enum StoreError {
     NotAStore { path: PathBuf, reason: String },
     #[error("{path}: written by a newer wallance (schema {found}, this build reads {supported}); upgrade wallance")]
     NewerSchema { path: PathBuf, found: u32, supported: u32 },
-    #[error("{path}: schema {found} is older than {supported} and no migration exists; start from an empty store")]
+    #[error(
+        "{path}: written by an older wallance (schema {found}, this build reads {supported}) whose state this release cannot carry over; stop the node, move this file aside (only this file) and start again: a new, empty store is created in its place"
+    )]
     OlderSchema { path: PathBuf, found: u32, supported: u32 },
     #[error(
         "{path}: written for a different membership ({found}), this node has {expected}; wallets are stored by member index, so they would land on the wrong members"
@@ -432,6 +447,8 @@ impl Store {
             txn.open_table(CERTS).map_err(e(path, "create certs"))?;
             txn.open_table(RUNS).map_err(e(path, "create runs"))?;
             txn.open_table(RUN_OUTCOMES).map_err(e(path, "create run_outcomes"))?;
+            txn.open_table(RUN_FLOOR).map_err(e(path, "create run_floor"))?;
+            txn.open_table(MARKS).map_err(e(path, "create marks"))?;
             txn.open_table(ANNOUNCES).map_err(e(path, "create announces"))?;
             txn.open_table(CONTRACT_KV).map_err(e(path, "create contract_kv"))?;
         }
@@ -628,6 +645,14 @@ impl Store {
             run.done = Some(codec::decode_outcome(bytes)?);
             Ok(())
         })?;
+        r.each(RUN_FLOOR, "run_floor", |idx, bytes| {
+            snap.run_floor.insert(idx, codec::decode_run_floor(bytes)?);
+            Ok(())
+        })?;
+        r.each(MARKS, "marks", |idx, bytes| {
+            snap.marks.insert(idx, codec::decode_marks(bytes)?);
+            Ok(())
+        })?;
         r.each(ANNOUNCES, "announces", |provider, bytes| {
             match codec::decode_message(bytes)? {
                 Message::Announce(a) if a.provider.0 == provider => snap.announces.insert(provider, a),
@@ -742,6 +767,8 @@ struct Tables<'t> {
     certs: Option<Table<'t, (u32, u64), &'static [u8]>>,
     runs: Option<Table<'t, (u32, u64), &'static [u8]>>,
     run_outcomes: Option<Table<'t, (u32, u64), &'static [u8]>>,
+    run_floor: Option<Table<'t, u32, &'static [u8]>>,
+    marks: Option<Table<'t, u32, &'static [u8]>>,
     announces: Option<Table<'t, [u8; 32], &'static [u8]>>,
     contract_kv: Option<Table<'t, KvKey, &'static [u8]>>,
 }
@@ -772,6 +799,8 @@ impl<'t> Tables<'t> {
             certs: None,
             runs: None,
             run_outcomes: None,
+            run_floor: None,
+            marks: None,
             announces: None,
             contract_kv: None,
         }
@@ -879,6 +908,46 @@ impl<'t> Tables<'t> {
                         .insert((*idx, *version), codec::encode_outcome(*ok, body).as_slice())
                         .map_err(write("write a run outcome"))?;
                 }
+            }
+            Change::RunsPruned { idx, upto } => {
+                // The finished runs are the ones with an outcome: an outcome
+                // is written only for a run recorded (`RunDone` above), and
+                // both rows leave only together, here.
+                let range = (*idx, 0)..=(*idx, *upto);
+                let outcomes = table(&mut self.run_outcomes, txn, path, RUN_OUTCOMES)?;
+                let finished = outcomes
+                    .range(range)
+                    .map_err(write("find finished runs"))?
+                    .map(|row| row.map(|(k, _)| k.value()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(write("find finished runs"))?;
+                for key in &finished {
+                    outcomes.remove(*key).map_err(write("drop a run outcome"))?;
+                }
+                let runs = table(&mut self.runs, txn, path, RUNS)?;
+                for key in &finished {
+                    runs.remove(*key).map_err(write("drop a run"))?;
+                }
+                let floors = table(&mut self.run_floor, txn, path, RUN_FLOOR)?;
+                let old = match floors.get(*idx).map_err(write("read a run floor"))? {
+                    None => 0,
+                    Some(v) => codec::decode_run_floor(v.value()).map_err(|reason| StoreError::Corrupt {
+                        path: path.to_owned(),
+                        table: "run_floor",
+                        key: idx.show(),
+                        reason,
+                    })?,
+                };
+                // Written even when it stays 0: `Snapshot::apply` records a
+                // floor for every requester pruned.
+                floors
+                    .insert(*idx, codec::encode_run_floor(old.max(*upto)).as_slice())
+                    .map_err(write("write a run floor"))?;
+            }
+            Change::Marks { idx, settled, above } => {
+                table(&mut self.marks, txn, path, MARKS)?
+                    .insert(*idx, codec::encode_marks(*settled, above).as_slice())
+                    .map_err(write("write marks"))?;
             }
             Change::Announce(a) => {
                 let bytes = encode(Message::Announce(a.clone()), "an announce")?;

@@ -1,7 +1,10 @@
 //! Opening odd files, corrupt rows and the contract key-value table.
 
+use std::collections::BTreeMap;
+
 use super::*;
-use wallance_core::{Params, Wallet};
+use wallance_core::msg::{Certificate, Request};
+use wallance_core::{Params, Signature, Wallet};
 
 fn members() -> Vec<MemberId> {
     (1..=5u8).map(|i| MemberId([i; 32])).collect()
@@ -26,6 +29,45 @@ fn poke<K: redb::Key + 'static>(
     let txn = db.begin_write().unwrap();
     txn.open_table(def).unwrap().insert(key, value).unwrap();
     txn.commit().unwrap();
+}
+
+fn cert(idx: u32, version: u64) -> Box<Certificate> {
+    Box::new(Certificate {
+        request: Request {
+            requester: members()[idx as usize],
+            service: "espresso".into(),
+            provider: members()[0],
+            price: 10,
+            time_ms: 1_000,
+            version,
+            state: [version as u8; 32],
+            shares_upto: 0,
+            received_upto: 0,
+            params: vec![],
+            nonce: version,
+            sig: Signature([1; 64]),
+        },
+        remaining: 5,
+        votes: vec![],
+        provider_sig: Signature([2; 64]),
+    })
+}
+
+fn run_pending(idx: u32, version: u64) -> Change {
+    Change::RunPending {
+        idx,
+        version,
+        cert: cert(idx, version),
+    }
+}
+
+fn run_done(idx: u32, version: u64) -> Change {
+    Change::RunDone {
+        idx,
+        version,
+        ok: true,
+        body: format!("poured {idx}/{version}"),
+    }
 }
 
 fn new_store(dir: &tempfile::TempDir) -> PathBuf {
@@ -74,6 +116,123 @@ fn corrupt_message_rows_are_errors() {
 }
 
 #[test]
+fn corrupt_run_floor_and_marks_rows_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    poke(&path, RUN_FLOOR, 2, &[1, 2, 3]);
+    let err = Store::open(&path, &members()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "run_floor", key, reason, .. }
+            if key == "2" && reason.contains("truncated run floor")),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    // settled 5, two versions: the first 1 above, the second cut short.
+    poke(&path, MARKS, 4, &[5, 2, 2, 0x80]);
+    let err = Store::open(&path, &members()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "marks", key, reason, .. }
+            if key == "4" && reason.contains("truncated above")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("`marks`"), "{err}");
+}
+
+#[test]
+fn runs_pruned_drops_finished_runs_and_keeps_owed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, mut model) = Store::open(&path, &members()).unwrap();
+    let batches = [
+        vec![
+            run_pending(1, 1),
+            run_pending(1, 2),
+            run_pending(1, 3),
+            run_pending(1, 4),
+            run_pending(2, 1),
+        ],
+        // 1/2 stays owed; 1/4 is finished but above the floor.
+        vec![run_done(1, 1), run_done(1, 3), run_done(1, 4), run_done(2, 1)],
+        vec![Change::RunsPruned { idx: 1, upto: 3 }],
+        // A lower floor does not lower the recorded one; a requester with
+        // nothing to prune still gets its floor.
+        vec![
+            Change::RunsPruned { idx: 1, upto: 2 },
+            Change::RunsPruned { idx: 3, upto: 0 },
+        ],
+    ];
+    for batch in &batches {
+        model.apply(batch);
+        store.commit(batch).unwrap();
+    }
+    let runs: Vec<_> = model.runs.iter().map(|(k, r)| (*k, r.done.is_some())).collect();
+    assert_eq!(
+        runs,
+        [((1, 2), false), ((1, 4), true), ((2, 1), true)],
+        "the model itself"
+    );
+    assert_eq!(model.run_floor, BTreeMap::from([(1, 3), (3, 0)]));
+    drop(store);
+    let (mut store, loaded) = Store::open(&path, &members()).unwrap();
+    assert_eq!(loaded, model);
+
+    // The owed run finishes and goes with the next prune; a run pruned and
+    // offered again is owed again.
+    let batches = [
+        vec![run_done(1, 2), Change::RunsPruned { idx: 1, upto: 4 }],
+        vec![run_pending(1, 1)],
+    ];
+    for batch in &batches {
+        model.apply(batch);
+        store.commit(batch).unwrap();
+    }
+    drop(store);
+    let (_, loaded) = Store::open(&path, &members()).unwrap();
+    assert_eq!(loaded, model);
+    assert_eq!(loaded.run_floor[&1], 4);
+    assert_eq!(loaded.runs.keys().copied().collect::<Vec<_>>(), [(1, 1), (2, 1)]);
+    assert_eq!(loaded.runs[&(1, 1)].done, None);
+}
+
+#[test]
+fn marks_overwrite_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, mut model) = Store::open(&path, &members()).unwrap();
+    let batches = [
+        vec![
+            Change::Marks {
+                idx: 2,
+                settled: 7,
+                above: vec![9, 12],
+            },
+            Change::Marks {
+                idx: 4,
+                settled: 0,
+                above: vec![],
+            },
+        ],
+        vec![Change::Marks {
+            idx: 2,
+            settled: 12,
+            above: vec![],
+        }],
+    ];
+    for batch in &batches {
+        model.apply(batch);
+        store.commit_lazy(batch).unwrap();
+    }
+    assert_eq!(model.marks, BTreeMap::from([(2, (12, vec![])), (4, (0, vec![]))]));
+    // A durable commit makes the lazy ones durable too.
+    store.commit(&[]).unwrap();
+    drop(store);
+    let (_, loaded) = Store::open(&path, &members()).unwrap();
+    assert_eq!(loaded, model);
+}
+
+#[test]
 fn wallet_past_the_membership_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = new_store(&dir);
@@ -90,7 +249,7 @@ fn wallet_past_the_membership_is_an_error() {
 
 #[test]
 fn schema_versions_are_checked() {
-    for (version, newer) in [(SCHEMA_VERSION + 1, true), (0, false)] {
+    for (version, newer) in [(SCHEMA_VERSION + 1, true), (SCHEMA_VERSION - 1, false), (0, false)] {
         let dir = tempfile::tempdir().unwrap();
         let path = new_store(&dir);
         poke(&path, META, META_SCHEMA, &version.to_le_bytes());
@@ -99,8 +258,23 @@ fn schema_versions_are_checked() {
             assert!(matches!(err, StoreError::NewerSchema { found, .. } if found == version));
             assert!(err.to_string().contains("upgrade wallance"), "{err}");
         } else {
-            assert!(matches!(err, StoreError::OlderSchema { found: 0, .. }), "{err}");
+            assert!(
+                matches!(err, StoreError::OlderSchema { found, supported: SCHEMA_VERSION, .. } if found == version),
+                "{err}"
+            );
+            // The operator learns which file, and what to do with it.
+            let msg = err.to_string();
+            assert!(
+                msg.contains("node.redb") && msg.contains("move this file aside"),
+                "{msg}"
+            );
         }
+        // Refused before anything was written: the file still says so.
+        let err = Store::open(&path, &members()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerSchema { .. } | StoreError::OlderSchema { .. }),
+            "{err}"
+        );
     }
 }
 

@@ -72,11 +72,17 @@ fn request(seq: u64, requester: MemberId, provider: MemberId) -> Request {
     }
 }
 
+/// The step of every 64 whose run stays owed: the provider never runs it.
+const OWED_RUN_STEP: u64 = 48;
+
 /// What one decision makes durable on a voter: the requester's new wallet,
 /// this node's vote, the vote as seen, and the request dropped. Every 16th
-/// step also stores a request, a certificate and a run owed, and the step
-/// after marks the run done, so all tables see traffic. `ShareSeq(seq)`
-/// names the step, which is how a reader learns which steps are in.
+/// step also stores a request, a certificate and a run owed, the step after
+/// marks the run done (except one in four, which stays owed), and the step
+/// after that prunes the requester's finished runs up to it. Every 8th step
+/// records a light node's settlement marks. So all tables see traffic.
+/// `ShareSeq(seq)` names the step, which is how a reader learns which steps
+/// are in.
 pub fn decision(seq: u64, members: &[MemberId]) -> Vec<Change> {
     let n = members.len() as u64;
     let idx = (mix(seq) % n) as u32;
@@ -133,14 +139,33 @@ pub fn decision(seq: u64, members: &[MemberId]) -> Vec<Change> {
         let prev = seq - 1;
         let prev_idx = mix(prev) % n;
         let prev_req = request(prev, members[prev_idx as usize], members[((prev_idx + 1) % n) as usize]);
-        batch.push(Change::RunDone {
-            idx: prev_idx as u32,
-            version: prev,
-            ok: true,
-            body: format!("poured #{prev}"),
-        });
+        if prev % 64 != OWED_RUN_STEP {
+            batch.push(Change::RunDone {
+                idx: prev_idx as u32,
+                version: prev,
+                ok: true,
+                body: format!("poured #{prev}"),
+            });
+        }
         batch.push(Change::DropVotes(prev_req.id()));
         batch.push(Change::DropRequest(prev_req.id()));
+    }
+    if seq % 16 == 2 {
+        // The run two steps back is finished, or owed one time in four;
+        // either way it is at or below `upto`.
+        let run = seq - 2;
+        batch.push(Change::RunsPruned {
+            idx: (mix(run) % n) as u32,
+            upto: seq,
+        });
+    }
+    if seq % 8 == 5 {
+        let r = mix(seq ^ 0x6d61_726b);
+        batch.push(Change::Marks {
+            idx: (r % n) as u32,
+            settled: seq,
+            above: (1..=r % 3).map(|k| seq + 2 * k).collect(),
+        });
     }
     batch
 }
