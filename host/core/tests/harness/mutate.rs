@@ -55,11 +55,19 @@ pub const LAGGARD: usize = 6;
 pub const BYZANTINE: usize = 7;
 /// The nodes attacked, one per episode.
 pub const VICTIMS: [usize; 3] = [PROVIDER, RESTARTER, LIGHT];
-/// What one attacker input may make the victim send (amplification bound).
-/// Honest inputs are not bounded (one honest catch-up fetch of 100 shares
-/// is answered with 100 messages).
-pub const MAX_SENDS_PER_INPUT: usize = 64;
-/// Shares the restarter publishes (more than [`MAX_SENDS_PER_INPUT`]).
+/// What one attacker input may make the victim send (amplification bound):
+/// the core answers one `ShareFetch` with at most 256 shares, plus a few
+/// other messages. Honest inputs are not bounded.
+pub const MAX_SENDS_PER_INPUT: usize = 256 + 16;
+/// What the same input, repeated at once, may make the victim send: large
+/// answers are rate-limited per asker, so a replayer gets one, not one per
+/// copy.
+pub const REPEAT_SENDS: usize = 16;
+/// Votes for requests a node does not hold that it keeps per voter (the
+/// core's documented bound, `MAX_ORPHAN_VOTES`): on a light node a replayed
+/// vote for a wallet it does not keep may take one of those slots.
+pub const ORPHAN_VOTES_PER_VOTER: usize = 8;
+/// Shares the restarter publishes (more than [`REPEAT_SENDS`]).
 pub const RESTARTER_SHARES: usize = 100;
 const RUN_BODY: &str = "one espresso";
 
@@ -403,6 +411,8 @@ pub struct Replica {
     /// RunContract events per (requester index, version).
     pub runs: BTreeMap<(u32, u64), u32>,
     pub now: u64,
+    /// The node has restarted (it forgot what is not on its disk).
+    pub restarted: bool,
 }
 
 impl Replica {
@@ -414,6 +424,7 @@ impl Replica {
             disk: Snapshot::default(),
             runs: BTreeMap::new(),
             now: 0,
+            restarted: false,
         }
     }
 
@@ -466,6 +477,7 @@ impl Replica {
             Input::SetServices(t, offers) => self.core.set_services(*t, offers.clone()),
             Input::Restart(t) => {
                 self.core = Core::new(self.config.clone(), self.key.clone(), self.disk.clone(), *t);
+                self.restarted = true;
             }
             Input::Sent(_) => return,
         }
@@ -1269,8 +1281,14 @@ fn pick_mut<'a, T>(src: &mut dyn Source, v: &'a mut [T]) -> Option<&'a mut T> {
 /// - `Pending`: pending requests and decisions stay within
 ///   `max_pending_requests` / `max_pending_decisions`, and an input *not*
 ///   signed by the attacker's member key (a replay, a mutation keeping or
-///   zeroing a signature, changed bytes) opens neither a pending request nor a
-///   pending decision.
+///   zeroing a signature, changed bytes) opens no pending request, and no
+///   pending decision either, except an orphan vote (for a request the node
+///   does not hold) on a light node or a restarted node, which cannot tell
+///   it from a vote that overtook its request: then at most
+///   [`ORPHAN_VOTES_PER_VOTER`] per member in all.
+/// - Amplification, repeated: an input answered with more than
+///   [`REPEAT_SENDS`] messages is fed again at once, and the repeat gets at
+///   most [`REPEAT_SENDS`].
 /// - `Blame`: an input not signed by the attacker's member adds no
 ///   equivocation or double-spend rejection (an honest member is never
 ///   blamed for a forgery).
@@ -1360,6 +1378,92 @@ fn hex_prefix(b: &[u8]) -> String {
     b.iter().take(48).map(|x| format!("{x:02x}")).collect()
 }
 
+/// Feeds one attacker input and checks everything [`Check`] asks of a single
+/// input. An input answered with more than [`REPEAT_SENDS`] messages is fed
+/// again at once, and that repeat must be answered with at most
+/// [`REPEAT_SENDS`]: a replayer cannot have a large answer again at will.
+fn judge(
+    node: &mut Replica,
+    victim: usize,
+    params: &Params,
+    payload: &Payload,
+    fresh: bool,
+) -> Result<usize, (Check, String)> {
+    let sends = judge_once(node, victim, params, payload, fresh)?;
+    if sends > REPEAT_SENDS {
+        let again = judge_once(node, victim, params, payload, fresh)?;
+        if again > REPEAT_SENDS {
+            return Err((
+                Check::Amplification,
+                format!(
+                    "the input made the victim send {sends} messages, and {again} again when repeated at once \
+                     (bound for a repeat {REPEAT_SENDS})"
+                ),
+            ));
+        }
+    }
+    Ok(sends)
+}
+
+fn judge_once(
+    node: &mut Replica,
+    victim: usize,
+    params: &Params,
+    payload: &Payload,
+    fresh: bool,
+) -> Result<usize, (Check, String)> {
+    let before = probe(&node.core);
+    let runs_before = node.runs.clone();
+    let sends = node.attack(payload).map_err(|p| (Check::Panic, p))?;
+    if sends > MAX_SENDS_PER_INPUT {
+        return Err((
+            Check::Amplification,
+            format!("one input made the victim send {sends} messages (bound {MAX_SENDS_PER_INPUT})"),
+        ));
+    }
+    if let Some(((idx, v), n)) = node.runs.iter().find(|(k, n)| **n > 1 && runs_before.get(k) != Some(n)) {
+        return Err((
+            Check::RunTwice,
+            format!("RunContract for wallet {idx} version {v} {n} times"),
+        ));
+    }
+    let after = probe(&node.core);
+    if after.money != before.money {
+        let diff: Vec<String> = before
+            .money
+            .iter()
+            .zip(&after.money)
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("{:?}: {a:?} -> {b:?}", a.id))
+            .collect();
+        return Err((Check::Money, diff.join("\n    ")));
+    }
+    if after.decisions > params.max_pending_decisions || after.requests > params.max_pending_requests {
+        return Err((Check::Pending, "a queue exceeds its bound".into()));
+    }
+    // A light node cannot tell a replayed vote for a wallet it does not keep
+    // from a vote that overtook its request, nor can a restarted node for a
+    // request that committed before its restart: such votes may wait, within
+    // the per-voter bound. Anywhere else, a replayed vote is recognized.
+    let orphans_ok = (victim == LIGHT || node.restarted) && after.decisions <= N * ORPHAN_VOTES_PER_VOTER;
+    if !fresh && (after.requests > before.requests || (after.decisions > before.decisions && !orphans_ok)) {
+        return Err((
+            Check::Pending,
+            format!(
+                "an input no member signed opened pending work: decisions {} -> {}, requests {} -> {}",
+                before.decisions, after.decisions, before.requests, after.requests
+            ),
+        ));
+    }
+    if !fresh && after.blame > before.blame {
+        return Err((
+            Check::Blame,
+            "an input no member signed was counted as equivocation or double spend".into(),
+        ));
+    }
+    Ok(sends)
+}
+
 /// Statistics of one episode.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EpisodeStats {
@@ -1430,52 +1534,9 @@ fn episode(
                 detail,
             })
         };
-        let before = probe(&node.core);
-        let runs_before = node.runs.clone();
-        let sends = node.attack(&a.payload).map_err(|p| fail(Check::Panic, p))?;
+        let sends = judge(node, victim, &params, &a.payload, a.fresh).map_err(|(check, d)| fail(check, d))?;
         stats.attacks += 1;
         stats.max_sends = stats.max_sends.max(sends);
-        if sends > MAX_SENDS_PER_INPUT {
-            return Err(fail(
-                Check::Amplification,
-                format!("one input made the victim send {sends} messages (bound {MAX_SENDS_PER_INPUT})"),
-            ));
-        }
-        if let Some(((idx, v), n)) = node.runs.iter().find(|(k, n)| **n > 1 && runs_before.get(k) != Some(n)) {
-            return Err(fail(
-                Check::RunTwice,
-                format!("RunContract for wallet {idx} version {v} {n} times"),
-            ));
-        }
-        let after = probe(&node.core);
-        if after.money != before.money {
-            let diff: Vec<String> = before
-                .money
-                .iter()
-                .zip(&after.money)
-                .filter(|(a, b)| a != b)
-                .map(|(a, b)| format!("{:?}: {a:?} -> {b:?}", a.id))
-                .collect();
-            return Err(fail(Check::Money, diff.join("\n    ")));
-        }
-        if after.decisions > params.max_pending_decisions || after.requests > params.max_pending_requests {
-            return Err(fail(Check::Pending, "a queue exceeds its bound".into()));
-        }
-        if !a.fresh && (after.decisions > before.decisions || after.requests > before.requests) {
-            return Err(fail(
-                Check::Pending,
-                format!(
-                    "an input no member signed opened pending work: decisions {} -> {}, requests {} -> {}",
-                    before.decisions, after.decisions, before.requests, after.requests
-                ),
-            ));
-        }
-        if !a.fresh && after.blame > before.blame {
-            return Err(fail(
-                Check::Blame,
-                "an input no member signed was counted as equivocation or double spend".into(),
-            ));
-        }
         Ok(())
     };
     let twin_fail = |check, at: &str, detail: String| {
@@ -1601,23 +1662,7 @@ pub fn feed_one(c: &Corpus, victim: usize, pos: Option<usize>, m: Message, fresh
             detail,
         })
     };
-    let before = probe(&node.core);
-    let sends = node.attack(&payload).map_err(|p| fail(Check::Panic, p))?;
-    if sends > MAX_SENDS_PER_INPUT {
-        return Err(fail(Check::Amplification, format!("{sends} messages sent")));
-    }
-    if node.runs.values().any(|n| *n > 1) {
-        return Err(fail(Check::RunTwice, format!("{:?}", node.runs)));
-    }
-    let after = probe(&node.core);
-    if after.money != before.money {
-        return Err(fail(Check::Money, "a wallet's money fields changed".into()));
-    }
-    if !fresh && (after.decisions > before.decisions || after.requests > before.requests) {
-        return Err(fail(Check::Pending, "pending work opened".into()));
-    }
-    if !fresh && after.blame > before.blame {
-        return Err(fail(Check::Blame, "blamed".into()));
-    }
+    let params = c.params().clone();
+    judge(&mut node, victim, &params, &payload, fresh).map_err(|(check, d)| fail(check, d))?;
     Ok(())
 }
