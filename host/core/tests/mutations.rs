@@ -91,6 +91,11 @@ fn the_corpus_holds_every_message_kind_and_replays_exactly() {
     for m in &c.sent {
         *kinds.entry(m.kind()).or_default() += 1;
     }
+    let logs: Vec<(usize, usize)> = VICTIMS.iter().map(|v| (*v, c.logs[*v].len())).collect();
+    eprintln!(
+        "{} messages sent in the honest run: {kinds:?}; victim (node, log length): {logs:?}",
+        c.sent.len()
+    );
     assert_eq!(kinds.len(), mutate::KINDS.len(), "{kinds:?}");
 }
 
