@@ -193,7 +193,7 @@ const MAX_PENDING_PER_REQUESTER: usize = 4;
 /// (votes may overtake their request; an honest voter has a few at once).
 /// A newer one evicts the oldest, so replayed or invented votes cost a
 /// member only its own slots.
-pub const MAX_ORPHAN_VOTES: usize = 8;
+pub const MAX_ORPHAN_VOTES: usize = 16;
 /// Committed request ids remembered (besides the TTL), so late votes are
 /// dropped for the price of a lookup.
 pub const MAX_REMEMBERED_COMMITS: usize = 65_536;
@@ -1538,6 +1538,10 @@ impl Core {
                 self.save_wallet(idx);
                 self.drain_shares(idx);
                 self.remember_committed(cert.request.id());
+                if cert.request.requester == self.me {
+                    self.my_requests.remove(&cert.request.id());
+                    self.remember_purchase(cert.request.id(), cert.request.provider);
+                }
                 self.drop_requests_before(idx, version);
             }
         }
@@ -1610,7 +1614,20 @@ impl Core {
         if o.requester != self.me {
             return Ok(());
         }
-        // Only the provider the purchase named may answer it, once.
+        // Only the provider the purchase named may answer it, once. A
+        // purchase committed before a restart is found among the
+        // certificates kept of this node's wallet.
+        if !self.my_purchases.contains_key(&o.request_id)
+            && let Some(provider) = self.my_idx.and_then(|i| {
+                self.certs
+                    .get(&i)?
+                    .values()
+                    .find(|c| c.request.id() == o.request_id)
+                    .map(|c| c.request.provider)
+            })
+        {
+            self.remember_purchase(o.request_id, provider);
+        }
         match self.my_purchases.get(&o.request_id) {
             None => return self.reject("outcome", "not a purchase of this node"),
             Some((provider, _)) if *provider != o.provider => {

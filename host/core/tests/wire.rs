@@ -234,3 +234,107 @@ proptest! {
         while net.nodes[0].core.poll_output().is_some() {}
     }
 }
+
+/// The sizes docs/protocol.md's message table gives, from the real encoder:
+/// a change to a message's fields must change the table too.
+#[test]
+fn message_sizes_are_what_the_protocol_doc_says() {
+    let k = key();
+    let len = |m: Message| m.encode().unwrap().len();
+    let draft = |service: &str, params: Vec<(String, String)>| RequestDraft {
+        service: service.into(),
+        provider: MemberId([3; 32]),
+        price: 2 * UNITS_PER_COIN,
+        time_ms: 1,
+        version: 0,
+        state: [5; 32],
+        shares_upto: 0,
+        received_upto: 0,
+        params,
+    };
+    let r = |service: &str, params| Request::build(&k, draft(service, params), 0).unwrap();
+    let share = |topic: &str| len(Message::Share(Share::new(&k, 1, 1, topic, 1.0)));
+    assert_eq!(share(""), 122);
+    assert_eq!(share("temperature"), 122 + 11);
+    let req = |service: &str, params| len(Message::Request(r(service, params)));
+    assert_eq!(req("", vec![]), 213);
+    assert_eq!(req("espresso", vec![]), 213 + 8);
+    // Each parameter: 1 + key + 2 + value bytes.
+    assert_eq!(req("", vec![("size".into(), "large".into())]), 213 + 3 + 4 + 5);
+    let vote = Vote::build(&k, [1; 32], 1, 0).unwrap();
+    assert_eq!(len(Message::Vote(vote)), 145);
+    let cert = |service: &str, n: usize| {
+        len(Message::Certificate(Box::new(Certificate {
+            request: r(service, vec![]),
+            remaining: 1,
+            votes: (0..n as u32)
+                .map(|i| CertVote {
+                    voter_idx: i,
+                    nonce: 0,
+                    sig: vote.sig,
+                })
+                .collect(),
+            provider_sig: Default::default(),
+        })))
+    };
+    assert_eq!(cert("", 0), 289);
+    assert_eq!(cert("espresso", 6), 289 + 8 + 76 * 6);
+    let ann = |names: &[&str]| {
+        len(Message::Announce(Announce::new(
+            &k,
+            1,
+            names
+                .iter()
+                .map(|n| ServiceOffer {
+                    name: (*n).into(),
+                    price: 1,
+                    contract_hash: [0; 32],
+                })
+                .collect(),
+        )))
+    };
+    assert_eq!(ann(&[]), 106);
+    assert_eq!(ann(&["espresso"]), 106 + 41 + 8);
+    let outcome = |body: &str| {
+        len(Message::Outcome(Outcome::new(
+            &k,
+            MemberId([4; 32]),
+            [1; 32],
+            1,
+            true,
+            body,
+        )))
+    };
+    assert_eq!(outcome(""), 172);
+    assert_eq!(outcome("brewed"), 172 + 6);
+    assert_eq!(len(Message::Digest(SyncDigest::new(&k, 1, [0; 32]))), 137);
+    assert_eq!(
+        len(Message::HeadsRequest(HeadsRequest::new(&k, MemberId([4; 32]), 1))),
+        137
+    );
+    let heads = |n: u32| {
+        len(Message::Heads(Heads::new(
+            &k,
+            MemberId([4; 32]),
+            1,
+            (0..n)
+                .map(|i| Head {
+                    idx: i,
+                    version: 1,
+                    settled: 1,
+                    shares: 1,
+                })
+                .collect(),
+        )))
+    };
+    assert_eq!(heads(0), 141);
+    assert_eq!(heads(3), 141 + 28 * 3);
+    assert_eq!(
+        len(Message::CertFetch(CertFetch::new(&k, MemberId([4; 32]), 1, 1, 2))),
+        149
+    );
+    assert_eq!(
+        len(Message::ShareFetch(ShareFetch::new(&k, MemberId([4; 32]), 1, 2))),
+        145
+    );
+}
