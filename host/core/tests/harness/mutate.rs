@@ -24,6 +24,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
 
+use wallance_core::core::{MAX_ORPHAN_VOTES, MAX_SHARES_PER_FETCH};
 use wallance_core::msg::{
     Announce, CertFetch, CertVote, Head, Heads, HeadsRequest, Outcome, Request, RequestDraft, ServiceOffer, ShareFetch,
     SyncDigest, Vote,
@@ -56,17 +57,17 @@ pub const BYZANTINE: usize = 7;
 /// The nodes attacked, one per episode.
 pub const VICTIMS: [usize; 3] = [PROVIDER, RESTARTER, LIGHT];
 /// What one attacker input may make the victim send (amplification bound):
-/// the core answers one `ShareFetch` with at most 256 shares, plus a few
-/// other messages. Honest inputs are not bounded.
-pub const MAX_SENDS_PER_INPUT: usize = 256 + 16;
+/// the core's documented answer to one `ShareFetch` (`MAX_SHARES_PER_FETCH`
+/// shares), plus a few other messages. Honest inputs are not bounded.
+pub const MAX_SENDS_PER_INPUT: usize = MAX_SHARES_PER_FETCH as usize + 16;
 /// What the same input, repeated at once, may make the victim send: large
 /// answers are rate-limited per asker, so a replayer gets one, not one per
 /// copy.
 pub const REPEAT_SENDS: usize = 16;
 /// Votes for requests a node does not hold that it keeps per voter (the
-/// core's documented bound, `MAX_ORPHAN_VOTES`): on a light node a replayed
-/// vote for a wallet it does not keep may take one of those slots.
-pub const ORPHAN_VOTES_PER_VOTER: usize = 8;
+/// core's documented bound): on a light node a replayed vote for a wallet it
+/// does not keep may take one of those slots.
+pub const ORPHAN_VOTES_PER_VOTER: usize = MAX_ORPHAN_VOTES;
 /// Shares the restarter publishes (more than [`REPEAT_SENDS`]).
 pub const RESTARTER_SHARES: usize = 100;
 const RUN_BODY: &str = "one espresso";
