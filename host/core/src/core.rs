@@ -282,6 +282,9 @@ impl Core {
             params,
         };
         for ((idx, version), cert) in snapshot.certs {
+            // Late votes and re-sent copies of these requests cost a lookup
+            // after a restart too.
+            core.remember_committed(cert.request.id());
             core.certs.entry(idx).or_default().insert(version, cert);
         }
         for request in snapshot.requests.into_values() {

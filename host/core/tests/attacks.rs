@@ -259,7 +259,7 @@ fn a_replayed_share_fetch_is_answered_once_per_period_and_bounded() {
     let f = ShareFetch::new(&net.nodes[2].key.clone(), net.id(1), 1, 2_000);
     let mut shares = 0;
     for _ in 0..100 {
-        shares += replay(&mut net, 1, &Message::ShareFetch(f.clone()))
+        shares += replay(&mut net, 1, &Message::ShareFetch(f))
             .iter()
             .filter(|o| matches!(o, Output::Send(Message::Share(_))))
             .count();
@@ -274,7 +274,7 @@ fn a_replayed_share_fetch_is_answered_once_per_period_and_bounded() {
     let f = CertFetch::new(&net.nodes[3].key.clone(), net.id(0), 2, 1, u64::MAX);
     let mut certs = 0;
     for _ in 0..100 {
-        certs += replay(&mut net, 0, &Message::CertFetch(f.clone()))
+        certs += replay(&mut net, 0, &Message::CertFetch(f))
             .iter()
             .filter(|o| matches!(o, Output::Send(Message::Certificate(_))))
             .count();

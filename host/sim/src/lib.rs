@@ -498,6 +498,8 @@ pub struct Sim {
     violations: Vec<String>,
     partitioned: bool,
     workload_until_us: u64,
+    /// When an honest node last committed anything.
+    last_honest_commit_us: u64,
     recorder: Recorder,
     injected: BTreeMap<String, u64>,
     violation_classes: BTreeMap<String, u64>,
@@ -613,6 +615,7 @@ impl Sim {
             .collect();
         let mut sim = Self {
             workload_until_us: cfg.duration_ms * 1000,
+            last_honest_commit_us: 0,
             rng,
             now_us: 0,
             seq: 0,
@@ -725,11 +728,24 @@ impl Sim {
 
     /// Runs to the end and checks everything.
     pub fn run(mut self) -> Report {
-        let end_us = (self.cfg.duration_ms + self.cfg.quiet_ms) * 1000;
-        while let Some(Reverse((t, seq))) = self.queue.pop() {
+        let mut end_us = (self.cfg.duration_ms + self.cfg.quiet_ms) * 1000;
+        // "Once quiet" means no honest commit for `SETTLE_US`: a request of a
+        // Byzantine member can gather its quorum at any time (its votes
+        // withheld, then sent; there is no deadline), and the nodes that
+        // missed that quorum need a few sync intervals to catch up. The run
+        // goes on, at most one more quiet period, until that holds.
+        const SETTLE_US: u64 = 10_000_000;
+        let hard_end_us = end_us + self.cfg.quiet_ms * 1000;
+        while let Some(&Reverse((t, seq))) = self.queue.peek() {
             if t > end_us {
+                let settled_at = self.last_honest_commit_us + SETTLE_US;
+                if settled_at > end_us && settled_at <= hard_end_us {
+                    end_us = settled_at;
+                    continue;
+                }
                 break;
             }
+            self.queue.pop();
             self.now_us = t;
             let ev = self.events.remove(&seq).expect("every queued seq has an event");
             self.step(ev);
@@ -1132,6 +1148,7 @@ impl Sim {
                 }
                 entry.commits.insert(i);
                 entry.last_commit_us = entry.last_commit_us.max(now);
+                self.last_honest_commit_us = self.last_honest_commit_us.max(now);
                 if owner == Some(i) && entry.requester_commit_us.is_none() {
                     entry.requester_commit_us = Some(now);
                     if self.partitioned_free_since().is_some_and(|h| created >= h) {
