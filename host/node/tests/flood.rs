@@ -70,9 +70,9 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
         net.start(i);
     }
     net.wait_ready(&[0, 1, 2]);
-    // A purchase costs its price plus the voters' reward.
-    let cost = net.price() + net.get(0, "/api/view").unwrap()["reward_units"].as_u64().unwrap();
-    net.wait_funds(1, cost);
+    // `wait_funds` waits for the price plus the voter reward.
+    let price = net.price();
+    net.wait_funds(1, price);
     let id = net.buy(1, &[]);
     assert_eq!(net.wait_done(1, &id)["outcome"]["ok"], true);
 
@@ -88,12 +88,12 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
     wait("every node to see 3 peers and the attacker", 60, || {
         participants(&net, &all) >= 4
     });
-    net.wait_funds(2, cost);
+    net.wait_funds(2, price);
     let id = net.buy(2, &[]);
     assert_eq!(net.wait_done(2, &id)["outcome"]["ok"], true);
     net.wait_agree(&all, 30);
     for &(_, buyer) in &PURCHASES {
-        net.wait_funds(buyer, cost);
+        net.wait_funds(buyer, price);
     }
     let before: Vec<Value> = all.iter().map(|&i| net.get(i, "/api/status").unwrap()).collect();
     let load_before = loadavg();
