@@ -120,3 +120,28 @@ fn light_nodes_holding_a_third_of_the_weight_agree() {
         c
     });
 }
+
+/// Hole 8 of the integrity issue, still open: a node down while more than
+/// `certs_kept_per_wallet` commits of a wallet happen comes back to peers
+/// that pruned the certificates it needs, and cannot settle the payments and
+/// rewards of those commits. Its `received` tallies stay short (its digest
+/// now shows it). This test is the target for the fix (a catch-up that does
+/// not depend on old certificates); it fails today, hence ignored.
+#[test]
+#[ignore = "open: a node that missed pruned certificates stays short on received (docs/protocol.md, Known limits)"]
+fn a_node_down_longer_than_the_certificates_kept_catches_up_every_field() {
+    run_seeds("pruned-catch-up", 600..604, |seed| {
+        let mut c = SimConfig::new(6, seed);
+        c.params.certs_kept_per_wallet = 2;
+        c.faults = Faults {
+            crash_every_ms: Some(4_000),
+            down_ms: (15_000, 20_000),
+            crash_mid_output: 0.0,
+            ..Faults::none()
+        };
+        c.faults.until_ms = 8_000;
+        c.duration_ms = 40_000;
+        c.buy_interval_ms = 1_000;
+        c
+    });
+}
