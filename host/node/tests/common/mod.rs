@@ -193,7 +193,9 @@ impl Net {
     /// Waits until `member` can pay `price` plus the voter reward a buyer
     /// pays on top of it (read from the node's view).
     pub fn wait_spendable(&self, at: usize, member: &str, price: u64) -> anyhow::Result<()> {
-        let reward = get(&self.nodes[at].api, "/api/view")?["reward_units"].as_u64().unwrap_or(0);
+        let reward = get(&self.nodes[at].api, "/api/view")?["reward_units"]
+            .as_u64()
+            .unwrap_or(0);
         let units = price + reward;
         self.wait(&format!("{member} to earn {units} units"), STEP, |net| {
             Ok(wallet(&net.nodes[at].api, member)?["spendable"].as_u64() >= Some(units))

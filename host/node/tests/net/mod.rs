@@ -189,7 +189,10 @@ impl Net {
     /// the voter reward the buyer pays (read from the node's view).
     pub fn wait_funds(&self, i: usize, price: u64) {
         let name = format!("node-{}", i + 1);
-        let reward = self.get(i, "/api/view").and_then(|v| v["reward_units"].as_u64()).unwrap_or(0);
+        let reward = self
+            .get(i, "/api/view")
+            .and_then(|v| v["reward_units"].as_u64())
+            .unwrap_or(0);
         let units = price + reward;
         wait("funds", 60, || {
             self.get(i, "/api/wallets").is_some_and(|w| {
