@@ -96,6 +96,10 @@ pub struct Stats {
     pub commits: u64,
     pub certificates_applied: u64,
     pub certificates_adopted: u64,
+    /// Times this node, unable to settle commits whose certificates every
+    /// peer had pruned, took its settlement and credit tallies from heads
+    /// vouched for by more than a third of the weight.
+    pub tallies_adopted: u64,
     pub expired_requests: u64,
     pub parked_requests: u64,
     pub messages_sent: u64,
@@ -167,6 +171,11 @@ pub struct Core {
     /// When this node last sent heads requests (catch-up), at most
     /// `MAX_HEADS_REQUESTS_PER_INTERVAL` per sync interval.
     heads_requests_sent: VecDeque<u64>,
+    /// While this node has commits it cannot settle: the fully settled
+    /// heads vectors peers reported, by hash, with who reported them (one
+    /// vector per peer, the newest).
+    vouches: HashMap<Hash, (Vec<u32>, Vec<Head>)>,
+    vouch_of: HashMap<u32, Hash>,
     announces: HashMap<MemberId, Announce>,
     my_services: Vec<ServiceOffer>,
     announce_seq: u64,
@@ -263,6 +272,8 @@ impl Core {
             my_purchases: HashMap::default(),
             my_purchases_order: VecDeque::new(),
             heads_requests_sent: VecDeque::new(),
+            vouches: HashMap::default(),
+            vouch_of: HashMap::default(),
             announces: snapshot.announces.into_values().map(|a| (a.provider, a)).collect(),
             my_services: Vec::new(),
             announce_seq: snapshot.announce_seq,
@@ -1753,17 +1764,136 @@ impl Core {
             .iter()
             .enumerate()
             .filter_map(|(i, w)| w.as_ref().map(|w| (i, w)))
-            .filter(|(_, w)| w.version > 0 || w.settled > 0 || w.shares_seen > 0)
+            .filter(|(_, w)| w.version > 0 || w.settled > 0 || w.shares_seen > 0 || w.received > 0)
             .map(|(i, w)| Head {
                 idx: i as u32,
                 version: w.version,
                 settled: w.settled,
                 shares: w.shares_seen,
+                received: w.received,
             })
             .collect();
         let m = Heads::new(&self.key, h.from, self.now_ms, heads);
         self.send(Message::Heads(m));
         Ok(())
+    }
+
+    /// True while some commit this node knows of is not settled here
+    /// (a wallet adopted ahead of a gap, or a light node's marks above one).
+    fn has_settlement_gap(&self) -> bool {
+        self.wallets
+            .iter()
+            .flatten()
+            .any(|w| w.settled < w.version || !w.settled_above.is_empty())
+            || self.marks.values().any(|m| !m.above.is_empty())
+    }
+
+    /// Hole 8: a node that missed commits whose certificates every peer has
+    /// since pruned cannot settle them from certificates. It takes its
+    /// settlement marks and credit tallies instead from a heads vector that
+    /// peers holding more than a third of the weight reported identically
+    /// — so at least one honest node holds exactly that — and that is fully
+    /// settled (every wallet's `settled` equals its `version`), once this
+    /// node is at the same version of every wallet it keeps. Then the set of
+    /// commits behind those tallies is exactly the set behind its own
+    /// wallets, and `received` is their sum: nothing is counted twice or
+    /// missed. Shares are not taken (they are fetched and self-verifying).
+    fn consider_vouch(&mut self, h: &Heads) {
+        let Some(from) = self.members.index_of(&h.from) else {
+            return;
+        };
+        if !self.has_settlement_gap() {
+            self.vouches.clear();
+            self.vouch_of.clear();
+            return;
+        }
+        let clean = h.heads.iter().all(|x| x.settled == x.version);
+        let mut bytes = Vec::with_capacity(h.heads.len() * 28);
+        for x in &h.heads {
+            bytes.extend_from_slice(&x.idx.to_le_bytes());
+            bytes.extend_from_slice(&x.version.to_le_bytes());
+            bytes.extend_from_slice(&x.received.to_le_bytes());
+        }
+        let key = sha256(&[b"wallance/vouch/v1", &bytes]);
+        if let Some(old) = self.vouch_of.remove(&from)
+            && let Some((senders, _)) = self.vouches.get_mut(&old)
+        {
+            senders.retain(|s| *s != from);
+            if senders.is_empty() {
+                self.vouches.remove(&old);
+            }
+        }
+        if !clean {
+            return;
+        }
+        self.vouch_of.insert(from, key);
+        let entry = self.vouches.entry(key).or_insert_with(|| (Vec::new(), h.heads.clone()));
+        entry.0.push(from);
+        let weight: u64 = entry.0.iter().map(|s| self.members.weight(*s)).sum();
+        // More than a third of the configured weight: at least one honest.
+        if 3 * u128::from(weight) <= u128::from(self.members.total_weight()) {
+            return;
+        }
+        let heads = entry.1.clone();
+        self.adopt_tallies(&heads);
+    }
+
+    fn adopt_tallies(&mut self, heads: &[Head]) {
+        let of = |idx: u32| heads.iter().find(|x| x.idx == idx).copied();
+        // Only at the same version of every kept wallet, and (a light node)
+        // with nothing settled beyond the vector on the others: then both
+        // stand on exactly the same commits.
+        for (i, w) in self.wallets.iter().enumerate() {
+            let version = of(i as u32).map_or(0, |x| x.version);
+            match w {
+                Some(w) if w.version != version => return,
+                Some(_) => {}
+                None => {
+                    if self
+                        .marks
+                        .get(&(i as u32))
+                        .is_some_and(|m| m.settled > version || m.above.iter().any(|v| *v > version))
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        for i in 0..self.wallets.len() as u32 {
+            let head = of(i).unwrap_or(Head {
+                idx: i,
+                version: 0,
+                settled: 0,
+                shares: 0,
+                received: 0,
+            });
+            if self.wallets[i as usize].is_some() {
+                let w = self.wallet_mut(i).expect("kept");
+                if (w.settled, w.settled_above.is_empty(), w.received) == (head.version, true, head.received) {
+                    continue;
+                }
+                w.settled = head.version;
+                w.settled_above.clear();
+                w.received = head.received;
+                self.save_wallet(i);
+            } else {
+                let m = self.marks.entry(i).or_default();
+                if m.settled == head.version && m.above.is_empty() {
+                    continue;
+                }
+                m.settled = head.version;
+                m.above.clear();
+                self.persist(Change::Marks {
+                    idx: i,
+                    settled: head.version,
+                    above: Vec::new(),
+                });
+            }
+        }
+        self.stats.tallies_adopted += 1;
+        self.vouches.clear();
+        self.vouch_of.clear();
+        self.reconsider_parked();
     }
 
     fn on_heads(&mut self, h: Heads) -> Result<(), Reject> {
@@ -1776,6 +1906,7 @@ impl Core {
         if !verify(&h.from, &h.digest(), &h.sig) {
             return self.reject("heads", "signature is invalid");
         }
+        self.consider_vouch(&h);
         for head in h.heads {
             if head.idx as usize >= self.wallets.len() {
                 continue;

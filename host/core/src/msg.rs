@@ -148,13 +148,14 @@ pub struct HeadsRequest {
     pub sig: Signature,
 }
 
-/// A wallet's head: version, settled certificates and shares seen.
+/// A wallet's head: version, settled commits, shares seen and credits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub idx: u32,
     pub version: u64,
     pub settled: u64,
     pub shares: u64,
+    pub received: u64,
 }
 
 /// `from`'s heads, for `to`. Only wallets past genesis are listed.
@@ -691,7 +692,7 @@ impl Heads {
             .u64(self.time_ms)
             .u32(self.heads.len() as u32);
         for h in &self.heads {
-            w.u32(h.idx).u64(h.version).u64(h.settled).u64(h.shares);
+            w.u32(h.idx).u64(h.version).u64(h.settled).u64(h.shares).u64(h.received);
         }
     }
     pub fn digest(&self) -> Hash {
@@ -872,7 +873,7 @@ impl Message {
                 let to = MemberId(r.array()?);
                 let time_ms = r.u64()?;
                 let n = r.u32()? as usize;
-                if n > r.remaining() / 28 {
+                if n > r.remaining() / 36 {
                     return Err(DecodeError::Invalid("heads count"));
                 }
                 let mut heads = Vec::with_capacity(n);
@@ -882,6 +883,7 @@ impl Message {
                         version: r.u64()?,
                         settled: r.u64()?,
                         shares: r.u64()?,
+                        received: r.u64()?,
                     });
                 }
                 Message::Heads(Heads {

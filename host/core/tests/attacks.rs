@@ -522,3 +522,77 @@ fn buying_a_free_service_in_a_loop_creates_no_money() {
         assert_eq!(money(&net, at), before, "node {at}: money was created");
     }
 }
+
+/// Hole 8: a node that missed more commits than its peers keep
+/// certificates for could never settle them: its `received` stayed short
+/// for ever and its digests never converged. It now takes its tallies from
+/// heads that more than a third of the weight reported identically.
+#[test]
+fn a_node_that_missed_pruned_certificates_catches_up_every_field() {
+    let params = Params {
+        certs_kept_per_wallet: 2,
+        ..harness::params()
+    };
+    let mut net = Net::with(4, params, |_| None);
+    net.offer_espresso();
+    net.isolated[3] = true;
+    for _ in 0..5 {
+        net.share(1, 20);
+        net.buy(1).unwrap();
+        net.share(2, 20);
+        net.buy(2).unwrap();
+    }
+    net.isolated[3] = false;
+    for _ in 0..12 {
+        net.tick(5_000);
+    }
+    assert!(net.nodes[3].core.stats().tallies_adopted > 0);
+    for at in 0..3 {
+        assert_eq!(wallets(&net, 3), wallets(&net, at), "node 3 differs from node {at}");
+    }
+}
+
+/// The same catch-up cannot be steered by Byzantine members: heads from a
+/// third of the weight or less are never adopted, however clean they look.
+#[test]
+fn heads_from_a_third_of_the_weight_or_less_are_never_adopted() {
+    let params = Params {
+        certs_kept_per_wallet: 2,
+        ..harness::params()
+    };
+    let mut net = Net::with(4, params, |_| None);
+    net.offer_espresso();
+    net.isolated[3] = true;
+    for _ in 0..4 {
+        net.share(1, 20);
+        net.buy(1).unwrap();
+    }
+    // Node 3 is stuck: it adopts wallet 1 from the newest certificate, the
+    // older ones are pruned everywhere.
+    let newest = net.nodes[0].core.certificate(1, 4).unwrap().clone();
+    replay(&mut net, 3, &Message::Certificate(Box::new(newest)));
+    assert_eq!(net.wallet(3, 1).version, 4);
+    assert!(net.wallet(3, 1).settled < 4);
+    // One member (a quarter of the weight) claims a clean state in which
+    // node 3 itself earned a fortune.
+    let liar = net.nodes[2].key.clone();
+    let mut heads: Vec<wallance_core::msg::Head> = (0..4u32)
+        .map(|i| {
+            let w = net.wallet(0, i as usize);
+            wallance_core::msg::Head {
+                idx: i,
+                version: w.version,
+                settled: w.version,
+                shares: w.shares_seen,
+                received: w.received,
+            }
+        })
+        .collect();
+    heads[3].received += 1_000 * UNITS_PER_COIN;
+    let lie = wallance_core::msg::Heads::new(&liar, net.id(3), net.now, heads);
+    for _ in 0..5 {
+        replay(&mut net, 3, &Message::Heads(lie.clone()));
+    }
+    assert_eq!(net.nodes[3].core.stats().tallies_adopted, 0);
+    assert_eq!(net.wallet(3, 3).received, 0);
+}

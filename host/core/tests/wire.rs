@@ -69,6 +69,7 @@ fn all_messages() -> Vec<Message> {
                 version: 2,
                 settled: 2,
                 shares: 40,
+                received: 6,
             }],
         )),
         Message::CertFetch(CertFetch::new(&k, MemberId([4; 32]), 1, 2, 3)),
@@ -323,12 +324,13 @@ fn message_sizes_are_what_the_protocol_doc_says() {
                     version: 1,
                     settled: 1,
                     shares: 1,
+                    received: 1,
                 })
                 .collect(),
         )))
     };
     assert_eq!(heads(0), 141);
-    assert_eq!(heads(3), 141 + 28 * 3);
+    assert_eq!(heads(3), 141 + 36 * 3);
     assert_eq!(
         len(Message::CertFetch(CertFetch::new(&k, MemberId([4; 32]), 1, 1, 2))),
         149

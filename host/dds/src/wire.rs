@@ -246,6 +246,7 @@ pub struct Head {
     pub version: u64,
     pub settled: u64,
     pub shares: u64,
+    pub received: u64,
 }
 
 /// `wallance::Heads`
@@ -473,6 +474,7 @@ impl WireMessage {
                             version: h.version,
                             settled: h.settled,
                             shares: h.shares,
+                            received: h.received,
                         })
                         .collect(),
                     sig: m.sig.0,
@@ -678,6 +680,7 @@ impl TryFrom<Heads> for core_msg::Heads {
                     version: h.version,
                     settled: h.settled,
                     shares: h.shares,
+                    received: h.received,
                 })
                 .collect(),
             sig: sig(m.sig),
@@ -899,7 +902,10 @@ mod tests {
                 mid(),
                 mid(),
                 any::<u64>(),
-                prop::collection::vec((any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>()), 0..8),
+                prop::collection::vec(
+                    (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+                    0..8
+                ),
                 sg()
             )
                 .prop_map(|(from, to, time_ms, heads, sig)| Message::Heads(CHeads {
@@ -908,11 +914,12 @@ mod tests {
                     time_ms,
                     heads: heads
                         .into_iter()
-                        .map(|(idx, version, settled, shares)| CHead {
+                        .map(|(idx, version, settled, shares, received)| CHead {
                             idx,
                             version,
                             settled,
                             shares,
+                            received,
                         })
                         .collect(),
                     sig,

@@ -105,6 +105,7 @@ class Head(IdlStruct, typename="wallance::Head"):
     version: t.uint64
     settled: t.uint64
     shares: t.uint64
+    received: t.uint64
 
 
 @final

@@ -508,6 +508,7 @@ pub(crate) fn mutate(rng: &mut ChaCha8Rng, k: &Knowledge<'_>, m: &Message) -> (M
                         version: edgy_u64(rng, 0),
                         settled: edgy_u64(rng, 0),
                         shares: edgy_u64(rng, 0),
+                        received: edgy_u64(rng, 0),
                     });
                     "idx"
                 }

@@ -224,6 +224,9 @@ pub struct SimConfig {
     /// Probability that a contract run reports `ok = false` (decided by the
     /// seed, the requester and the version, so a replay fails the same way).
     pub contract_failure: f64,
+    /// Whether crashes may hit the honest provider (node 0). Off, to look
+    /// at what a long outage does to other nodes alone.
+    pub crash_provider: bool,
     /// The money rule the conservation checks hold the core to.
     pub money: MoneyRule,
     /// Check the evidence rule: a vote whose signature does not verify is
@@ -281,6 +284,7 @@ impl SimConfig {
             adversary: None,
             byzantine_provider: false,
             contract_failure: 0.0,
+            crash_provider: true,
             money: MoneyRule::RequesterPaysReward,
             check_blame: true,
         }
@@ -326,6 +330,9 @@ pub struct Report {
     pub bytes_sent_per_node: f64,
     pub bytes_received_per_node: f64,
     pub rejected: u64,
+    /// Times an honest node took its tallies from vouched heads (it had
+    /// commits whose certificates every peer had pruned).
+    pub tallies_adopted: u64,
     pub crashes: u64,
     pub partitions: u64,
     pub sim_time_ms: u64,
@@ -1355,6 +1362,7 @@ impl Sim {
         }
         let candidates: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].core.is_some() && !self.nodes[*i].byzantine)
+            .filter(|i| self.cfg.crash_provider || *i != PROVIDER)
             .collect();
         let down = (0..self.nodes.len()).filter(|i| self.nodes[*i].core.is_none()).count();
         // Keep a quorum of honest nodes up most of the time, but not always.
@@ -2129,6 +2137,13 @@ impl Sim {
             .filter_map(|x| x.core.as_ref())
             .map(|c| c.stats().rejected.values().sum::<u64>())
             .sum();
+        let tallies_adopted = self
+            .nodes
+            .iter()
+            .filter(|x| !x.byzantine)
+            .filter_map(|x| x.core.as_ref())
+            .map(|c| c.stats().tallies_adopted)
+            .sum();
         let wallets = self
             .nodes
             .iter()
@@ -2185,6 +2200,7 @@ impl Sim {
             bytes_sent_per_node: self.nodes.iter().map(|x| x.sent_bytes as f64).sum::<f64>() / n,
             bytes_received_per_node: self.nodes.iter().map(|x| x.recv_bytes as f64).sum::<f64>() / n,
             rejected,
+            tallies_adopted,
             crashes: self.crashes,
             partitions: self.partitions,
             sim_time_ms: self.now_us / 1000,

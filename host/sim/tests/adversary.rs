@@ -121,27 +121,44 @@ fn light_nodes_holding_a_third_of_the_weight_agree() {
     });
 }
 
-/// Hole 8 of the integrity issue, still open: a node down while more than
+/// Hole 8 of the integrity issue: a node down while more than
 /// `certs_kept_per_wallet` commits of a wallet happen comes back to peers
-/// that pruned the certificates it needs, and cannot settle the payments and
-/// rewards of those commits. Its `received` tallies stay short (its digest
-/// now shows it). This test is the target for the fix (a catch-up that does
-/// not depend on old certificates); it fails today, hence ignored.
+/// that pruned the certificates it needs. It cannot settle those commits from
+/// certificates; it takes its tallies from heads vouched for by more than a
+/// third of the weight (docs/protocol.md, Catch-up), and ends equal to every
+/// other node on every field. Failed before that catch-up existed.
 #[test]
-#[ignore = "open: a node that missed pruned certificates stays short on received (docs/protocol.md, Known limits)"]
 fn a_node_down_longer_than_the_certificates_kept_catches_up_every_field() {
-    run_seeds("pruned-catch-up", 600..604, |seed| {
-        let mut c = SimConfig::new(6, seed);
-        c.params.certs_kept_per_wallet = 2;
-        c.faults = Faults {
-            crash_every_ms: Some(4_000),
-            down_ms: (15_000, 20_000),
-            crash_mid_output: 0.0,
-            ..Faults::none()
-        };
-        c.faults.until_ms = 8_000;
-        c.duration_ms = 40_000;
-        c.buy_interval_ms = 1_000;
-        c
-    });
+    let reports = run_seeds("pruned-catch-up", 600..606, |seed| pruned(seed, false));
+    assert!(
+        reports.iter().any(|r| r.tallies_adopted > 0),
+        "no run needed the vouched catch-up: the scenario does not test it"
+    );
+}
+
+/// The same outage hitting the provider: purchases it was paid for while
+/// down, whose certificates every peer pruned before it came back, never
+/// run. Paying only for service rendered (refunds, the market issue) is the
+/// fix; until then this fails, hence ignored.
+#[test]
+#[ignore = "open (market issue): a provider down longer than the certificates kept never runs what it was paid for"]
+fn a_provider_down_longer_than_the_certificates_kept_still_serves_or_refunds() {
+    run_seeds("pruned-provider", 600..606, |seed| pruned(seed, true));
+}
+
+fn pruned(seed: u64, crash_provider: bool) -> SimConfig {
+    let mut c = SimConfig::new(6, seed);
+    c.params.certs_kept_per_wallet = 2;
+    c.faults = Faults {
+        crash_every_ms: Some(4_000),
+        down_ms: (15_000, 20_000),
+        crash_mid_output: 0.0,
+        ..Faults::none()
+    };
+    c.faults.until_ms = 8_000;
+    c.duration_ms = 40_000;
+    c.buy_interval_ms = 1_000;
+    c.crash_provider = crash_provider;
+    c.light = 1;
+    c
 }

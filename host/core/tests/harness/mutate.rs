@@ -1010,6 +1010,7 @@ impl Mutator<'_> {
                             version: if big { u64::MAX } else { 1_000 },
                             settled: if big { u64::MAX } else { 1_000 },
                             shares: if big { u64::MAX } else { 1_000 },
+                            received: if big { u64::MAX } else { 1_000 },
                         })
                         .collect();
                     self.note(format!("every wallet claimed far ahead (u64::MAX: {big})"));
