@@ -171,10 +171,11 @@ pub struct Core {
     /// When this node last sent heads requests (catch-up), at most
     /// `MAX_HEADS_REQUESTS_PER_INTERVAL` per sync interval.
     heads_requests_sent: VecDeque<u64>,
-    /// While this node has commits it cannot settle: the fully settled
-    /// heads vectors peers reported, by hash, with who reported them (one
-    /// vector per peer, the newest).
-    vouches: HashMap<Hash, (Vec<u32>, Vec<Head>)>,
+    /// While this node has commits it cannot settle: the hashes of the
+    /// fully settled heads vectors peers reported, with who reported them
+    /// (one vector per peer, the newest; the vector itself is the message
+    /// that completes the vouch, so only hashes are kept).
+    vouches: HashMap<Hash, Vec<u32>>,
     vouch_of: HashMap<u32, Hash>,
     announces: HashMap<MemberId, Announce>,
     my_services: Vec<ServiceOffer>,
@@ -1816,7 +1817,7 @@ impl Core {
         }
         let key = sha256(&[b"wallance/vouch/v1", &bytes]);
         if let Some(old) = self.vouch_of.remove(&from)
-            && let Some((senders, _)) = self.vouches.get_mut(&old)
+            && let Some(senders) = self.vouches.get_mut(&old)
         {
             senders.retain(|s| *s != from);
             if senders.is_empty() {
@@ -1827,15 +1828,14 @@ impl Core {
             return;
         }
         self.vouch_of.insert(from, key);
-        let entry = self.vouches.entry(key).or_insert_with(|| (Vec::new(), h.heads.clone()));
-        entry.0.push(from);
-        let weight: u64 = entry.0.iter().map(|s| self.members.weight(*s)).sum();
+        let senders = self.vouches.entry(key).or_default();
+        senders.push(from);
+        let weight: u64 = senders.iter().map(|s| self.members.weight(*s)).sum();
         // More than a third of the configured weight: at least one honest.
         if 3 * u128::from(weight) <= u128::from(self.members.total_weight()) {
             return;
         }
-        let heads = entry.1.clone();
-        self.adopt_tallies(&heads);
+        self.adopt_tallies(&h.heads);
     }
 
     fn adopt_tallies(&mut self, heads: &[Head]) {
