@@ -5,65 +5,15 @@
 //! cargo run -p wallance-sim --example sweep -- everything 50 new
 //! cargo run -p wallance-sim --example sweep -- everything 50 legacy 1000
 //! ```
-//! Arguments: scenario (`everything`, `replay`, `byzantine-provider`,
-//! `failing-contracts`, `light-third`), seeds, money rule (`new` or
+//! Arguments: scenario (one of `SCENARIOS`: `everything`, `replay`,
+//! `byzantine-provider`, `failing-contracts`, `light-third`,
+//! `pruned-catch-up`, `pruned-provider`), seeds, money rule (`new` or
 //! `legacy`), first seed.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use wallance_sim::*;
-
-fn scenario(name: &str, seed: u64) -> SimConfig {
-    match name {
-        "everything" => SimConfig::everything(10, seed),
-        "replay" => {
-            let mut c = SimConfig::new(8, seed);
-            c.net = NetModel::faulty();
-            c.faults = Faults {
-                crash_every_ms: Some(3_000),
-                down_ms: (500, 5_000),
-                crash_mid_output: 0.3,
-                ..Faults::none()
-            };
-            c.faults.until_ms = 12_000;
-            c.duration_ms = 30_000;
-            c.quiet_ms = 25_000;
-            c.adversary = Some(AdversaryConfig::replay_only());
-            // Light nodes too: an old certificate replayed to a node that no
-            // longer keeps it must not pay twice.
-            c.light = 2;
-            c
-        }
-        "byzantine-provider" => {
-            let mut c = SimConfig::new(10, seed);
-            c.byzantine = 3;
-            c.byzantine_provider = true;
-            c.net = NetModel::faulty();
-            c
-        }
-        "failing-contracts" => {
-            let mut c = SimConfig::new(8, seed);
-            c.contract_failure = 0.5;
-            c.faults = Faults {
-                crash_every_ms: Some(2_000),
-                down_ms: (200, 4_000),
-                crash_mid_output: 0.5,
-                ..Faults::none()
-            };
-            c.faults.until_ms = 15_000;
-            c.duration_ms = 30_000;
-            c
-        }
-        "light-third" => {
-            let mut c = SimConfig::new(9, seed);
-            c.light = 3;
-            c.net = NetModel::faulty();
-            c
-        }
-        other => panic!("unknown scenario {other}"),
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -82,7 +32,10 @@ fn main() {
     let mut failing = 0;
     let mut checks = (0, 0);
     for seed in first..first + n {
-        let mut c = scenario(name, seed);
+        let Some(mut c) = SimConfig::scenario(name, seed) else {
+            eprintln!("unknown scenario {name}: one of {}", SCENARIOS.join(", "));
+            std::process::exit(2);
+        };
         c.money = money;
         let r = simulate(c);
         injected += r.injected.values().sum::<u64>();

@@ -307,7 +307,90 @@ impl SimConfig {
         c.contract_failure = 0.2;
         c
     }
+
+    /// The named attack scenarios the adversary tests and the `sweep`
+    /// example run (`SCENARIOS` lists the names).
+    pub fn scenario(name: &str, seed: u64) -> Option<Self> {
+        let c = match name {
+            "everything" => Self::everything(10, seed),
+            "replay" => {
+                let mut c = Self::new(8, seed);
+                c.net = NetModel::faulty();
+                c.faults = Faults {
+                    crash_every_ms: Some(3_000),
+                    down_ms: (500, 5_000),
+                    crash_mid_output: 0.3,
+                    ..Faults::none()
+                };
+                c.faults.until_ms = 12_000;
+                c.duration_ms = 30_000;
+                c.quiet_ms = 25_000;
+                c.adversary = Some(AdversaryConfig::replay_only());
+                // Light nodes too: an old certificate replayed to a node
+                // that no longer keeps it must not pay twice.
+                c.light = 2;
+                c
+            }
+            "byzantine-provider" => {
+                let mut c = Self::new(10, seed);
+                c.byzantine = 3;
+                c.byzantine_provider = true;
+                c.net = NetModel::faulty();
+                c
+            }
+            "failing-contracts" => {
+                let mut c = Self::new(8, seed);
+                c.contract_failure = 0.5;
+                c.faults = Faults {
+                    crash_every_ms: Some(2_000),
+                    down_ms: (200, 4_000),
+                    crash_mid_output: 0.5,
+                    ..Faults::none()
+                };
+                c.faults.until_ms = 15_000;
+                c.duration_ms = 30_000;
+                c
+            }
+            "light-third" => {
+                let mut c = Self::new(9, seed);
+                c.light = 3;
+                c.net = NetModel::faulty();
+                c
+            }
+            // Outages longer than the certificates peers keep (2 here): of
+            // any honest node but the provider, or of the provider too.
+            "pruned-catch-up" | "pruned-provider" => {
+                let mut c = Self::new(6, seed);
+                c.params.certs_kept_per_wallet = 2;
+                c.faults = Faults {
+                    crash_every_ms: Some(4_000),
+                    down_ms: (15_000, 20_000),
+                    crash_mid_output: 0.0,
+                    ..Faults::none()
+                };
+                c.faults.until_ms = 8_000;
+                c.duration_ms = 40_000;
+                c.buy_interval_ms = 1_000;
+                c.crash_provider = name == "pruned-provider";
+                c.light = 1;
+                c
+            }
+            _ => return None,
+        };
+        Some(c)
+    }
 }
+
+/// The names [`SimConfig::scenario`] knows.
+pub const SCENARIOS: [&str; 7] = [
+    "everything",
+    "replay",
+    "byzantine-provider",
+    "failing-contracts",
+    "light-third",
+    "pruned-catch-up",
+    "pruned-provider",
+];
 
 /// What a run measured and found.
 #[derive(Debug, Clone, Serialize)]

@@ -61,64 +61,28 @@ fn everything_at_once_with_the_network_adversary() {
     }
 }
 
+fn scenario(name: &str) -> impl Fn(u64) -> SimConfig + '_ {
+    move |seed| SimConfig::scenario(name, seed).expect("a known scenario")
+}
+
 #[test]
 fn replayed_copies_and_duplicate_bursts_change_nothing() {
-    run_seeds("replay-only", 200..206, |seed| {
-        let mut c = SimConfig::new(8, seed);
-        c.net = NetModel::faulty();
-        c.faults = Faults {
-            crash_every_ms: Some(3_000),
-            down_ms: (500, 5_000),
-            crash_mid_output: 0.3,
-            ..Faults::none()
-        };
-        c.faults.until_ms = 12_000;
-        c.duration_ms = 30_000;
-        c.quiet_ms = 25_000;
-        c.adversary = Some(AdversaryConfig::replay_only());
-        // Light nodes too: an old certificate replayed to a node that no
-        // longer keeps it must not pay twice.
-        c.light = 2;
-        c
-    });
+    run_seeds("replay", 200..206, scenario("replay"));
 }
 
 #[test]
 fn a_byzantine_provider_cannot_bend_money_or_runs() {
-    run_seeds("byzantine-provider", 300..306, |seed| {
-        let mut c = SimConfig::new(10, seed);
-        c.byzantine = 3;
-        c.byzantine_provider = true;
-        c.net = NetModel::faulty();
-        c
-    });
+    run_seeds("byzantine-provider", 300..306, scenario("byzantine-provider"));
 }
 
 #[test]
 fn failing_contracts_run_once_and_cost_what_they_cost() {
-    run_seeds("failing-contracts", 400..406, |seed| {
-        let mut c = SimConfig::new(8, seed);
-        c.contract_failure = 0.5;
-        c.faults = Faults {
-            crash_every_ms: Some(2_000),
-            down_ms: (200, 4_000),
-            crash_mid_output: 0.5,
-            ..Faults::none()
-        };
-        c.faults.until_ms = 15_000;
-        c.duration_ms = 30_000;
-        c
-    });
+    run_seeds("failing-contracts", 400..406, scenario("failing-contracts"));
 }
 
 #[test]
 fn light_nodes_holding_a_third_of_the_weight_agree() {
-    run_seeds("light-third", 500..506, |seed| {
-        let mut c = SimConfig::new(9, seed);
-        c.light = 3;
-        c.net = NetModel::faulty();
-        c
-    });
+    run_seeds("light-third", 500..506, scenario("light-third"));
 }
 
 /// Hole 8 of the integrity issue: a node down while more than
@@ -129,7 +93,7 @@ fn light_nodes_holding_a_third_of_the_weight_agree() {
 /// other node on every field. Failed before that catch-up existed.
 #[test]
 fn a_node_down_longer_than_the_certificates_kept_catches_up_every_field() {
-    let reports = run_seeds("pruned-catch-up", 600..606, |seed| pruned(seed, false));
+    let reports = run_seeds("pruned-catch-up", 600..606, scenario("pruned-catch-up"));
     assert!(
         reports.iter().any(|r| r.tallies_adopted > 0),
         "no run needed the vouched catch-up: the scenario does not test it"
@@ -143,22 +107,5 @@ fn a_node_down_longer_than_the_certificates_kept_catches_up_every_field() {
 #[test]
 #[ignore = "open (market issue): a provider down longer than the certificates kept never runs what it was paid for"]
 fn a_provider_down_longer_than_the_certificates_kept_still_serves_or_refunds() {
-    run_seeds("pruned-provider", 600..606, |seed| pruned(seed, true));
-}
-
-fn pruned(seed: u64, crash_provider: bool) -> SimConfig {
-    let mut c = SimConfig::new(6, seed);
-    c.params.certs_kept_per_wallet = 2;
-    c.faults = Faults {
-        crash_every_ms: Some(4_000),
-        down_ms: (15_000, 20_000),
-        crash_mid_output: 0.0,
-        ..Faults::none()
-    };
-    c.faults.until_ms = 8_000;
-    c.duration_ms = 40_000;
-    c.buy_interval_ms = 1_000;
-    c.crash_provider = crash_provider;
-    c.light = 1;
-    c
+    run_seeds("pruned-provider", 600..606, scenario("pruned-provider"));
 }
