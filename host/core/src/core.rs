@@ -11,13 +11,14 @@
 //! one input comes out as one batch ahead of the messages that depend on it,
 //! so a crash can lose only what was never announced.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasherDefault, DefaultHasher};
 
 /// A hash map with a fixed hasher: iteration order depends only on what was
 /// inserted, so a run replays exactly from its inputs (std's default hasher
 /// is seeded at random per process).
 type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>>;
 
 use crate::crypto::{Hash, Keypair, MemberId, sha256, verify};
 use crate::msg::*;
@@ -129,7 +130,7 @@ pub struct CoreConfig {
     pub params: Params,
     pub membership: Membership,
     /// A light node keeps only these wallets and abstains on the others.
-    pub tracked: Option<HashSet<u32>>,
+    pub tracked: Option<std::collections::HashSet<u32>>,
 }
 
 /// One node's protocol state.
@@ -140,7 +141,7 @@ pub struct Core {
     key: Keypair,
     me: MemberId,
     my_idx: Option<u32>,
-    tracked: Option<HashSet<u32>>,
+    tracked: Option<std::collections::HashSet<u32>>,
     /// Boxed: a light node's absent wallets cost a pointer each.
     wallets: Vec<Option<Box<Wallet>>>,
     requests: HashMap<Hash, Pending>,
@@ -155,9 +156,9 @@ pub struct Core {
     /// Per requester: finished runs at or below were pruned, and nothing at
     /// or below that is not in `runs` ever runs here (exactly once).
     run_floor: HashMap<u32, u64>,
-    /// Requests that committed here recently, with when: late and replayed
-    /// votes and requests for them cost a lookup.
-    committed: HashMap<Hash, u64>,
+    /// Requests that committed here recently: late and replayed votes and
+    /// requests for them cost a lookup.
+    committed: HashSet<Hash>,
     committed_order: VecDeque<Hash>,
     /// Pending requests per requester (the bound is checked in O(1)).
     per_requester: HashMap<u32, usize>,
@@ -266,7 +267,7 @@ impl Core {
                 .collect(),
             runs: snapshot.runs,
             run_floor: snapshot.run_floor.into_iter().collect(),
-            committed: HashMap::default(),
+            committed: HashSet::default(),
             committed_order: VecDeque::new(),
             per_requester: HashMap::default(),
             orphans: HashMap::default(),
@@ -444,10 +445,21 @@ impl Core {
         // request (their voters' orphan slots still name it, harmlessly).
     }
 
+    /// A request committed here (by a quorum or an adopted certificate):
+    /// late votes for it cost a lookup from now on, and if it is ours it is
+    /// no longer re-sent and its provider's outcome is awaited.
+    fn note_committed(&mut self, id: Hash, request: &Request) {
+        self.remember_committed(id);
+        if request.requester == self.me {
+            self.my_requests.remove(&id);
+            self.remember_purchase(id, request.provider);
+        }
+    }
+
     /// Remembers a committed request id so late votes and re-sent copies
     /// are dropped at the price of a lookup.
     fn remember_committed(&mut self, id: Hash) {
-        if self.committed.insert(id, self.now_ms).is_none() {
+        if self.committed.insert(id) {
             self.committed_order.push_back(id);
         }
         while self.committed_order.len() > MAX_REMEMBERED_COMMITS {
@@ -457,27 +469,32 @@ impl Core {
         }
     }
 
-    /// Sends a heads request to `to` unless this interval's budget is
-    /// spent or `to` had one recently.
-    fn request_heads(&mut self, to: MemberId, to_idx: u32) -> bool {
+    /// True when a heads request to `to_idx` fits the budget: fewer than
+    /// `MAX_HEADS_REQUESTS_PER_INTERVAL` in the last sync interval, and none
+    /// to that peer in the last `HEADS_REQUEST_EVERY_INTERVALS`.
+    fn heads_request_fits(&self, to_idx: u32) -> bool {
         let interval = self.params.sync_interval_ms;
-        while self
+        let recent = self
             .heads_requests_sent
-            .front()
-            .is_some_and(|t| self.now_ms >= t.saturating_add(interval))
-        {
-            self.heads_requests_sent.pop_front();
+            .iter()
+            .filter(|t| self.now_ms < t.saturating_add(interval))
+            .count();
+        recent < MAX_HEADS_REQUESTS_PER_INTERVAL
+            && !self.is_throttled(T_DIGEST_FROM, to_idx, 0, interval * HEADS_REQUEST_EVERY_INTERVALS)
+    }
+
+    /// Sends a heads request to `to` if it fits the budget, and takes it.
+    fn request_heads(&mut self, to: MemberId, to_idx: u32) {
+        if !self.heads_request_fits(to_idx) {
+            return;
         }
-        if self.heads_requests_sent.len() >= MAX_HEADS_REQUESTS_PER_INTERVAL
-            || self.is_throttled(T_DIGEST_FROM, to_idx, 0, interval * HEADS_REQUEST_EVERY_INTERVALS)
-        {
-            return false;
-        }
+        let interval = self.params.sync_interval_ms;
+        let now = self.now_ms;
+        self.heads_requests_sent.retain(|t| now < t.saturating_add(interval));
         self.take_slot(T_DIGEST_FROM, to_idx, 0);
-        self.heads_requests_sent.push_back(self.now_ms);
-        let h = HeadsRequest::new(&self.key, to, self.now_ms);
+        self.heads_requests_sent.push_back(now);
+        let h = HeadsRequest::new(&self.key, to, now);
         self.send(Message::HeadsRequest(h));
-        true
     }
 
     /// A signed time from a peer is fresh when within the allowed clock
@@ -901,7 +918,7 @@ impl Core {
         if !crate::pow::meets(&id, self.params.difficulty) {
             return self.reject("request", "request proof of work does not meet the difficulty");
         }
-        if self.committed.contains_key(&id) {
+        if self.committed.contains(&id) {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -1137,7 +1154,7 @@ impl Core {
         let Some(voter_idx) = self.members.index_of(&vote.voter) else {
             return self.reject("vote", "unknown voter");
         };
-        if self.committed.contains_key(&vote.request_id) {
+        if self.committed.contains(&vote.request_id) {
             self.stats.duplicates += 1;
             return Ok(());
         }
@@ -1260,7 +1277,7 @@ impl Core {
         let Some(p) = self.requests.get(&d.request_id) else {
             return; // the request will come by retry or inside a certificate
         };
-        let (request, idx, remaining) = (p.request.clone(), p.idx, d.remaining);
+        let (id, request, idx, remaining) = (d.request_id, p.request.clone(), p.idx, d.remaining);
         let Some(w) = self.wallets[idx as usize].as_ref() else {
             return;
         };
@@ -1272,9 +1289,9 @@ impl Core {
             return;
         }
         let votes: Vec<CertVote> = d.votes.values().copied().collect();
-        self.commit(idx, &request, remaining, false);
+        self.commit(idx, id, &request, remaining, false);
         let cert = self.quorum_certificate(request, remaining, votes);
-        self.settle(idx, &cert.request);
+        self.settle(idx, id, &cert.request);
         self.keep_cert(idx, cert.new_version(), &cert);
         if cert.request.provider == self.me {
             self.owe_run(idx, cert);
@@ -1302,8 +1319,7 @@ impl Core {
     }
 
     /// Moves the requester's wallet to its next version.
-    fn commit(&mut self, idx: u32, request: &Request, remaining: u64, from_certificate: bool) {
-        let id = request.id();
+    fn commit(&mut self, idx: u32, id: Hash, request: &Request, remaining: u64, from_certificate: bool) {
         let decision = decision_id(&id, remaining);
         let w = self.wallet_mut(idx).expect("caller checked the wallet is kept");
         assert_eq!(w.version, request.version, "commit applies to the current version only");
@@ -1317,12 +1333,9 @@ impl Core {
         self.save_wallet(idx);
         self.drain_shares(idx);
         self.stats.commits += 1;
-        self.remember_committed(id);
+        self.note_committed(id, request);
         // Every pending request and vote on the old State is void now.
         self.drop_requests_before(idx, version);
-        if self.my_requests.remove(&id).is_some() || request.requester == self.me {
-            self.remember_purchase(id, request.provider);
-        }
         self.outbox.push_back(Output::Event(Event::Committed {
             requester: request.requester,
             version,
@@ -1372,7 +1385,7 @@ impl Core {
     /// committed), so every honest node credits the same amounts to the
     /// same members whichever valid certificate or proof it saw first, and
     /// no certificate can credit anything twice or create money.
-    fn settle(&mut self, idx: u32, request: &Request) {
+    fn settle(&mut self, idx: u32, id: Hash, request: &Request) {
         let version = request.version + 1;
         let mark = match self.wallets[idx as usize].as_deref_mut() {
             Some(w) => w.mark_settled(version),
@@ -1393,7 +1406,7 @@ impl Core {
             self.persist(Change::Marks { idx, settled, above });
         }
         let provider = self.members.index_of(&request.provider);
-        let rewarded = self.members.reward_recipient(&request.id());
+        let rewarded = self.members.reward_recipient(&id);
         for (to, amount) in [(provider, request.price), (Some(rewarded), self.params.reward_units)] {
             let Some(to) = to else { continue };
             if amount == 0 {
@@ -1528,20 +1541,21 @@ impl Core {
             self.stats.duplicates += 1;
             return Ok(());
         }
-        if let Err(reason) = self.check_certificate(&cert) {
-            return self.reject("certificate", reason);
-        }
+        let id = match self.check_certificate(&cert) {
+            Ok((_, id)) => id,
+            Err(reason) => return self.reject("certificate", reason),
+        };
         if let Some(w) = self.wallets[idx as usize].clone() {
             if cert.request.version == w.version {
                 if cert.request.state != w.state {
                     return self.reject("certificate", "conflicts with this node's State");
                 }
-                self.commit(idx, &cert.request, cert.remaining, true);
+                self.commit(idx, id, &cert.request, cert.remaining, true);
             } else if cert.request.version > w.version {
                 // Adopt the wallet the certificate proves (hole 6); the
                 // versions skipped stay unsettled until their certificates
                 // arrive (the catch-up asks for them).
-                let decision = decision_id(&cert.request.id(), cert.remaining);
+                let decision = decision_id(&id, cert.remaining);
                 let w = self.wallet_mut(idx).expect("kept");
                 w.version = version;
                 w.state = next_state(&cert.request.state, &decision);
@@ -1552,15 +1566,11 @@ impl Core {
                 self.stats.certificates_adopted += 1;
                 self.save_wallet(idx);
                 self.drain_shares(idx);
-                self.remember_committed(cert.request.id());
-                if cert.request.requester == self.me {
-                    self.my_requests.remove(&cert.request.id());
-                    self.remember_purchase(cert.request.id(), cert.request.provider);
-                }
+                self.note_committed(id, &cert.request);
                 self.drop_requests_before(idx, version);
             }
         }
-        self.settle(idx, &cert.request);
+        self.settle(idx, id, &cert.request);
         self.keep_cert(idx, version, &cert);
         if i_owe_it {
             self.owe_run(idx, cert);
@@ -1718,16 +1728,7 @@ impl Core {
         }
         // The budget is checked before the signature and taken only after
         // it holds (in request_heads): a forged digest takes no slot.
-        let interval = self.params.sync_interval_ms;
-        if self.heads_requests_sent.len() >= MAX_HEADS_REQUESTS_PER_INTERVAL
-            && self
-                .heads_requests_sent
-                .front()
-                .is_some_and(|t| self.now_ms < t.saturating_add(interval))
-        {
-            return Ok(());
-        }
-        if self.is_throttled(T_DIGEST_FROM, idx, 0, interval * HEADS_REQUEST_EVERY_INTERVALS) {
+        if !self.heads_request_fits(idx) {
             return Ok(());
         }
         if !verify(&d.from, &d.signed_digest(), &d.sig) {
