@@ -529,19 +529,7 @@ fn buying_a_free_service_in_a_loop_creates_no_money() {
 /// heads that more than a third of the weight reported identically.
 #[test]
 fn a_node_that_missed_pruned_certificates_catches_up_every_field() {
-    let params = Params {
-        certs_kept_per_wallet: 2,
-        ..harness::params()
-    };
-    let mut net = Net::with(4, params, |_| None);
-    net.offer_espresso();
-    net.isolated[3] = true;
-    for _ in 0..5 {
-        net.share(1, 20);
-        net.buy(1).unwrap();
-        net.share(2, 20);
-        net.buy(2).unwrap();
-    }
+    let mut net = node_3_misses_purchases_of(&[1, 2], 5);
     net.isolated[3] = false;
     for _ in 0..12 {
         net.tick(5_000);
@@ -556,17 +544,7 @@ fn a_node_that_missed_pruned_certificates_catches_up_every_field() {
 /// third of the weight or less are never adopted, however clean they look.
 #[test]
 fn heads_from_a_third_of_the_weight_or_less_are_never_adopted() {
-    let params = Params {
-        certs_kept_per_wallet: 2,
-        ..harness::params()
-    };
-    let mut net = Net::with(4, params, |_| None);
-    net.offer_espresso();
-    net.isolated[3] = true;
-    for _ in 0..4 {
-        net.share(1, 20);
-        net.buy(1).unwrap();
-    }
+    let mut net = node_3_misses_purchases_of(&[1], 4);
     // Node 3 is stuck: it adopts wallet 1 from the newest certificate, the
     // older ones are pruned everywhere.
     let newest = net.nodes[0].core.certificate(1, 4).unwrap().clone();
@@ -595,4 +573,23 @@ fn heads_from_a_third_of_the_weight_or_less_are_never_adopted() {
     }
     assert_eq!(net.nodes[3].core.stats().tallies_adopted, 0);
     assert_eq!(net.wallet(3, 3).received, 0);
+}
+
+/// Four nodes whose peers keep 2 certificates per wallet; node 3 is cut off
+/// (and stays so) while each of `buyers` makes `rounds` purchases.
+fn node_3_misses_purchases_of(buyers: &[usize], rounds: usize) -> Net {
+    let params = Params {
+        certs_kept_per_wallet: 2,
+        ..harness::params()
+    };
+    let mut net = Net::with(4, params, |_| None);
+    net.offer_espresso();
+    net.isolated[3] = true;
+    for _ in 0..rounds {
+        for &b in buyers {
+            net.share(b, 20); // 4 DCoin: the price and the voter reward
+            net.buy(b).unwrap();
+        }
+    }
+    net
 }
