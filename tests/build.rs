@@ -6,14 +6,32 @@ use std::path::PathBuf;
 
 use wallance_guest_build::*;
 
-/// (workspace folder relative to the repository root, its crates).
-const GUEST_WORKSPACES: &[(&str, &[&str])] = &[
-    ("contracts", &["espresso", "radio-rental", "compute-rental"]),
+/// (workspace folder relative to the repository root, its crates, each
+/// with the name its file gets: the service it announces, because a node
+/// serves a contract file only under its own file name).
+const GUEST_WORKSPACES: &[(&str, &[(&str, &str)])] = &[
+    (
+        "contracts",
+        &[
+            ("espresso", "espresso"),
+            ("radio-rental", "radio-rental"),
+            ("compute-rental", "compute"),
+        ],
+    ),
     (
         "tests/guests",
-        &["hostile", "echo-v1", "echo-v2", "bad-info", "info-loop"],
+        &[
+            ("hostile", "hostile"),
+            ("echo-v1", "echo"),
+            ("echo-v2", "echo"),
+            // Announces an invalid name; its file name is a valid one so the
+            // test reaches the info check.
+            ("bad-info", "bad-info"),
+            ("info-loop", "info-loop"),
+            ("squatter", "squatter"),
+        ],
     ),
-    ("examples/contract-template", &["contract-template"]),
+    ("examples/contract-template", &[("contract-template", "guest-book")]),
 ];
 
 fn main() {
@@ -28,12 +46,17 @@ fn main() {
     for (workspace, crates) in GUEST_WORKSPACES {
         let workspace_dir = repo.join(workspace);
         build_workspace(&workspace_dir, &target_dir);
-        for name in *crates {
-            let file = wasm_path(&target_dir, name);
-            assert!(file.is_file(), "{} was not built", file.display());
+        for (name, service) in *crates {
+            let built = wasm_path(&target_dir, name);
+            assert!(built.is_file(), "{} was not built", built.display());
+            // One folder per crate: echo-v1 and echo-v2 are both echo.wasm.
+            let folder = out_dir.join("guests").join(name);
+            std::fs::create_dir_all(&folder).expect("create the guest folder");
+            let file = folder.join(format!("{service}.wasm"));
+            std::fs::copy(&built, &file).expect("copy the built guest");
             let constant = name.replace('-', "_").to_uppercase();
             constants.push_str(&format!(
-                "/// `{workspace}/{name}` built for wasm32.\npub const {constant}: &str = {:?};\n",
+                "/// `{workspace}/{name}` built for wasm32, as `{service}.wasm`.\npub const {constant}: &str = {:?};\n",
                 file.display().to_string()
             ));
             rerun_if_changed(&workspace_dir.join(name).join("src"));

@@ -15,5 +15,6 @@ pub const ALL: &[&str] = &[
     ECHO_V2,
     BAD_INFO,
     INFO_LOOP,
+    SQUATTER,
     CONTRACT_TEMPLATE,
 ];

@@ -271,14 +271,15 @@ fn dashboard_shows_wallets_buys_from_the_form_and_lists_dropped_contracts() {
     // Contracts dropped into node-2's folder: one loads, one is rejected with why.
     std::fs::copy(
         common::guest_wasm("radio_rental"),
-        buyer.dir.join("contracts/radio_rental.wasm"),
+        // Named after its service: a file serves only the name it carries.
+        buyer.dir.join("contracts/radio-rental.wasm"),
     )
     .unwrap();
     std::fs::write(buyer.dir.join("contracts/broken.wasm"), b"not a wasm module").unwrap();
     browser
         .wait_js(
-            "radio_rental.wasm loaded",
-            "return !!document.querySelector('#contracts tr[data-file=\"radio_rental.wasm\"][data-status=\"loaded\"]')",
+            "radio-rental.wasm loaded",
+            "return !!document.querySelector('#contracts tr[data-file=\"radio-rental.wasm\"][data-status=\"loaded\"]')",
         )
         .unwrap();
     let why = browser

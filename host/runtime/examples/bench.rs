@@ -97,8 +97,9 @@ fn main() -> Result<()> {
 
     // Node start with three cached contracts: new runtime + load the folder.
     let folder = tempfile::tempdir()?;
-    for (_, file) in CONTRACTS {
-        std::fs::copy(wasm_dir.join(file), folder.path().join(file))?;
+    for (name, file) in CONTRACTS {
+        // A contract file is named after its service.
+        std::fs::copy(wasm_dir.join(file), folder.path().join(format!("{name}.wasm")))?;
     }
     let mut starts = Vec::new();
     for _ in 0..10 {
@@ -169,7 +170,7 @@ fn main() -> Result<()> {
         consume_fuel: false,
         ..RuntimeConfig::default()
     })?;
-    no_fuel.load_file(wasm_dir.join("compute_rental.wasm"))?;
+    no_fuel.load_bytes(&std::fs::read(wasm_dir.join("compute_rental.wasm"))?)?;
     let mut on = Vec::new();
     let mut off = Vec::new();
     let mut fuel_used = 0;

@@ -98,6 +98,25 @@ pub enum LoadError {
     InvalidInfo(String),
     #[error("service {name:?} is already provided by {other}")]
     NameTaken { name: String, other: String },
+    /// A contract file must be named `<service>.wasm`; this one's name is
+    /// not a service name (checked before compiling).
+    #[error(
+        "file {file:?} is not named after a service: a contract file must be named <service>.wasm, \
+         the service name being 1 to 64 of a-z, 0-9 and '-' (not starting with '-'){hint}"
+    )]
+    FileName { file: String, hint: String },
+    /// The file offers the service named by its file name, and the
+    /// contract announces another: storage and device grants belong to the
+    /// name the operator gave the file, so the contract is refused.
+    #[error(
+        "file {file:?} offers service {file_service:?} (its file name) but the contract announces \
+         {announced:?}; rename the file to {announced}.wasm to serve it under that name"
+    )]
+    NameMismatch {
+        file: String,
+        file_service: String,
+        announced: String,
+    },
 }
 
 /// Errors creating a [`Runtime`](crate::Runtime).

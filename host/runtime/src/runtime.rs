@@ -373,8 +373,10 @@ impl Runtime {
     }
 
     /// Loads (or reloads) the contract in `path` and registers it as that
-    /// file's service. A replaced version keeps serving the calls that
-    /// already started on it.
+    /// file's service: `path` must be named `<service>.wasm` and the
+    /// contract must announce that name (`LoadError::FileName`,
+    /// `LoadError::NameMismatch` otherwise). A replaced version keeps
+    /// serving the calls that already started on it.
     pub fn load_file(&self, path: impl AsRef<Path>) -> Result<LoadReport, LoadError> {
         let path = path.as_ref();
         let bytes = self.read_contract(path)?;
@@ -382,8 +384,25 @@ impl Runtime {
     }
 
     /// Loads `bytes`, already read from `path`.
+    ///
+    /// A file offers exactly the service its name gives (`espresso.wasm`
+    /// → `espresso`), so storage and device grants, which are keyed by
+    /// service name, follow a name the operator chose, never the order in
+    /// which files load. The same check runs at start-up and on every
+    /// reload: every file load comes through here.
     pub(crate) fn load_read_file(&self, path: &Path, bytes: &[u8]) -> Result<LoadReport, LoadError> {
+        // Cheap check first: a file that cannot be named for a service is
+        // not compiled at all.
+        let file_service = service_of_file(path)?;
         let prepared = self.prepare(bytes)?;
+        let announced = &prepared.contract.info.name;
+        if *announced != file_service {
+            return Err(LoadError::NameMismatch {
+                file: file_name(path),
+                file_service,
+                announced: announced.clone(),
+            });
+        }
         self.install(prepared, Some(path.to_path_buf()))
     }
 
@@ -393,8 +412,9 @@ impl Runtime {
         self.install(prepared, None)
     }
 
-    /// Loads every `*.wasm` file in `dir`, in name order. A bad file is
-    /// reported and skipped.
+    /// Loads every `*.wasm` file in `dir` (in name order, though the order
+    /// decides nothing: each file can only offer the service it is named
+    /// after). A bad file is reported and skipped.
     pub fn load_dir(&self, dir: impl AsRef<Path>) -> Vec<(PathBuf, Result<LoadReport, LoadError>)> {
         let mut files = wasm_files(dir.as_ref());
         files.sort();
@@ -865,15 +885,45 @@ fn componentize_module(bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
     encoded.map_err(|e| LoadError::NotAContract(format!("{e:#}")))
 }
 
-fn validate_info(info: &wit::ServiceInfo) -> Result<(), LoadError> {
-    let name_ok = !info.name.is_empty()
-        && info.name.len() <= 64
-        && !info.name.starts_with('-')
-        && info
-            .name
+/// 1 to 64 of a-z, 0-9 and '-', not starting with '-'.
+fn is_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !name_ok {
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The service a contract file offers: its name without `.wasm`, exactly.
+/// `_` is not mapped to `-` (cargo writes `radio-rental` as
+/// `radio_rental.wasm`): with one spelling per service, two files in one
+/// folder can never claim the same name, so no rule has to pick between
+/// them and deleting one never uncovers another.
+pub(crate) fn service_of_file(path: &Path) -> Result<String, LoadError> {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if path.extension().is_some_and(|ext| ext == "wasm") && is_service_name(stem) {
+        return Ok(stem.to_string());
+    }
+    let lowered = stem.to_ascii_lowercase().replace('_', "-");
+    let hint = if lowered != stem && is_service_name(&lowered) {
+        format!("; did you mean {lowered}.wasm? (cargo writes '-' in crate names as '_')")
+    } else {
+        String::new()
+    };
+    Err(LoadError::FileName {
+        file: file_name(path),
+        hint,
+    })
+}
+
+fn validate_info(info: &wit::ServiceInfo) -> Result<(), LoadError> {
+    if !is_service_name(&info.name) {
         return Err(LoadError::InvalidInfo(format!(
             "name {:?} must be 1 to 64 of a-z, 0-9 and '-', not starting with '-'",
             info.name

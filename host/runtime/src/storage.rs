@@ -27,7 +27,8 @@ pub struct StorageWrite {
 ///
 /// Every method takes the service name as namespace: a contract only ever
 /// sees its own keys, and its data survives an upgrade of the contract (a new
-/// `.wasm` announcing the same name). The node implements this over its redb
+/// version of the same `<service>.wasm` file; no other file can announce the
+/// name). The node implements this over its redb
 /// store; [`MemoryStorage`] serves tests.
 ///
 /// The runtime reads through this trait while a call runs and writes only

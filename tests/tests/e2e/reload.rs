@@ -2,11 +2,14 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-use wallance_runtime::{Devices, InvokeError, Limits, RegistryEvent, Runtime, RuntimeConfig};
-use wallance_tests::{COMPUTE_RENTAL, ECHO_V1, ECHO_V2, ESPRESSO, RADIO_RENTAL};
+use wallance_runtime::{
+    DeviceGrants, Devices, EspressoMachine, InvokeError, Limits, LoadError, RegistryEvent, Runtime, RuntimeConfig,
+};
+use wallance_tests::{COMPUTE_RENTAL, ECHO_V1, ECHO_V2, ESPRESSO, RADIO_RENTAL, SQUATTER};
 
 use crate::support::{purchase, runtime, runtime_with, storage};
 
@@ -253,24 +256,122 @@ fn precompiled_artifacts_in_the_drop_folder_are_refused() {
     );
 }
 
+/// The events of a start-up: one per file, in no promised order.
+fn start_up_events(events: &Receiver<RegistryEvent>, n_files: usize) -> Vec<RegistryEvent> {
+    (0..n_files)
+        .map(|_| events.recv_timeout(PATIENCE).expect("an event per file"))
+        .collect()
+}
+
+fn espresso_source(runtime: &Runtime) -> Option<std::path::PathBuf> {
+    runtime.service("espresso").and_then(|s| s.source)
+}
+
 #[test]
-fn two_files_announcing_one_service_name_are_refused() {
+fn a_file_announcing_another_files_service_is_refused_at_start_up_exactly_as_at_runtime() {
+    // A squatter announces "espresso" from a file whose name sorts before
+    // espresso.wasm. It must never get the espresso storage or machine:
+    // not at start-up (where it used to win by loading first), not when
+    // dropped at runtime, and deleting it must not hide the real one.
     let dir = tempfile::tempdir().unwrap();
     let dir_path = dir.path().canonicalize().unwrap();
-    // Loaded in name order: a.wasm wins, b.wasm announces the same name.
-    std::fs::copy(ECHO_V1, dir_path.join("a.wasm")).unwrap();
-    std::fs::copy(ECHO_V2, dir_path.join("b.wasm")).unwrap();
+    let squatter_path = dir_path.join("0-espresso.wasm");
+    std::fs::copy(SQUATTER, &squatter_path).unwrap();
+    std::fs::copy(ESPRESSO, dir_path.join("espresso.wasm")).unwrap();
+    let mut grants = DeviceGrants::new();
+    let machine = Arc::new(EspressoMachine::new(1_000, 100));
+    grants.add("espresso".into(), machine.clone(), vec!["espresso".into()]);
+    let storage = storage();
+    let buy = |runtime: &Runtime, n: u8| {
+        runtime
+            .invoke(
+                "espresso",
+                &purchase(n, 2, u64::from(n), &[]),
+                &storage,
+                &grants.for_service("espresso"),
+            )
+            .expect("espresso runs")
+            .result
+            .expect("espresso serves")
+    };
+
     let runtime = runtime();
     let events = runtime.subscribe();
-    let _watcher = runtime.watch(&dir_path).unwrap();
-    assert!(matches!(
-        events.recv_timeout(PATIENCE).unwrap(),
-        RegistryEvent::Added(_)
-    ));
-    let RegistryEvent::LoadFailed { path, error } = events.recv_timeout(PATIENCE).unwrap() else {
-        panic!("expected b.wasm to be refused")
-    };
-    assert_eq!(path, dir_path.join("b.wasm"));
-    assert!(error.contains("service \"echo\" is already provided by"), "{error}");
-    assert_eq!(say(&runtime, "x"), "v1: x");
+    let watcher = runtime.watch(&dir_path).unwrap();
+    let at_start_up = start_up_events(&events, 2);
+    let refusal_at_start_up = at_start_up
+        .iter()
+        .find_map(|event| match event {
+            RegistryEvent::LoadFailed { path, error } if *path == squatter_path => Some(error.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the squatter was not refused at start-up: {at_start_up:?}"));
+    assert!(
+        refusal_at_start_up.contains("offers service \"0-espresso\"")
+            && refusal_at_start_up.contains("announces \"espresso\""),
+        "{refusal_at_start_up}"
+    );
+    assert_eq!(espresso_source(&runtime), Some(dir_path.join("espresso.wasm")));
+    let cup = buy(&runtime, 1);
+    assert_eq!(cup.message, "brewed a 40 ml espresso");
+    assert_eq!(cup.get("cup-number"), Some("1"));
+
+    // At runtime: the same file dropped again gets the same refusal.
+    std::fs::remove_file(&squatter_path).unwrap();
+    drop_in(SQUATTER, &dir_path, "0-espresso.wasm");
+    assert_eq!(next_failure(&events), refusal_at_start_up);
+    assert_eq!(espresso_source(&runtime), Some(dir_path.join("espresso.wasm")));
+
+    // Deleting the squatter leaves the real espresso serving, storage and
+    // machine included.
+    std::fs::remove_file(&squatter_path).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(buy(&runtime, 2).get("cup-number"), Some("2"));
+    assert_eq!(machine.state().cups, 2);
+
+    // A restart with the squatter back in the folder: the same again.
+    drop(watcher);
+    std::fs::copy(SQUATTER, &squatter_path).unwrap();
+    let restarted = self::runtime();
+    let events = restarted.subscribe();
+    let _watcher = restarted.watch(&dir_path).unwrap();
+    let refusals: Vec<String> = start_up_events(&events, 2)
+        .into_iter()
+        .filter_map(|event| match event {
+            RegistryEvent::LoadFailed { error, .. } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals, [refusal_at_start_up]);
+    assert_eq!(espresso_source(&restarted), Some(dir_path.join("espresso.wasm")));
+    assert_eq!(buy(&restarted, 3).get("cup-number"), Some("3"));
+    assert_eq!(machine.state().cups, 3);
+}
+
+#[test]
+fn a_file_serves_only_under_its_own_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let runtime = runtime();
+    // Under its own name the squatter is just another service: its own
+    // storage namespace, no device granted to "espresso".
+    let own = dir_path.join("espresso-free.wasm");
+    std::fs::copy(SQUATTER, &own).unwrap();
+    let error = runtime.load_file(&own).unwrap_err();
+    assert!(matches!(error, LoadError::NameMismatch { .. }), "{error}");
+    // cargo's spelling of a hyphenated crate is refused before compiling,
+    // with the name to use.
+    let cargo_name = dir_path.join("radio_rental.wasm");
+    std::fs::copy(RADIO_RENTAL, &cargo_name).unwrap();
+    let error = runtime.load_file(&cargo_name).unwrap_err();
+    assert!(matches!(error, LoadError::FileName { .. }), "{error}");
+    assert!(error.to_string().contains("did you mean radio-rental.wasm?"), "{error}");
+    let upper = dir_path.join("Echo.wasm");
+    std::fs::copy(ECHO_V1, &upper).unwrap();
+    assert!(matches!(runtime.load_file(&upper), Err(LoadError::FileName { .. })));
+    assert!(runtime.services().is_empty());
+    // Renamed as the error says, it loads.
+    std::fs::rename(&cargo_name, dir_path.join("radio-rental.wasm")).unwrap();
+    runtime.load_file(dir_path.join("radio-rental.wasm")).unwrap();
+    assert_eq!(runtime.services().len(), 1);
 }
