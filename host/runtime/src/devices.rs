@@ -10,10 +10,38 @@
 //! Device calls act on the world immediately: unlike storage writes they are
 //! not rolled back when the call later fails. Contracts should check first
 //! (`status`) and act last.
+//!
+//! # Exactly once
+//!
+//! A purchase runs once, but a node that crashes after a contract drove a
+//! device and before it recorded the run as done runs the contract again
+//! when it restarts. So every device call carries an idempotency key,
+//! [`CallKey`]: the purchase id (`Purchase::certificate`) and the index of
+//! the call among that purchase's calls to this device. A run is
+//! deterministic, so a re-run makes the same calls in the same order; a
+//! device that sees a key again with the same command and arguments answers
+//! what it answered the first time, without acting. The built-in devices do
+//! this with [`RecentCalls`] (in memory, bounded); a real driver must keep
+//! its keys on disk, durable before it acts, for the guarantee to survive a
+//! restart of the node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+/// The idempotency key of one device call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallKey {
+    /// The purchase the call serves (`Purchase::certificate`).
+    pub purchase_id: [u8; 32],
+    /// 0 for the purchase's first call to this device, 1 for the next...
+    pub seq: u32,
+}
+
+/// What a device answers: key-value pairs, or a refusal for the buyer.
+pub type DeviceAnswer = Result<Vec<(String, String)>, String>;
 
 /// A device the node can lend to contracts.
 pub trait Device: Send + Sync + fmt::Debug {
@@ -21,7 +49,125 @@ pub trait Device: Send + Sync + fmt::Debug {
     fn kind(&self) -> &str;
     /// Runs `command`. `Err` is a refusal or failure with a message for the
     /// buyer (e.g. "no water"); it is returned to the contract, not a trap.
-    fn call(&self, command: &str, args: &[(String, String)]) -> Result<Vec<(String, String)>, String>;
+    ///
+    /// `key` identifies the call (see the module docs): when `key` was seen
+    /// before with the same command and arguments, the device must return
+    /// the answer it gave then and not act again (a re-run after a crash);
+    /// with other arguments it must refuse rather than act. [`RecentCalls`]
+    /// implements this for devices that keep their keys in memory.
+    fn call(&self, key: &CallKey, command: &str, args: &[(String, String)]) -> DeviceAnswer;
+}
+
+/// The recent calls of one device and their answers, so that a call made
+/// again with the same [`CallKey`] gets the first answer instead of a second
+/// action.
+///
+/// Bounded: it keeps the last `capacity` keys (oldest forgotten first), each
+/// with a SHA-256 of its command and arguments and the answer. A re-run is
+/// recognised while fewer than `capacity` later calls reached the device;
+/// the built-in devices keep [`RecentCalls::DEFAULT_CAPACITY`] (a run makes
+/// at most 64 device calls, so that covers at least 64 purchases, and their
+/// answers are at most a few hundred bytes). In memory only: a restart of
+/// the process forgets every key.
+#[derive(Debug, Clone)]
+pub struct RecentCalls {
+    capacity: usize,
+    order: VecDeque<CallKey>,
+    answers: HashMap<CallKey, ([u8; 32], DeviceAnswer)>,
+}
+
+impl Default for RecentCalls {
+    fn default() -> Self {
+        RecentCalls::new(RecentCalls::DEFAULT_CAPACITY)
+    }
+}
+
+impl RecentCalls {
+    pub const DEFAULT_CAPACITY: usize = 4096;
+
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "a device must remember at least one call");
+        RecentCalls {
+            capacity,
+            order: VecDeque::with_capacity(capacity.min(1024)),
+            answers: HashMap::new(),
+        }
+    }
+
+    /// Runs `act` for a new key and records its answer; for a key seen
+    /// before, returns the recorded answer (same command and arguments) or
+    /// a refusal (different ones) without running `act`. Call it with the
+    /// device's lock held, so two calls with one key cannot both act.
+    pub fn once(
+        &mut self,
+        key: &CallKey,
+        command: &str,
+        args: &[(String, String)],
+        act: impl FnOnce() -> DeviceAnswer,
+    ) -> DeviceAnswer {
+        let request = request_hash(command, args);
+        if let Some((recorded, answer)) = self.answers.get(key) {
+            if *recorded == request {
+                return answer.clone();
+            }
+            return Err(format!(
+                "device call {} of this purchase was already made with another command or arguments; not acting twice",
+                key.seq
+            ));
+        }
+        let answer = act();
+        if self.order.len() == self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.answers.remove(&oldest);
+        }
+        self.order.push_back(*key);
+        self.answers.insert(*key, (request, answer.clone()));
+        assert_eq!(self.order.len(), self.answers.len());
+        assert!(self.order.len() <= self.capacity);
+        answer
+    }
+
+    /// Keys remembered now.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+/// Hash of a command and its arguments, unambiguous (lengths included).
+fn request_hash(command: &str, args: &[(String, String)]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(command.as_bytes());
+    for (key, value) in args {
+        field(key.as_bytes());
+        field(value.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
+/// At most this much of a contract-supplied command is echoed in an answer,
+/// so recorded answers stay small.
+const ECHO_BYTES_MAX: usize = 64;
+
+fn echo(text: &str) -> String {
+    let mut end = text.len().min(ECHO_BYTES_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &text[..end];
+    if end < text.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
+    }
 }
 
 /// The devices granted to one service, by name. Cheap to clone.
@@ -172,7 +318,7 @@ fn arg<'a>(args: &'a [(String, String)], key: &str) -> Option<&'a str> {
 fn parse_arg(args: &[(String, String)], key: &str) -> Result<u64, String> {
     let raw = arg(args, key).ok_or_else(|| format!("missing argument {key:?}"))?;
     raw.parse()
-        .map_err(|_| format!("argument {key:?} is not a number: {raw:?}"))
+        .map_err(|_| format!("argument {key:?} is not a number: {}", echo(raw)))
 }
 
 /// A simulated espresso machine with a water tank and a bean hopper.
@@ -181,9 +327,18 @@ fn parse_arg(args: &[(String, String)], key: &str) -> Result<u64, String> {
 /// `size-ml` → the same fields after brewing, or `Err("no water")`,
 /// `Err("no beans")`. A cup takes its size in water and 7 g of beans
 /// (10 g above 60 ml).
+///
+/// Calls are idempotent per [`CallKey`] (see [`RecentCalls`]): a brew
+/// repeated by a re-run of the same purchase pours nothing.
 #[derive(Debug)]
 pub struct EspressoMachine {
-    state: Mutex<EspressoState>,
+    inner: Mutex<EspressoInner>,
+}
+
+#[derive(Debug)]
+struct EspressoInner {
+    state: EspressoState,
+    recent: RecentCalls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,43 +351,36 @@ pub struct EspressoState {
 impl EspressoMachine {
     pub fn new(water_ml: u64, beans_g: u64) -> Self {
         EspressoMachine {
-            state: Mutex::new(EspressoState {
-                water_ml,
-                beans_g,
-                cups: 0,
+            inner: Mutex::new(EspressoInner {
+                state: EspressoState {
+                    water_ml,
+                    beans_g,
+                    cups: 0,
+                },
+                recent: RecentCalls::default(),
             }),
         }
     }
 
     pub fn state(&self) -> EspressoState {
-        *self.lock()
+        self.lock().state
     }
 
     /// The operator refills the machine.
     pub fn refill(&self, water_ml: u64, beans_g: u64) {
-        let mut state = self.lock();
+        let mut inner = self.lock();
+        let state = &mut inner.state;
         state.water_ml += water_ml;
         state.beans_g += beans_g;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, EspressoState> {
-        // The state is plain numbers updated together; poisoning cannot
-        // leave it inconsistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, EspressoInner> {
+        // The state is plain numbers updated together, and a call is
+        // recorded after it acted; poisoning cannot leave it inconsistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn beans_for(size_ml: u64) -> u64 {
-        if size_ml > 60 { 10 } else { 7 }
-    }
-}
-
-impl Device for EspressoMachine {
-    fn kind(&self) -> &str {
-        "espresso-machine"
-    }
-
-    fn call(&self, command: &str, args: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
-        let mut state = self.lock();
+    fn act(state: &mut EspressoState, command: &str, args: &[(String, String)]) -> DeviceAnswer {
         match command {
             "status" => {}
             "brew" => {
@@ -251,13 +399,32 @@ impl Device for EspressoMachine {
                 state.beans_g -= beans_g;
                 state.cups += 1;
             }
-            other => return Err(format!("espresso machine: unknown command {other:?}")),
+            other => return Err(format!("espresso machine: unknown command {}", echo(other))),
         }
         Ok(vec![
             ("water-ml".into(), state.water_ml.to_string()),
             ("beans-g".into(), state.beans_g.to_string()),
             ("cups".into(), state.cups.to_string()),
         ])
+    }
+
+    fn beans_for(size_ml: u64) -> u64 {
+        if size_ml > 60 { 10 } else { 7 }
+    }
+}
+
+impl Device for EspressoMachine {
+    fn kind(&self) -> &str {
+        "espresso-machine"
+    }
+
+    fn call(&self, key: &CallKey, command: &str, args: &[(String, String)]) -> DeviceAnswer {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let state = &mut inner.state;
+        inner
+            .recent
+            .once(key, command, args, || Self::act(state, command, args))
     }
 }
 
@@ -284,38 +451,42 @@ impl RadioKind {
 /// `assign` with `holder`, `until-ms` → the same; `release`. A real radio
 /// would install the holder's key so only they can transmit; the lease
 /// rules (no overlap) are the contract's, the radio only obeys.
+///
+/// Calls are idempotent per [`CallKey`] (see [`RecentCalls`]).
 #[derive(Debug)]
 pub struct Radio {
     kind: RadioKind,
-    assignment: Mutex<Option<(String, u64)>>,
+    inner: Mutex<RadioInner>,
+}
+
+#[derive(Debug)]
+struct RadioInner {
+    assignment: Option<(String, u64)>,
+    recent: RecentCalls,
 }
 
 impl Radio {
     pub fn new(kind: RadioKind) -> Self {
         Radio {
             kind,
-            assignment: Mutex::new(None),
+            inner: Mutex::new(RadioInner {
+                assignment: None,
+                recent: RecentCalls::default(),
+            }),
         }
     }
 
     /// (holder, until ms) if assigned.
     pub fn assignment(&self) -> Option<(String, u64)> {
-        self.lock().clone()
+        self.lock().assignment.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RadioInner> {
         // Replaced as a whole; poisoning cannot leave it half-written.
-        self.assignment.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Device for Radio {
-    fn kind(&self) -> &str {
-        self.kind.as_str()
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn call(&self, command: &str, args: &[(String, String)]) -> Result<Vec<(String, String)>, String> {
-        let mut assignment = self.lock();
+    fn act(&self, assignment: &mut Option<(String, u64)>, command: &str, args: &[(String, String)]) -> DeviceAnswer {
         match command {
             "status" => {}
             "assign" => {
@@ -327,7 +498,7 @@ impl Device for Radio {
                 *assignment = Some((holder.to_string(), until_ms));
             }
             "release" => *assignment = None,
-            other => return Err(format!("{} radio: unknown command {other:?}", self.kind())),
+            other => return Err(format!("{} radio: unknown command {}", self.kind(), echo(other))),
         }
         let (holder, until_ms) = assignment.clone().unwrap_or_default();
         Ok(vec![
@@ -335,6 +506,21 @@ impl Device for Radio {
             ("holder".into(), holder),
             ("until-ms".into(), until_ms.to_string()),
         ])
+    }
+}
+
+impl Device for Radio {
+    fn kind(&self) -> &str {
+        self.kind.as_str()
+    }
+
+    fn call(&self, key: &CallKey, command: &str, args: &[(String, String)]) -> DeviceAnswer {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let assignment = &mut inner.assignment;
+        inner
+            .recent
+            .once(key, command, args, || self.act(assignment, command, args))
     }
 }
 
@@ -346,20 +532,103 @@ mod tests {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
+    /// The first call of a distinct purchase each time.
+    fn fresh(n: u8) -> CallKey {
+        CallKey {
+            purchase_id: [n; 32],
+            seq: 0,
+        }
+    }
+
     #[test]
     fn espresso_machine_refuses_without_water_or_beans() {
         let machine = EspressoMachine::new(50, 10);
-        machine.call("brew", &args(&[("size-ml", "40")])).unwrap();
+        machine.call(&fresh(1), "brew", &args(&[("size-ml", "40")])).unwrap();
         assert_eq!(
-            machine.call("brew", &args(&[("size-ml", "40")])),
+            machine.call(&fresh(2), "brew", &args(&[("size-ml", "40")])),
             Err("no water".to_string())
         );
         machine.refill(100, 0);
         assert_eq!(
-            machine.call("brew", &args(&[("size-ml", "40")])),
+            machine.call(&fresh(3), "brew", &args(&[("size-ml", "40")])),
             Err("no beans".to_string())
         );
         assert_eq!(machine.state().cups, 1);
+    }
+
+    #[test]
+    fn a_repeated_call_key_gets_the_first_answer_without_acting_again() {
+        let machine = EspressoMachine::new(1000, 100);
+        let brew = args(&[("size-ml", "40")]);
+        let first = machine.call(&fresh(1), "brew", &brew);
+        assert_eq!(machine.state().cups, 1);
+        // A re-run of purchase 1: same key, same request.
+        assert_eq!(machine.call(&fresh(1), "brew", &brew), first);
+        assert_eq!(machine.state().cups, 1);
+        assert_eq!(machine.state().water_ml, 960);
+        // The second call of the same purchase is another call and acts.
+        let second_call = CallKey { seq: 1, ..fresh(1) };
+        machine.call(&second_call, "brew", &brew).unwrap();
+        assert_eq!(machine.state().cups, 2);
+        // A key reused with other arguments is refused, not acted on.
+        let other = machine.call(&fresh(1), "brew", &args(&[("size-ml", "100")]));
+        assert!(other.unwrap_err().contains("not acting twice"));
+        assert_eq!(machine.state().cups, 2);
+        // Refusals are replayed too, even after a refill.
+        let empty = EspressoMachine::new(10, 100);
+        let refusal = empty.call(&fresh(9), "brew", &brew);
+        assert_eq!(refusal, Err("no water".to_string()));
+        empty.refill(1000, 0);
+        assert_eq!(empty.call(&fresh(9), "brew", &brew), refusal);
+        assert_eq!(empty.state().cups, 0);
+    }
+
+    #[test]
+    fn radios_replay_a_repeated_call_key() {
+        let radio = Radio::new(RadioKind::Lora);
+        let assign = args(&[("holder", "ab"), ("until-ms", "10")]);
+        radio.call(&fresh(1), "assign", &assign).unwrap();
+        radio.call(&fresh(2), "release", &[]).unwrap();
+        // A re-run of purchase 1 does not take the radio back.
+        radio.call(&fresh(1), "assign", &assign).unwrap();
+        assert_eq!(radio.assignment(), None);
+    }
+
+    #[test]
+    fn recent_calls_are_bounded_and_forget_the_oldest_first() {
+        let mut recent = RecentCalls::new(3);
+        let mut actions = 0;
+        for n in 0..5 {
+            recent
+                .once(&fresh(n), "status", &[], || {
+                    actions += 1;
+                    Ok(Vec::new())
+                })
+                .unwrap();
+        }
+        assert_eq!(recent.len(), 3);
+        // Keys 2..5 are remembered, 0 and 1 forgotten.
+        recent.once(&fresh(4), "status", &[], || panic!("acted twice")).unwrap();
+        recent
+            .once(&fresh(0), "status", &[], || {
+                actions += 1;
+                Ok(Vec::new())
+            })
+            .unwrap();
+        assert_eq!(actions, 6);
+        assert_eq!(recent.len(), 3);
+    }
+
+    #[test]
+    fn contract_supplied_text_is_echoed_truncated() {
+        let machine = EspressoMachine::new(10, 10);
+        let long = "é".repeat(10_000);
+        let answer = machine.call(&fresh(1), &long, &[]).unwrap_err();
+        assert!(answer.len() < 200, "{} bytes", answer.len());
+        let answer = machine
+            .call(&fresh(2), "brew", &args(&[("size-ml", &long)]))
+            .unwrap_err();
+        assert!(answer.len() < 200, "{} bytes", answer.len());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The host side of the WIT world: the state each call's `Store` carries and
 //! the capabilities (log, clock, storage, devices) a contract imports.
 
+use std::collections::BTreeMap;
+
 use wasmtime::component::HasSelf;
 use wasmtime::{ResourceLimiter, component::Linker};
 
-use crate::devices::Devices;
+use crate::devices::{CallKey, Devices};
 use crate::error::FailureCause;
 use crate::storage::{Overlay, OverlayError, StorageQuotaError};
 
@@ -121,6 +123,11 @@ pub(crate) struct HostState {
     pub storage: Option<Overlay>,
     pub devices: Devices,
     pub device_calls: usize,
+    /// The purchase being served (`Purchase::certificate`): with
+    /// `device_seq`, the idempotency key of each device call.
+    pub purchase_id: [u8; 32],
+    /// Calls made so far to each device in this call.
+    pub device_seq: BTreeMap<String, u32>,
     pub service: String,
     pub aborted: Option<FailureCause>,
 }
@@ -234,8 +241,17 @@ impl wallance::contract::devices::Host for HostState {
         let Some(device) = self.devices.get(&name) else {
             return Ok(Err(format!("no device {name:?} is granted to this service")));
         };
-        let answer = device.call(&command, &args);
-        tracing::debug!(service = %self.service, device = %name, %command, ok = answer.is_ok(), "device call");
+        // The n-th call of this purchase to this device: a re-run after a
+        // crash makes the same calls in the same order, so the device
+        // recognises them and does not act twice.
+        let seq = self.device_seq.entry(name.clone()).or_insert(0);
+        let key = CallKey {
+            purchase_id: self.purchase_id,
+            seq: *seq,
+        };
+        *seq += 1;
+        let answer = device.call(&key, &command, &args);
+        tracing::debug!(service = %self.service, device = %name, %command, seq = key.seq, ok = answer.is_ok(), "device call");
         Ok(answer)
     }
 }

@@ -27,7 +27,8 @@ mod storage;
 mod watch;
 
 pub use devices::{
-    Device, DeviceConfig, DeviceGrants, Devices, EspressoMachine, EspressoState, Radio, RadioKind, SimulatedKind,
+    CallKey, Device, DeviceAnswer, DeviceConfig, DeviceGrants, Devices, EspressoMachine, EspressoState, Radio,
+    RadioKind, RecentCalls, SimulatedKind,
 };
 pub use error::{FailureCause, InvokeError, LoadError, RuntimeError, WatchError};
 pub use host::{LogEntry, LogLevel};

@@ -496,6 +496,7 @@ impl Runtime {
             devices.clone(),
             limits.fuel_per_call,
         );
+        store.data_mut().purchase_id = purchase.certificate;
         let wit_purchase = wit::Purchase {
             buyer: purchase.buyer.to_vec(),
             price: purchase.price,
@@ -807,6 +808,8 @@ impl Runtime {
                 storage,
                 devices,
                 device_calls: 0,
+                purchase_id: [0; 32],
+                device_seq: BTreeMap::new(),
                 service: service.to_string(),
                 aborted: None,
             },

@@ -343,3 +343,30 @@ fn the_contract_template_builds_and_serves() {
         refused(&runtime, "guest-book", &purchase(3, 1, 30, &[]), &storage, &devices).contains("missing parameter")
     );
 }
+
+#[test]
+fn a_purchase_run_again_after_a_crash_reuses_the_device_answers() {
+    // A provider killed after the contract brewed and before the run was
+    // recorded as done runs the purchase again on restart; its storage
+    // writes were never committed, so the re-run starts from the same
+    // storage. The machine must recognise the purchase and pour nothing.
+    let runtime = runtime();
+    runtime.load_file(ESPRESSO).unwrap();
+    let machine = Arc::new(EspressoMachine::new(1000, 100));
+    let devices = Devices::new().with("espresso", machine.clone());
+    let paid = purchase(1, 2, 1_000, &[("size", "lungo")]);
+
+    let first = served(&runtime, "espresso", &paid, &storage(), &devices);
+    assert_eq!(machine.state().cups, 1);
+    let again = served(&runtime, "espresso", &paid, &storage(), &devices);
+    assert_eq!(machine.state().cups, 1, "the re-run brewed a second cup");
+    assert_eq!(machine.state().water_ml, 890);
+    assert_eq!(again.result, first.result);
+    assert_eq!(again.fuel_used, first.fuel_used);
+    assert_eq!(again.logs, first.logs);
+
+    // Another purchase is another cup, even with the same parameters.
+    let next = purchase(1, 2, 2_000, &[("size", "lungo")]);
+    served(&runtime, "espresso", &next, &storage(), &devices);
+    assert_eq!(machine.state().cups, 2);
+}
