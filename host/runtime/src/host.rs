@@ -19,6 +19,11 @@ wasmtime::component::bindgen!({
 
 pub(crate) use self::wallance::contract::types as wit;
 
+/// The `tracing` target of contract log lines; each line carries the
+/// service's name in its `service` field. Filter with e.g.
+/// `RUST_LOG=info,wallance::contract=debug`.
+pub const CONTRACT_LOG_TARGET: &str = "wallance::contract";
+
 /// One log line written by a contract.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
@@ -181,7 +186,15 @@ impl wallance::contract::log::Host for HostState {
         {
             self.panic_message = Some(panic.to_string());
         }
-        tracing::debug!(service = %self.service, ?level, "{message}");
+        // The operator sees what contracts say, under the service's name;
+        // the lines also come back with the outcome. Debug lines stay at
+        // debug: the contract marked them as such.
+        match level {
+            LogLevel::Debug => tracing::debug!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+            LogLevel::Info => tracing::info!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+            LogLevel::Error => tracing::error!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+        }
         self.logs.push(LogEntry { level, message });
         Ok(())
     }

@@ -31,7 +31,7 @@ pub use devices::{
     RadioKind, RecentCalls, SimulatedKind,
 };
 pub use error::{FailureCause, InvokeError, LoadError, RuntimeError, WatchError};
-pub use host::{LogEntry, LogLevel};
+pub use host::{CONTRACT_LOG_TARGET, LogEntry, LogLevel};
 pub use runtime::{
     ContractOutput, Limits, LoadReport, Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig, ServiceInfo,
 };
