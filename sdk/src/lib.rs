@@ -73,17 +73,23 @@
 //!    ```
 //! 4. `cargo build --release` gives
 //!    `target/wasm32-unknown-unknown/release/hello_service.wasm`.
-//! 5. Copy that file into the `contracts/` folder of a running node. The node
-//!    picks it up within milliseconds (no restart), checks it, compiles it
-//!    and announces the service `hello` at price 3. Replacing the file
-//!    upgrades the service; deleting it withdraws it.
+//! 5. Copy that file into the `contracts/` folder of a running node **as
+//!    `hello.wasm`**: a contract file is named after the service it
+//!    announces, and the node refuses a file whose name differs (so
+//!    `hello_service.wasm` would be refused, with the name to use). The
+//!    service's storage and devices belong to that file name, never to
+//!    another file that claims it. The node picks the file up within
+//!    milliseconds (no restart), checks it, compiles it and announces the
+//!    service `hello` at price 3. Replacing the file upgrades the service;
+//!    deleting it withdraws it.
 //!
 //! # What a contract can do
 //!
 //! Only what the node hands it, listed in the WIT world
 //! `wallance:contract/contract` (repository folder `wit/`):
 //!
-//! - [`log`]: messages the node operator sees (bounded per call);
+//! - [`log`]: messages the node operator sees (bounded per call): the node
+//!   logs them under the service's name and returns them with the outcome;
 //! - [`now_ms`]: the consensus time of the purchase, the only clock;
 //! - [`storage`]: a key-value store private to the service, persisted by the
 //!   node; writes count only if [`Contract::purchase`] returns `Ok`;
@@ -284,8 +290,13 @@ pub fn now_ms() -> u64 {
     bindings::wallance::contract::clock::now_ms()
 }
 
-/// Messages for the node operator. The node keeps a bounded number of bytes
-/// per call and stops a contract that logs more.
+/// Messages for the node operator. The node writes each line to its own log
+/// under the service's name (`tracing` target `wallance::contract`, field
+/// `service`): `info`, `warn` and `error` at their level, so they show with
+/// the node's default filter; `debug` only when the operator asks for debug
+/// output. Every line, debug included, also comes back with the call's
+/// outcome. The node keeps a bounded number of bytes per call and stops a
+/// contract that logs more.
 pub mod log {
     use crate::bindings::wallance::contract::log::{Level, log};
 
@@ -343,6 +354,17 @@ pub mod storage {
 }
 
 /// Devices the node operator granted to this service.
+///
+/// Each call carries an idempotency key the node adds: the purchase id and
+/// the call's position among this purchase's calls to that device. If the
+/// node crashes after your contract drove a device but before it recorded
+/// the purchase as served, it runs the purchase again; the device then
+/// answers the repeated calls with its first answers instead of acting
+/// twice (no second cup). Keep a purchase deterministic (same calls, same
+/// order, same arguments for the same purchase) and this holds for you; a
+/// repeated call with other arguments is refused. The node's built-in
+/// devices remember recent keys in memory only; see the node's docs for
+/// how far this goes across a restart.
 pub mod devices {
     use crate::bindings::wallance::contract::devices as raw;
 
