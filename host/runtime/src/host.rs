@@ -188,12 +188,20 @@ impl wallance::contract::log::Host for HostState {
         }
         // The operator sees what contracts say, under the service's name;
         // the lines also come back with the outcome. Debug lines stay at
-        // debug: the contract marked them as such.
+        // debug: the contract marked them as such. Control characters are
+        // escaped in the node's log, so a contract cannot forge a line of
+        // the node's own (a newline) or drive the operator's terminal; the
+        // outcome keeps the line as written.
+        let shown = if message.chars().any(char::is_control) {
+            std::borrow::Cow::Owned(message.escape_debug().to_string())
+        } else {
+            std::borrow::Cow::Borrowed(message.as_str())
+        };
         match level {
-            LogLevel::Debug => tracing::debug!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
-            LogLevel::Info => tracing::info!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
-            LogLevel::Error => tracing::error!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
+            LogLevel::Info => tracing::info!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
+            LogLevel::Warn => tracing::warn!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
+            LogLevel::Error => tracing::error!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
         }
         self.logs.push(LogEntry { level, message });
         Ok(())

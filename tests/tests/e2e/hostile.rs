@@ -311,3 +311,34 @@ fn a_contract_looping_in_info_is_refused_at_load() {
     // The runtime still loads and serves others.
     runtime.load_file(HOSTILE).unwrap();
 }
+
+#[test]
+fn a_contract_cannot_forge_lines_in_the_node_log() {
+    let (runtime, storage, devices) = setup();
+    let backend: Arc<dyn ContractStorage> = storage;
+    let captured = crate::support::CapturedLog::default();
+    let outcome = captured.at_info(|| {
+        served(
+            &runtime,
+            "hostile",
+            &purchase(1, 1, 1, &[("attack", "log-forge")]),
+            &backend,
+            &devices,
+        )
+    });
+    let log = captured.text();
+    // One line, marked as the contract's, with the newline and the escape
+    // sequence shown escaped.
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(
+        log.contains("service=hostile") && log.contains("innocent\\n2026"),
+        "{log}"
+    );
+    assert!(!log.contains('\x1b'), "{log}");
+    // The outcome keeps the line as written.
+    assert!(
+        outcome.logs[0].message.starts_with("innocent\n2026"),
+        "{:?}",
+        outcome.logs
+    );
+}

@@ -371,44 +371,16 @@ fn a_purchase_run_again_after_a_crash_reuses_the_device_answers() {
     assert_eq!(machine.state().cups, 2);
 }
 
-/// Collects what `tracing` writes, for tests of the node's log.
-#[derive(Clone, Default)]
-struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLog {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
-    type Writer = CapturedLog;
-    fn make_writer(&'a self) -> CapturedLog {
-        self.clone()
-    }
-}
-
 #[test]
 fn contract_log_lines_reach_the_node_log_at_info_under_the_service_name() {
     let runtime = runtime();
     runtime.load_file(ESPRESSO).unwrap();
     let machine = Arc::new(EspressoMachine::new(1000, 100));
     let devices = Devices::new().with("espresso", machine);
-    let captured = CapturedLog::default();
+    let captured = crate::support::CapturedLog::default();
     // What an operator sees by default: info and above.
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let outcome = tracing::subscriber::with_default(subscriber, || {
-        served(&runtime, "espresso", &purchase(1, 2, 1, &[]), &storage(), &devices)
-    });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let outcome = captured.at_info(|| served(&runtime, "espresso", &purchase(1, 2, 1, &[]), &storage(), &devices));
+    let log = captured.text();
     let line = log
         .lines()
         .find(|line| line.contains("cup 1: espresso (40 ml)"))

@@ -36,6 +36,10 @@ impl Contract for Hostile {
                     log::info(&line);
                 }
             }
+            "log-forge" => {
+                log::info("innocent\n2026-11-30T00:00:00.000000Z  INFO wallance: wallet credited\x1b[2J");
+                Ok(Outcome::new("logged"))
+            }
             "huge-output" => Ok(Outcome::new("y".repeat(1 << 20))),
             "storage-flood" => {
                 let value = vec![0u8; 60_000];
