@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use wallance_runtime::{Device, DeviceGrants, Devices, EspressoMachine, LogLevel, Radio, RadioKind};
+use wallance_runtime::{
+    CallKey, Device, DeviceAnswer, DeviceGrants, Devices, EspressoMachine, LogLevel, Radio, RadioKind,
+};
 use wallance_tests::{COMPUTE_RENTAL, ESPRESSO, RADIO_RENTAL};
 
 use crate::support::{purchase, refused, runtime, served, storage};
@@ -392,4 +394,52 @@ fn contract_log_lines_reach_the_node_log_at_info_under_the_service_name() {
     assert_eq!(outcome.logs.len(), 1);
     assert_eq!(outcome.logs[0].level, LogLevel::Info);
     assert_eq!(outcome.logs[0].message, "cup 1: espresso (40 ml)");
+}
+
+/// An espresso machine that also records the key of every call it gets.
+#[derive(Debug, Default)]
+struct KeyRecorder {
+    machine: Option<EspressoMachine>,
+    keys: std::sync::Mutex<Vec<(CallKey, String)>>,
+}
+
+impl Device for KeyRecorder {
+    fn kind(&self) -> &str {
+        "espresso-machine"
+    }
+    fn call(&self, key: &CallKey, command: &str, args: &[(String, String)]) -> DeviceAnswer {
+        self.keys.lock().unwrap().push((*key, command.to_string()));
+        self.machine
+            .as_ref()
+            .expect("a machine inside")
+            .call(key, command, args)
+    }
+}
+
+#[test]
+fn each_device_call_carries_the_purchase_id_and_its_position() {
+    let runtime = runtime();
+    runtime.load_file(ESPRESSO).unwrap();
+    let recorder = Arc::new(KeyRecorder {
+        machine: Some(EspressoMachine::new(1000, 100)),
+        ..KeyRecorder::default()
+    });
+    let devices = Devices::new().with("espresso", recorder.clone());
+    let first = purchase(1, 2, 1, &[]);
+    let second = purchase(2, 2, 2, &[]);
+    served(&runtime, "espresso", &first, &storage(), &devices);
+    served(&runtime, "espresso", &second, &storage(), &devices);
+    let key = |purchase: &wallance_runtime::Purchase, seq| CallKey {
+        purchase_id: purchase.certificate,
+        seq,
+    };
+    assert_eq!(
+        *recorder.keys.lock().unwrap(),
+        [
+            (key(&first, 0), "status".to_string()),
+            (key(&first, 1), "brew".to_string()),
+            (key(&second, 0), "status".to_string()),
+            (key(&second, 1), "brew".to_string()),
+        ]
+    );
 }
