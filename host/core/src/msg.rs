@@ -411,6 +411,14 @@ impl Request {
     }
 }
 
+/// The id a purchase's *verdict* votes carry in `Vote::request_id`: a
+/// verdict is voted like a request, `remaining` 1 for "pay the provider"
+/// and 0 for "refund the requester" (docs/protocol.md, Pay for service
+/// rendered). Domain-separated, so it never equals a request id.
+pub fn verdict_id(purchase: &Hash) -> Hash {
+    sha256(&[b"wallance/verdict/v1", purchase])
+}
+
 /// The identity of a decision: what identical votes agree on.
 pub fn decision_id(request_id: &Hash, remaining: u64) -> Hash {
     sha256(&[b"wallance/decision/v1", request_id, &remaining.to_le_bytes()])
