@@ -315,9 +315,22 @@ impl Core {
             vouches: HashMap::default(),
             vouch_of: HashMap::default(),
             announces: snapshot.announces.into_values().map(|a| (a.provider, a)).collect(),
+            closed_verdicts: snapshot
+                .escrows
+                .iter()
+                .filter(|(_, e)| e.verdict.is_some())
+                .map(|(k, e)| (*k, e.my_vote))
+                .collect(),
+            closed_order: snapshot
+                .escrows
+                .iter()
+                .filter(|(_, e)| e.verdict.is_some())
+                .map(|(k, _)| *k)
+                .collect(),
             escrows: snapshot
                 .escrows
                 .into_iter()
+                .filter(|(_, e)| e.verdict.is_none())
                 .map(|(k, escrow)| {
                     let open = OpenEscrow {
                         escrow,
@@ -329,8 +342,6 @@ impl Core {
                     (k, open)
                 })
                 .collect(),
-            closed_verdicts: HashMap::default(),
-            closed_order: VecDeque::new(),
             my_services: Vec::new(),
             announce_seq: snapshot.announce_seq,
             share_seq: snapshot.share_seq,
@@ -1507,6 +1518,7 @@ impl Core {
                 price: request.price,
                 deadline_ms: request.time_ms.saturating_add(self.params.outcome_timeout_ms),
                 my_vote: None,
+                verdict: None,
             };
             self.open_escrow(escrow);
         }
@@ -1674,8 +1686,9 @@ impl Core {
         let Some(open) = self.escrows.remove(&key) else {
             return;
         };
-        let e = open.escrow;
-        self.persist(Change::CloseEscrow(key));
+        let mut e = open.escrow;
+        e.verdict = Some(pay);
+        self.persist(Change::PutEscrow(Box::new(e.clone())));
         self.credit(if pay { e.provider_idx } else { e.requester_idx }, e.price);
         if pay {
             self.stats.verdicts_paid += 1;
@@ -1688,6 +1701,7 @@ impl Core {
         while self.closed_order.len() > MAX_REMEMBERED_COMMITS {
             if let Some(old) = self.closed_order.pop_front() {
                 self.closed_verdicts.remove(&old);
+                self.persist(Change::DropEscrow(old));
             }
         }
         let (Some(requester), Some(provider)) = (self.members.id(e.requester_idx), self.members.id(e.provider_idx))

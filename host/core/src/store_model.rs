@@ -71,8 +71,8 @@ pub enum Change {
     /// A committed purchase's price, held until its verdict (or this
     /// node's verdict vote on it, once cast).
     PutEscrow(Box<Escrow>),
-    /// The verdict settled it (the credit is in the same batch).
-    CloseEscrow([u8; 32]),
+    /// Forgets a settled escrow (the oldest beyond the number remembered).
+    DropEscrow([u8; 32]),
 }
 
 /// A committed purchase's price, held until a quorum votes its verdict:
@@ -92,6 +92,11 @@ pub struct Escrow {
     /// This node's verdict vote, once cast (one per purchase, durable
     /// before it is sent).
     pub my_vote: Option<Vote>,
+    /// Set once a quorum voted the verdict (true: the provider was paid).
+    /// Settled escrows are kept (a bounded number) so that this node can
+    /// send its vote back to a peer that missed the quorum, after a
+    /// restart too.
+    pub verdict: Option<bool>,
 }
 
 impl Change {
@@ -118,7 +123,7 @@ impl Change {
             | Change::DropCert { .. }
             | Change::Marks { .. }
             | Change::Announce(_)
-            | Change::CloseEscrow(_) => false,
+            | Change::DropEscrow(_) => false,
         }
     }
 }
@@ -149,7 +154,7 @@ pub struct Snapshot {
     pub announces: BTreeMap<[u8; 32], Announce>,
     pub share_seq: u64,
     pub announce_seq: u64,
-    /// Open escrows by verdict id.
+    /// Open and recently settled escrows by verdict id.
     pub escrows: BTreeMap<[u8; 32], Escrow>,
 }
 
@@ -221,7 +226,7 @@ impl Snapshot {
                 Change::PutEscrow(e) => {
                     self.escrows.insert(crate::msg::verdict_id(&e.purchase), (**e).clone());
                 }
-                Change::CloseEscrow(id) => {
+                Change::DropEscrow(id) => {
                     self.escrows.remove(id);
                 }
             }

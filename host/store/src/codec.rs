@@ -260,13 +260,19 @@ pub(crate) fn decode_run_floor(bytes: &[u8]) -> Result<u64, Reason> {
 }
 
 /// An open escrow: `purchase 32 | requester v | version v | provider v |
-/// price v | deadline v | has_vote u8 | vote message (if any)`.
+/// price v | deadline v | verdict u8 (0 open, 1 refunded, 2 paid) |
+/// has_vote u8 | vote message (if any)`.
 pub(crate) fn encode_escrow(e: &Escrow) -> Vec<u8> {
     let mut out = Vec::with_capacity(80);
     out.extend_from_slice(&e.purchase);
     for v in [u64::from(e.requester_idx), e.version, u64::from(e.provider_idx), e.price, e.deadline_ms] {
         put_varint(&mut out, v);
     }
+    out.push(match e.verdict {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    });
     match &e.my_vote {
         None => out.push(0),
         Some(vote) => {
@@ -288,6 +294,12 @@ pub(crate) fn decode_escrow(bytes: &[u8]) -> Result<Escrow, Reason> {
     let provider_idx = idx(&mut c, "provider")?;
     let price = c.varint("price")?;
     let deadline_ms = c.varint("deadline")?;
+    let verdict = match c.u8("verdict")? {
+        0 => None,
+        1 => Some(false),
+        2 => Some(true),
+        n => return Err(format!("verdict is {n}, expected 0, 1 or 2")),
+    };
     let my_vote = match c.u8("has_vote")? {
         0 => {
             c.finish("the escrow")?;
@@ -307,6 +319,7 @@ pub(crate) fn decode_escrow(bytes: &[u8]) -> Result<Escrow, Reason> {
         price,
         deadline_ms,
         my_vote,
+        verdict,
     })
 }
 

@@ -87,7 +87,7 @@ const RUN_FLOOR: TableDefinition<u32, &[u8]> = TableDefinition::new("run_floor")
 /// Wallet index -> settlement marks of a wallet this node does not keep
 /// (`Change::Marks`): `settled v | count v | above zz...` (see `codec`).
 const MARKS: TableDefinition<u32, &[u8]> = TableDefinition::new("marks");
-/// Open escrows by verdict id (`Change::PutEscrow`, `CloseEscrow`): see
+/// Open escrows by verdict id (`Change::PutEscrow`, `DropEscrow`): see
 /// `codec::encode_escrow`.
 const ESCROWS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("escrows");
 /// Provider id -> announce message.
@@ -971,7 +971,7 @@ impl<'t> Tables<'t> {
                     .insert(wallance_core::msg::verdict_id(&e.purchase), codec::encode_escrow(e).as_slice())
                     .map_err(write("write an escrow"))?;
             }
-            Change::CloseEscrow(key) => {
+            Change::DropEscrow(key) => {
                 table(&mut self.escrows, txn, path, ESCROWS)?
                     .remove(key)
                     .map_err(write("remove an escrow"))?;
