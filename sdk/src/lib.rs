@@ -162,6 +162,9 @@ pub trait Contract {
 
     /// Serve one authorized purchase. Return `Err(reason)` to refuse it; the
     /// reason reaches the buyer and storage writes of this call are dropped.
+    /// The buyer pays only for service rendered: `Ok` pays the provider the
+    /// price; `Err`, a panic, a trap or a limit hit refunds the buyer
+    /// (docs/protocol.md, Pay for service rendered).
     fn purchase(purchase: Purchase) -> Result<Outcome, String>;
 }
 

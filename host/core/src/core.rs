@@ -83,6 +83,11 @@ pub struct Reject {
 pub enum BuyError {
     #[error("no provider offers service {0:?}")]
     UnknownService(String),
+    /// Several providers offer the name: the buyer must name one. A
+    /// purchase never goes to whoever announces the name (or the lowest
+    /// price) last: that is how a member squats on another's service.
+    #[error("{providers} providers offer service {service:?}: name the one to buy from")]
+    AmbiguousService { service: String, providers: usize },
     #[error("price {offered} is below the listed price {listed}")]
     PriceTooLow { offered: u64, listed: u64 },
     #[error("insufficient balance: {available} units, the purchase costs {cost} (price plus voter reward)")]
@@ -641,12 +646,21 @@ impl Core {
     ) -> Result<Request, BuyError> {
         self.now_ms = self.now_ms.max(now_ms);
         let idx = self.my_idx.ok_or(BuyError::NotMember)?;
-        let (provider, listed) = self
+        let offers: Vec<(MemberId, u64)> = self
             .services()
             .filter(|(p, s)| s.name == service && provider.is_none_or(|want| want == **p))
             .map(|(p, s)| (*p, s.price))
-            .min_by_key(|(_, price)| *price)
-            .ok_or_else(|| BuyError::UnknownService(service.to_string()))?;
+            .collect();
+        let (provider, listed) = match offers.as_slice() {
+            [] => return Err(BuyError::UnknownService(service.to_string())),
+            [one] => *one,
+            many => {
+                return Err(BuyError::AmbiguousService {
+                    service: service.to_string(),
+                    providers: many.len(),
+                });
+            }
+        };
         if price < listed {
             return Err(BuyError::PriceTooLow { offered: price, listed });
         }
@@ -718,7 +732,11 @@ impl Core {
         self.send(Message::Outcome(outcome));
         // The provider votes its own verdict like every member.
         let key = verdict_id(&request.id());
-        if self.escrows.get(&key).is_some_and(|o| self.now_ms <= o.escrow.deadline_ms) {
+        if self
+            .escrows
+            .get(&key)
+            .is_some_and(|o| self.now_ms <= o.escrow.deadline_ms)
+        {
             self.cast_verdict(key, ok);
         }
         self.prune_runs(idx);
@@ -1459,7 +1477,10 @@ impl Core {
             None
         } else {
             match listed {
-                None => Some(format!("not run: this provider offers no service {:?}; its price is refunded", r.service)),
+                None => Some(format!(
+                    "not run: this provider offers no service {:?}; its price is refunded",
+                    r.service
+                )),
                 Some(l) if r.price < l => Some(format!(
                     "not run: paid {} units, the listed price is {l}; its price is refunded",
                     r.price

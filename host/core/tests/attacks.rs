@@ -454,7 +454,11 @@ fn two_certificates_for_one_decision_settle_once_and_identically() {
         assert_eq!(wallets(&net, i), reference, "node {i} disagrees with node 2");
     }
     let total: u64 = reference.iter().map(|w| w.received).sum();
-    assert_eq!(total, 2 * UNITS_PER_COIN, "one reward moved, the price waits for its verdict");
+    assert_eq!(
+        total,
+        2 * UNITS_PER_COIN,
+        "one reward moved, the price waits for its verdict"
+    );
     // The provider never heard of it: past the outcome window every member
     // votes the refund, the provider included once it catches up.
     net.isolated = vec![false; 7];
@@ -468,7 +472,11 @@ fn two_certificates_for_one_decision_settle_once_and_identically() {
     }
     let total: u64 = reference.iter().map(|w| w.received).sum();
     assert_eq!(total, 4 * UNITS_PER_COIN, "exactly the price and one reward moved");
-    assert_eq!(reference[1].received, 2 * UNITS_PER_COIN, "the price went back to the requester");
+    assert_eq!(
+        reference[1].received,
+        2 * UNITS_PER_COIN,
+        "the price went back to the requester"
+    );
 }
 
 /// Hole 10: outcomes were accepted from any key.

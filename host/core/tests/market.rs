@@ -105,10 +105,7 @@ fn a_price_raised_while_a_request_is_in_flight_never_freezes_the_requester() {
     net.flush(0);
     net.run();
     net.isolated[1] = false;
-    let r = net.nodes[1]
-        .core
-        .buy(net.now, "espresso", None, PRICE, vec![])
-        .unwrap();
+    let r = net.nodes[1].core.buy(net.now, "espresso", None, PRICE, vec![]).unwrap();
     net.flush(1);
     net.run();
     assert_eq!(net.wallet(2, 1).version, r.version + 1, "the request committed");
@@ -197,7 +194,12 @@ fn a_restarted_member_keeps_its_verdict_vote() {
     net.isolated = vec![true; 4];
     deliver(&mut net, 2, Message::Outcome(ok));
     let disk = net.nodes[2].disk.clone();
-    let vote = disk.escrows.values().next().and_then(|e| e.my_vote).expect("vote is durable");
+    let vote = disk
+        .escrows
+        .values()
+        .next()
+        .and_then(|e| e.my_vote)
+        .expect("vote is durable");
     assert_eq!(vote.remaining, 1);
     let config = net.nodes[2].config.clone();
     let key = net.nodes[2].key.clone();

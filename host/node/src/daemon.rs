@@ -544,6 +544,24 @@ impl Node {
                 self.outcomes.push_front(v);
                 self.outcomes.truncate(200);
             }
+            Event::Settled {
+                purchase,
+                requester,
+                provider,
+                price,
+                paid,
+            } => {
+                let (requester, provider) = (self.name(&requester), self.name(&provider));
+                let purchase = hex::encode(purchase);
+                if self.opts.announce_events {
+                    println!("SETTLED {purchase} paid={paid} price={price}");
+                }
+                if paid {
+                    info!(%purchase, %provider, price, "verdict: the provider is paid");
+                } else {
+                    info!(%purchase, %requester, price, "verdict: the price is refunded to the requester");
+                }
+            }
             Event::ServicesChanged => {}
         }
     }

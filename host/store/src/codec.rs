@@ -265,7 +265,13 @@ pub(crate) fn decode_run_floor(bytes: &[u8]) -> Result<u64, Reason> {
 pub(crate) fn encode_escrow(e: &Escrow) -> Vec<u8> {
     let mut out = Vec::with_capacity(80);
     out.extend_from_slice(&e.purchase);
-    for v in [u64::from(e.requester_idx), e.version, u64::from(e.provider_idx), e.price, e.deadline_ms] {
+    for v in [
+        u64::from(e.requester_idx),
+        e.version,
+        u64::from(e.provider_idx),
+        e.price,
+        e.deadline_ms,
+    ] {
         put_varint(&mut out, v);
     }
     out.push(match e.verdict {

@@ -968,7 +968,10 @@ impl<'t> Tables<'t> {
             }
             Change::PutEscrow(e) => {
                 table(&mut self.escrows, txn, path, ESCROWS)?
-                    .insert(wallance_core::msg::verdict_id(&e.purchase), codec::encode_escrow(e).as_slice())
+                    .insert(
+                        wallance_core::msg::verdict_id(&e.purchase),
+                        codec::encode_escrow(e).as_slice(),
+                    )
                     .map_err(write("write an escrow"))?;
             }
             Change::DropEscrow(key) => {
