@@ -646,12 +646,18 @@ impl Core {
     ) -> Result<Request, BuyError> {
         self.now_ms = self.now_ms.max(now_ms);
         let idx = self.my_idx.ok_or(BuyError::NotMember)?;
-        let offers: Vec<(MemberId, u64)> = self
-            .services()
-            .filter(|(p, s)| s.name == service && provider.is_none_or(|want| want == **p))
-            .map(|(p, s)| (*p, s.price))
+        let offers: Vec<(MemberId, u64, Hash, u64)> = self
+            .announces
+            .values()
+            .filter(|a| provider.is_none_or(|want| want == a.provider))
+            .flat_map(|a| {
+                a.services
+                    .iter()
+                    .filter(|s| s.name == service)
+                    .map(|s| (a.provider, s.price, s.contract_hash, a.seq))
+            })
             .collect();
-        let (provider, listed) = match offers.as_slice() {
+        let (provider, listed, contract_hash, announce_seq) = match offers.as_slice() {
             [] => return Err(BuyError::UnknownService(service.to_string())),
             [one] => *one,
             many => {
@@ -684,6 +690,8 @@ impl Core {
                 service: service.to_string(),
                 provider,
                 price,
+                announce_seq,
+                contract_hash,
                 time_ms: self.now_ms,
                 version: w.version,
                 state: w.state,
@@ -1468,7 +1476,7 @@ impl Core {
     fn ask_run(&mut self, cert: Certificate) {
         let half = self.params.outcome_timeout_ms / 2;
         let r = &cert.request;
-        let listed = self.my_services.iter().find(|s| s.name == r.service).map(|s| s.price);
+        let listed = self.my_services.iter().find(|s| s.name == r.service);
         let refused = if self.now_ms > r.time_ms.saturating_add(half) {
             Some("not run: the purchase reached its provider too late; its price is refunded".to_string())
         } else if self.my_services.is_empty() {
@@ -1481,9 +1489,13 @@ impl Core {
                     "not run: this provider offers no service {:?}; its price is refunded",
                     r.service
                 )),
-                Some(l) if r.price < l => Some(format!(
-                    "not run: paid {} units, the listed price is {l}; its price is refunded",
-                    r.price
+                Some(l) if r.price < l.price => Some(format!(
+                    "not run: paid {} units, the listed price is {}; its price is refunded",
+                    r.price, l.price
+                )),
+                Some(l) if r.contract_hash != l.contract_hash => Some(format!(
+                    "not run: the contract of {:?} changed since announcement {} was bought; its price is refunded",
+                    r.service, r.announce_seq
                 )),
                 Some(_) => None,
             }

@@ -230,6 +230,8 @@ fn a_request_or_certificate_at_version_u64_max_is_refused_not_a_panic() {
             service: "espresso".into(),
             provider: net.id(0),
             price: 2 * UNITS_PER_COIN,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: net.now,
             version: u64::MAX,
             state: [0; 32],

@@ -34,14 +34,28 @@ fn assert_agree(net: &Net) {
 
 const PRICE: u64 = 2 * UNITS_PER_COIN;
 
+/// The voter reward `member` got for purchase `id` (the drawn member).
+fn reward_of(net: &Net, id: &Hash, member: usize) -> u64 {
+    let drawn = net.nodes[0].core.membership().reward_recipient(id);
+    if drawn as usize == member {
+        harness::params().reward_units
+    } else {
+        0
+    }
+}
+
 #[test]
 fn a_served_purchase_pays_the_provider_once_its_verdict_commits() {
     let mut net = Net::new(4);
     net.offer_espresso();
-    net.buy(1).unwrap();
+    let r = net.buy(1).unwrap();
     assert_agree(&net);
     assert_eq!(net.nodes[2].core.escrows().count(), 0, "the verdict settled at once");
-    assert_eq!(net.wallet(2, 0).received, PRICE, "the provider got the price");
+    assert_eq!(
+        net.wallet(2, 0).received,
+        PRICE + reward_of(&net, &r.id(), 0),
+        "the provider got the price"
+    );
     assert_eq!(net.nodes[2].core.stats().verdicts_paid, 1);
 }
 
@@ -51,13 +65,17 @@ fn a_refused_or_failed_run_refunds_the_requester_on_every_node() {
     net.contract_ok = Some(false);
     net.offer_espresso();
     let before = net.wallet(1, 1).spendable(&harness::params());
-    net.buy(1).unwrap();
+    let r = net.buy(1).unwrap();
     assert_agree(&net);
     let w = net.wallet(3, 1);
-    assert_eq!(net.wallet(3, 0).received, 0, "the provider is not paid for a refusal");
+    assert_eq!(
+        net.wallet(3, 0).received,
+        reward_of(&net, &r.id(), 0),
+        "the provider is not paid for a refusal"
+    );
     assert_eq!(
         w.spendable(&harness::params()),
-        before - harness::params().reward_units,
+        before - harness::params().reward_units + reward_of(&net, &r.id(), 1),
         "the requester pays only the voter reward"
     );
     for i in 0..4 {
@@ -70,7 +88,7 @@ fn a_provider_that_never_answers_refunds_at_the_deadline_and_freezes_nothing() {
     let mut net = Net::new(4);
     net.contract_ok = None;
     net.offer_espresso();
-    net.buy(1).unwrap();
+    let r = net.buy(1).unwrap();
     assert_eq!(net.nodes[2].core.escrows().count(), 1, "the price waits for a verdict");
     net.tick(harness::params().outcome_timeout_ms / 2);
     assert_eq!(net.nodes[2].core.escrows().count(), 1, "no refund before the deadline");
@@ -78,7 +96,11 @@ fn a_provider_that_never_answers_refunds_at_the_deadline_and_freezes_nothing() {
     net.tick(harness::params().retry_ms);
     assert_agree(&net);
     assert_eq!(net.nodes[2].core.escrows().count(), 0);
-    assert_eq!(net.wallet(2, 1).received, PRICE, "the price went back to the requester");
+    assert_eq!(
+        net.wallet(2, 1).received,
+        PRICE + reward_of(&net, &r.id(), 1),
+        "the price went back to the requester"
+    );
     // The wallet moved on: the requester buys again from its refund.
     net.contract_ok = Some(true);
     net.buy(1).unwrap();
@@ -110,8 +132,16 @@ fn a_price_raised_while_a_request_is_in_flight_never_freezes_the_requester() {
     net.run();
     assert_eq!(net.wallet(2, 1).version, r.version + 1, "the request committed");
     assert_agree(&net);
-    assert_eq!(net.wallet(0, 0).received, 0, "nothing paid below the listed price");
-    assert_eq!(net.wallet(0, 1).received, PRICE, "refunded");
+    assert_eq!(
+        net.wallet(0, 0).received,
+        reward_of(&net, &r.id(), 0),
+        "nothing paid below the listed price"
+    );
+    assert_eq!(
+        net.wallet(0, 1).received,
+        PRICE + reward_of(&net, &r.id(), 1),
+        "refunded"
+    );
     let refusal = net.nodes[1].events.iter().find_map(|e| match e {
         Event::Outcome(o) => Some(o.clone()),
         _ => None,
@@ -178,7 +208,7 @@ fn forged_and_replayed_outcomes_move_nothing() {
         deliver(&mut net, 2, Message::Outcome(genuine.clone()));
     }
     assert_eq!(wallets(&net, 2), after);
-    assert_eq!(net.wallet(2, 0).received, PRICE);
+    assert_eq!(net.wallet(2, 0).received, PRICE + reward_of(&net, &r.id(), 0));
     assert_agree(&net);
 }
 
@@ -210,4 +240,71 @@ fn a_restarted_member_keeps_its_verdict_vote() {
         matches!(m, Message::Vote(v) if v.voter == net.id(2) && v.request_id == vote.request_id && v.remaining == 0)
     });
     assert!(!sent_refund, "the restarted node voted the other verdict");
+}
+
+/// The market issue, item 2: a contract replaced while a purchase waited
+/// served it with the new version. The request pins the contract hash;
+/// the provider refunds a purchase whose contract it no longer has.
+#[test]
+fn a_contract_replaced_before_its_run_refunds_instead_of_serving_another_version() {
+    let mut net = Net::new(4);
+    net.offer_espresso();
+    net.isolated[0] = true;
+    let r = net.buy(1).unwrap();
+    assert_eq!(r.contract_hash, [1; 32], "the request pins what was announced");
+    assert_eq!(net.wallet(2, 1).version, 1, "committed without the provider");
+    // Same name, same price, another contract.
+    let replaced = vec![ServiceOffer {
+        name: "espresso".into(),
+        price: PRICE,
+        contract_hash: [9; 32],
+    }];
+    let now = net.now;
+    net.nodes[0].core.set_services(now, replaced);
+    net.nodes[0].events.clear();
+    net.isolated[0] = false;
+    for _ in 0..4 {
+        net.tick(harness::params().sync_interval_ms);
+    }
+    assert!(
+        !net.nodes[0].events.iter().any(|e| matches!(e, Event::RunContract(_))),
+        "the replaced contract must not serve the purchase"
+    );
+    assert_agree(&net);
+    assert_eq!(
+        net.wallet(3, 1).received,
+        PRICE + reward_of(&net, &r.id(), 1),
+        "refunded"
+    );
+}
+
+/// The market issue, item 1: a member announcing another's service name
+/// (cheaper) took the purchase. With two offers, the buyer must choose.
+#[test]
+fn a_squatter_announcing_the_same_name_never_gets_a_purchase_by_default() {
+    let mut net = Net::new(4);
+    net.offer_espresso();
+    let squat = vec![ServiceOffer {
+        name: "espresso".into(),
+        price: 1,
+        contract_hash: [7; 32],
+    }];
+    let now = net.now;
+    net.nodes[3].core.set_services(now, squat);
+    net.flush(3);
+    net.run();
+    let err = net.nodes[1]
+        .core
+        .buy(net.now, "espresso", None, PRICE, vec![])
+        .unwrap_err();
+    assert!(
+        matches!(err, BuyError::AmbiguousService { providers: 2, .. }),
+        "{err:?}"
+    );
+    let provider = net.id(0);
+    let r = net.nodes[1]
+        .core
+        .buy(net.now, "espresso", Some(provider), PRICE, vec![])
+        .unwrap();
+    assert_eq!(r.provider, provider);
 }

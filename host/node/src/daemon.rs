@@ -627,7 +627,22 @@ fn spawn_contract_worker(
                 if let Ok(mut held) = storage.held.lock() {
                     held.clear();
                 }
-                let (ok, body, fuel_used, elapsed_us) =
+                // The purchase pinned a contract: a file replaced since
+                // (hot reload) must not serve it. Refused, so refunded.
+                let pinned = runtime
+                    .service(&service)
+                    .is_some_and(|s| s.contract_hash == cert.request.contract_hash);
+                let (ok, body, fuel_used, elapsed_us) = if !pinned {
+                    (
+                        false,
+                        format!(
+                            "not run: the contract of {service:?} bought (announcement {}) is no longer loaded; its price is refunded",
+                            cert.request.announce_seq
+                        ),
+                        0,
+                        0,
+                    )
+                } else {
                     match runtime.invoke(&service, &purchase, &dyn_storage, &devices) {
                         Ok(outcome) => {
                             let fuel = outcome.fuel_used;
@@ -638,7 +653,8 @@ fn spawn_contract_worker(
                             }
                         }
                         Err(e) => (false, format!("the contract failed: {e}"), 0, 0),
-                    };
+                    }
+                };
                 let writes = storage
                     .held
                     .lock()

@@ -38,6 +38,8 @@ fn cert(idx: u32, version: u64) -> Box<Certificate> {
             service: "espresso".into(),
             provider: members()[0],
             price: 10,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: 1_000,
             version,
             state: [version as u8; 32],
