@@ -133,6 +133,26 @@ struct Pending {
     last_vote_resend_ms: u64,
 }
 
+/// A settled escrow, as remembered to answer late peers.
+#[derive(Debug, Clone, Copy)]
+struct Closed {
+    purchase: Hash,
+    my_vote: Option<Vote>,
+    requester_idx: u32,
+    version: u64,
+}
+
+impl Closed {
+    fn of(e: &Escrow) -> Self {
+        Self {
+            purchase: e.purchase,
+            my_vote: e.my_vote,
+            requester_idx: e.requester_idx,
+            version: e.version,
+        }
+    }
+}
+
 /// An open escrow and the verdict votes heard for it.
 #[derive(Debug, Clone)]
 struct OpenEscrow {
@@ -212,7 +232,10 @@ pub struct Core {
     escrows: HashMap<Hash, OpenEscrow>,
     /// Verdicts settled here recently, with this node's vote on each (sent
     /// back to a peer still voting, so it can settle too).
-    closed_verdicts: HashMap<Hash, Option<Vote>>,
+    closed_verdicts: HashMap<Hash, Closed>,
+    /// Own purchases settled before their outcome reached this node: it
+    /// asks (a query vote) until the provider re-sends it, a few times.
+    awaiting_outcome: HashMap<Hash, u32>,
     closed_order: VecDeque<Hash>,
     my_services: Vec<ServiceOffer>,
     announce_seq: u64,
@@ -263,6 +286,9 @@ const T_ANSWER_CERTS: u8 = 5;
 const T_ANSWER_SHARES: u8 = 6;
 const T_DIGEST_FROM: u8 = 7;
 const T_VERDICT_ECHO: u8 = 8;
+const T_OUTCOME_RESEND: u8 = 9;
+/// Times a requester asks for an outcome it missed, one per `retry_ms`.
+pub const OUTCOME_ASKS: u32 = 30;
 /// A verdict vote's `remaining`: 0 refund, 1 pay, 2 a query ("send me your
 /// verdict"), sent by a node holding an escrow it has no verdict evidence
 /// for (it committed late); never counted.
@@ -324,8 +350,9 @@ impl Core {
                 .escrows
                 .iter()
                 .filter(|(_, e)| e.verdict.is_some())
-                .map(|(k, e)| (*k, e.my_vote))
+                .map(|(k, e)| (*k, Closed::of(e)))
                 .collect(),
+            awaiting_outcome: HashMap::default(),
             closed_order: snapshot
                 .escrows
                 .iter()
@@ -1623,18 +1650,46 @@ impl Core {
         }
         let key = vote.request_id;
         let closed = self.closed_verdicts.get(&key).copied();
-        let open_mine = self.escrows.get(&key).map(|o| o.escrow.my_vote);
-        if let Some(mine) = closed.or(open_mine.filter(|_| vote.remaining == VERDICT_QUERY)) {
+        let open = self
+            .escrows
+            .get(&key)
+            .map(|o| Closed::of(&o.escrow))
+            .filter(|_| vote.remaining == VERDICT_QUERY);
+        if let Some(here) = closed.or(open) {
             // Settled here, or a peer asks where this node stands: answer
-            // with this node's vote, at most once per `retry_ms`.
+            // with this node's vote, at most once per `retry_ms`; and, at
+            // the provider, the outcome to a requester that asks for it.
             self.stats.duplicates += 1;
             let tag = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
-            if let Some(mine) = mine
-                && !self.is_throttled(T_VERDICT_ECHO, 0, tag, self.params.retry_ms)
-                && vote.check(self.params.vote_difficulty).is_ok()
-            {
-                self.take_slot(T_VERDICT_ECHO, 0, tag);
-                self.send(Message::Vote(mine));
+            let every = self.params.retry_ms;
+            let asks_outcome = vote.remaining == VERDICT_QUERY
+                && voter_idx == here.requester_idx
+                && self
+                    .runs
+                    .get(&(here.requester_idx, here.version))
+                    .is_some_and(|r| r.done.is_some());
+            let echo = here.my_vote.is_some() && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
+            let resend = asks_outcome && !self.is_throttled(T_OUTCOME_RESEND, 0, tag, every);
+            if (echo || resend) && vote.check(self.params.vote_difficulty).is_ok() {
+                if let (true, Some(mine)) = (echo, here.my_vote) {
+                    self.take_slot(T_VERDICT_ECHO, 0, tag);
+                    self.send(Message::Vote(mine));
+                }
+                if resend
+                    && let Some(r) = self.runs.get(&(here.requester_idx, here.version))
+                    && let Some((ok, body)) = &r.done
+                {
+                    let o = Outcome::new(
+                        &self.key,
+                        r.cert.request.requester,
+                        r.cert.request.id(),
+                        here.version,
+                        *ok,
+                        body,
+                    );
+                    self.take_slot(T_OUTCOME_RESEND, 0, tag);
+                    self.send(Message::Outcome(o));
+                }
             }
             return Ok(());
         }
@@ -1728,8 +1783,14 @@ impl Core {
         } else {
             self.stats.verdicts_refunded += 1;
         }
-        if self.closed_verdicts.insert(key, e.my_vote).is_none() {
+        if self.closed_verdicts.insert(key, Closed::of(&e)).is_none() {
             self.closed_order.push_back(key);
+        }
+        if Some(e.requester_idx) == self.my_idx
+            && !self.my_purchases.get(&e.purchase).is_some_and(|(_, got)| *got)
+            && self.awaiting_outcome.len() < MAX_REMEMBERED_PURCHASES
+        {
+            self.awaiting_outcome.insert(key, 0);
         }
         while self.closed_order.len() > MAX_REMEMBERED_COMMITS {
             if let Some(old) = self.closed_order.pop_front() {
@@ -1771,6 +1832,22 @@ impl Core {
             .map(|(k, o)| (o.last_resend_ms, *k))
             .collect();
         due.sort_unstable();
+        // Own purchases settled without their outcome here: ask for it.
+        let mut asks: Vec<Hash> = self.awaiting_outcome.keys().copied().collect();
+        asks.sort_unstable();
+        for key in asks.into_iter().take(MAX_VERDICT_RESENDS_PER_TICK) {
+            let purchase = self.closed_verdicts.get(&key).map(|c| c.purchase);
+            let got = purchase.is_none_or(|p| self.my_purchases.get(&p).is_some_and(|(_, got)| *got));
+            let n = self.awaiting_outcome.get(&key).copied().unwrap_or(OUTCOME_ASKS);
+            if got || n >= OUTCOME_ASKS {
+                self.awaiting_outcome.remove(&key);
+                continue;
+            }
+            self.awaiting_outcome.insert(key, n + 1);
+            if let Some(q) = Vote::build(&self.key, key, VERDICT_QUERY, self.params.vote_difficulty) {
+                self.send(Message::Vote(q));
+            }
+        }
         for (_, key) in due.into_iter().take(MAX_VERDICT_RESENDS_PER_TICK) {
             let Some(open) = self.escrows.get_mut(&key) else {
                 continue;

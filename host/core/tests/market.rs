@@ -308,3 +308,75 @@ fn a_squatter_announcing_the_same_name_never_gets_a_purchase_by_default() {
         .unwrap();
     assert_eq!(r.provider, provider);
 }
+
+/// A requester that missed its outcome (it was cut off while the others
+/// settled) asks for it and gets it from the provider, once back.
+#[test]
+fn a_requester_that_missed_its_outcome_gets_it_resent() {
+    let mut net = Net::new(5);
+    net.offer_espresso();
+    let r = net.nodes[1].core.buy(net.now, "espresso", None, PRICE, vec![]).unwrap();
+    // Its request and vote go out, then it hears nothing more.
+    net.flush(1);
+    net.isolated[1] = true;
+    net.run();
+    assert_eq!(net.nodes[2].core.escrows().count(), 0, "the others settled it");
+    assert!(!net.nodes[1].events.iter().any(|e| matches!(e, Event::Outcome(_))));
+    net.isolated[1] = false;
+    for _ in 0..10 {
+        net.tick(harness::params().retry_ms);
+    }
+    let got = net.nodes[1].events.iter().find_map(|e| match e {
+        Event::Outcome(o) if o.request_id == r.id() => Some(o.clone()),
+        _ => None,
+    });
+    assert!(got.is_some_and(|o| o.ok), "the requester never got its outcome");
+    assert_agree(&net);
+}
+
+/// The outcome message itself is lost on the way to the requester, which
+/// settles the verdict from the others' votes: it asks the provider again
+/// (a query vote) until the outcome arrives.
+#[test]
+fn a_requester_whose_outcome_was_lost_asks_until_it_has_it() {
+    let mut net = Net::new(4);
+    net.offer_espresso();
+    let r = net.nodes[1].core.buy(net.now, "espresso", None, PRICE, vec![]).unwrap();
+    net.flush(1);
+    // Deliver everything, except outcomes to the requester.
+    let deliver_all = |net: &mut Net, drop_outcomes: bool| {
+        while let Some((from, m)) = net.queue.pop_front() {
+            for to in 0..net.nodes.len() {
+                if to == from || (drop_outcomes && to == 1 && matches!(m, Message::Outcome(_))) {
+                    continue;
+                }
+                let now = net.now;
+                let _ = net.nodes[to].core.handle_message(now, m.clone());
+                net.flush(to);
+            }
+        }
+    };
+    deliver_all(&mut net, true);
+    assert_eq!(
+        net.nodes[1].core.escrows().count(),
+        0,
+        "the requester settled the verdict"
+    );
+    assert!(!net.nodes[1].events.iter().any(|e| matches!(e, Event::Outcome(_))));
+    for _ in 0..3 {
+        net.now += harness::params().retry_ms;
+        for i in 0..4 {
+            let now = net.now;
+            net.nodes[i].core.handle_timeout(now);
+            net.flush(i);
+        }
+        deliver_all(&mut net, false);
+    }
+    assert!(
+        net.nodes[1]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Outcome(o) if o.request_id == r.id() && o.ok)),
+        "the requester never got its outcome"
+    );
+}
