@@ -1619,7 +1619,9 @@ impl Sim {
     }
 
     /// The Byzantine provider tells a requester its contract ran when it
-    /// never did.
+    /// never did, or equivocates: "served" to some members, "refused" to
+    /// others (their verdict votes then split; no node may settle it
+    /// differently from another).
     fn forged_outcome(&mut self, i: usize) {
         let n = self.nodes[i].seen_requests.len();
         if n == 0 {
@@ -1629,12 +1631,25 @@ impl Sim {
         let Some(to) = self.membership.index_of(&r.requester) else {
             return;
         };
+        let version = r.version.wrapping_add(1);
+        if self.rng.gen_bool(0.5) {
+            let mut halves: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+            for j in (0..self.nodes.len()).filter(|j| *j != i) {
+                halves[usize::from(self.rng.gen_bool(0.5))].push(j);
+            }
+            for (ok, targets) in [(false, &halves[0]), (true, &halves[1])] {
+                let o = Outcome::new(&self.nodes[i].key, r.requester, r.id(), version, ok, "equivocated");
+                self.send_to(i, Payload::Msg(Rc::new(Message::Outcome(o))), targets);
+            }
+            adversary::count(&mut self.injected, "byzantine-provider/outcome-equivocation");
+            return;
+        }
         let ok = self.rng.gen_bool(0.5);
         let o = Outcome::new(
             &self.nodes[i].key,
             r.requester,
             r.id(),
-            r.version.wrapping_add(1),
+            version,
             ok,
             "served (never ran)",
         );
