@@ -2240,6 +2240,15 @@ impl Core {
             self.send(Message::Announce(a));
         }
         self.last_heads_sent_ms = Some(self.now_ms);
+        // A commit whose price is still in escrow here is not settled yet,
+        // as far as a peer is told: its vouch must not be taken before the
+        // verdict's credit is in `received`.
+        let mut unsettled: HashMap<u32, u64> = HashMap::default();
+        for o in self.escrows.values() {
+            let below = o.escrow.version.saturating_sub(1);
+            let s = unsettled.entry(o.escrow.requester_idx).or_insert(below);
+            *s = (*s).min(below);
+        }
         let heads = self
             .wallets
             .iter()
@@ -2249,7 +2258,7 @@ impl Core {
             .map(|(i, w)| Head {
                 idx: i as u32,
                 version: w.version,
-                settled: w.settled,
+                settled: unsettled.get(&(i as u32)).map_or(w.settled, |u| w.settled.min(*u)),
                 shares: w.shares_seen,
                 received: w.received,
             })
@@ -2368,6 +2377,18 @@ impl Core {
                     settled: head.version,
                     above: Vec::new(),
                 });
+            }
+        }
+        // The vouchers had no escrow open on these commits: every verdict
+        // is in the tallies just taken. Escrows still open here were
+        // settled there: forget them without crediting anything twice.
+        let open: Vec<Hash> = self.escrows.keys().copied().collect();
+        for key in open {
+            if let Some(o) = self.escrows.remove(&key) {
+                self.persist(Change::DropEscrow(key));
+                if self.closed_verdicts.insert(key, Closed::of(&o.escrow)).is_none() {
+                    self.closed_order.push_back(key);
+                }
             }
         }
         self.stats.tallies_adopted += 1;
