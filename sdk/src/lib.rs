@@ -98,7 +98,7 @@
 //! in logs, outcomes and refusal reasons reach the operator escaped.
 //!
 //! The node checks a contract file's shape before compiling it: at most
-//! 10 000 functions, 4 MiB of code (512 KiB in one function, 10 000 locals
+//! 10 000 functions, 2 MiB of code (512 KiB in one function, 10 000 locals
 //! in one function), two memories, four tables, 1 000 imports, exports,
 //! globals, data and element segments, 100 custom sections, 16 MiB in all
 //! (`wallance_runtime::ModuleLimits`). A release build of a contract is far
