@@ -276,6 +276,11 @@ struct Shared {
 
 /// Refusals remembered in memory (about 1 KiB each at most).
 const REMEMBERED_REFUSALS_MAX: usize = 1024;
+/// Folder entries reported as not loaded (about 1 KiB each at most); a
+/// folder holding more junk than this gets one warning per further entry
+/// but no event, so neither the runtime nor the node's list grows without
+/// bound.
+pub const NOT_LOADED_ENTRIES_MAX: usize = 1024;
 
 /// Runs Wallance contracts. Cheap to clone; clones share everything.
 ///
@@ -880,6 +885,14 @@ impl Runtime {
         {
             let mut not_loaded = lock(&self.shared.not_loaded);
             if not_loaded.get(path) == Some(&reason) {
+                return;
+            }
+            if not_loaded.len() >= NOT_LOADED_ENTRIES_MAX && !not_loaded.contains_key(path) {
+                tracing::warn!(
+                    path = %sanitize(&path.display().to_string(), ECHO_BYTES_MAX),
+                    error = %reason,
+                    "contract file not loaded (too many such entries to list)"
+                );
                 return;
             }
             not_loaded.insert(path.to_path_buf(), reason.clone());

@@ -581,3 +581,24 @@ fn the_first_scan_can_run_in_the_background() {
         "{scanned_after:?} vs {returned_after:?}"
     );
 }
+
+#[test]
+fn a_folder_full_of_junk_is_listed_up_to_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let n_junk = wallance_runtime::NOT_LOADED_ENTRIES_MAX + 10;
+    for i in 0..n_junk {
+        std::fs::write(dir.path().join(format!("junk-{i}.txt")), b"").unwrap();
+    }
+    std::fs::copy(ECHO_V1, dir.path().join("echo.wasm")).unwrap();
+    let runtime = runtime();
+    let events = runtime.subscribe();
+    let results = runtime.load_dir(dir.path());
+    assert_eq!(results.len(), n_junk + 1);
+    assert_eq!(runtime.service("echo").map(|s| s.name), Some("echo".into()));
+    assert_eq!(runtime.not_loaded().len(), wallance_runtime::NOT_LOADED_ENTRIES_MAX);
+    let n_failed = events
+        .try_iter()
+        .filter(|e| matches!(e, RegistryEvent::LoadFailed { .. }))
+        .count();
+    assert_eq!(n_failed, wallance_runtime::NOT_LOADED_ENTRIES_MAX);
+}
