@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -272,6 +272,10 @@ struct Shared {
     /// Paths of the watched folder that are not loaded, with why: each has
     /// had a `LoadFailed` event, and gets a `Cleared` one when it goes.
     not_loaded: Mutex<BTreeMap<PathBuf, String>>,
+    /// First scans of `watch_in_background` still running, and the
+    /// condition `wait_for_first_scans` waits on.
+    first_scans_running: Mutex<u32>,
+    first_scans_done: Condvar,
 }
 
 /// Refusals remembered in memory (about 1 KiB each at most).
@@ -416,6 +420,8 @@ impl Runtime {
                 subscribers: Mutex::new(Vec::new()),
                 refusals: Mutex::new(HashMap::new()),
                 not_loaded: Mutex::new(BTreeMap::new()),
+                first_scans_running: Mutex::new(0),
+                first_scans_done: Condvar::new(),
             }),
         })
     }
@@ -866,6 +872,30 @@ impl Runtime {
             self.shared.config.cache_unused_keep,
             self.shared.config.cache_bytes_max,
         )
+    }
+
+    /// Waits until the first scan of every folder watched with
+    /// [`Runtime::watch_in_background`] is over, at most `timeout`; `true`
+    /// if it is. A node that must not judge a purchase by a service that is
+    /// still loading (after a restart) waits here before running contracts.
+    pub fn wait_for_first_scans(&self, timeout: Duration) -> bool {
+        let running = lock(&self.shared.first_scans_running);
+        let (running, _) = self
+            .shared
+            .first_scans_done
+            .wait_timeout_while(running, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *running == 0
+    }
+
+    pub(crate) fn first_scan_started(&self) {
+        *lock(&self.shared.first_scans_running) += 1;
+    }
+
+    pub(crate) fn first_scan_finished(&self) {
+        let mut running = lock(&self.shared.first_scans_running);
+        *running = running.saturating_sub(1);
+        self.shared.first_scans_done.notify_all();
     }
 
     /// Paths of the watched folder that are not loaded, with why.

@@ -103,6 +103,9 @@ impl Runtime {
             self.collect_cache();
         }
 
+        if background {
+            self.first_scan_started();
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let runtime = self.clone();
@@ -120,10 +123,16 @@ impl Runtime {
                         if scanned.is_err() {
                             tracing::error!(dir = %dir.display(), "first scan of the contracts folder panicked");
                         }
+                        runtime.first_scan_finished();
                     }
                     watch_loop(&runtime, &dir, &receiver, &stop, debounce)
                 })
-                .map_err(WatchError::Thread)?
+                .map_err(|error| {
+                    if background {
+                        self.first_scan_finished();
+                    }
+                    WatchError::Thread(error)
+                })?
         };
         Ok(ContractWatcher {
             watcher: Some(watcher),

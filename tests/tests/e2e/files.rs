@@ -580,6 +580,13 @@ fn the_first_scan_can_run_in_the_background() {
         scanned_after > returned_after * 5,
         "{scanned_after:?} vs {returned_after:?}"
     );
+    assert!(runtime.wait_for_first_scans(PATIENCE));
+
+    // A caller that must not act before the folder is loaded can wait.
+    let later = runtime_with(RuntimeConfig::default());
+    let _watcher = later.watch_in_background(&dir).unwrap();
+    assert!(later.wait_for_first_scans(PATIENCE));
+    assert_eq!(later.services().len(), 3);
 }
 
 #[test]
