@@ -11,7 +11,7 @@ const GUEST_WORKSPACES: &[(&str, &[&str])] = &[
     ("contracts", &["espresso", "radio-rental", "compute-rental"]),
     (
         "tests/guests",
-        &["hostile", "echo-v1", "echo-v2", "bad-info", "info-loop"],
+        &["hostile", "echo-v1", "echo-v2", "bad-info", "info-loop", "long-name"],
     ),
     ("examples/contract-template", &["contract-template"]),
 ];

@@ -216,11 +216,12 @@ impl Node {
         std::fs::create_dir_all(&loaded.contracts_dir)
             .with_context(|| format!("cannot create contracts dir {}", loaded.contracts_dir.display()))?;
         let registry_events = runtime.subscribe();
-        // `watch` loads every file now (its events arrive on `registry_events`)
-        // and then follows the folder.
+        // The first scan (and its compiles) runs on the watcher's thread, so
+        // the API and DDS come up at once whatever the folder holds; its
+        // results arrive on `registry_events` like later changes.
         let contracts = Vec::new();
         let watcher = runtime
-            .watch(loaded.contracts_dir.clone())
+            .watch_in_background(loaded.contracts_dir.clone())
             .with_context(|| format!("cannot watch {}", loaded.contracts_dir.display()))?;
         core.set_services(now_ms(), offers(&runtime));
 
@@ -430,6 +431,11 @@ impl Node {
             RegistryEvent::Removed(info) => {
                 info!(service = %info.name, "contract removed");
                 self.contracts.retain(|c| c.service.as_deref() != Some(&info.name));
+            }
+            // A file that was not loaded is gone: drop its entry.
+            RegistryEvent::Cleared { path } => {
+                self.contracts
+                    .retain(|c| c.service.is_some() || c.file != path.display().to_string());
             }
             _ => {}
         }

@@ -7,6 +7,7 @@ use wasmtime::{ResourceLimiter, component::Linker};
 use crate::devices::Devices;
 use crate::error::FailureCause;
 use crate::storage::{Overlay, OverlayError, StorageQuotaError};
+use crate::text::sanitize;
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -36,6 +37,7 @@ pub enum LogLevel {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallLimits {
     pub log_bytes_max: usize,
+    pub log_lines_max: usize,
     pub device_calls_max: usize,
     pub keys_limit_max: u32,
 }
@@ -115,6 +117,7 @@ pub(crate) struct HostState {
     pub now_ms: u64,
     pub logs: Vec<LogEntry>,
     pub log_bytes: usize,
+    pub log_lines: usize,
     /// Message of the last "panic: " log line, reported with the trap.
     pub panic_message: Option<String>,
     /// `None` while reading `info`: contracts have no storage then.
@@ -157,23 +160,13 @@ impl wallance::contract::types::Host for HostState {}
 impl wallance::contract::log::Host for HostState {
     fn log(&mut self, level: wallance::contract::log::Level, message: String) -> wasmtime::Result<()> {
         use wallance::contract::log::Level;
-        self.log_bytes = self.log_bytes.saturating_add(message.len());
-        if self.log_bytes > self.limits.log_bytes_max {
-            return Err(self.abort(FailureCause::LogLimit {
-                limit_bytes: self.limits.log_bytes_max as u64,
-            }));
-        }
         let level = match level {
             Level::Debug => LogLevel::Debug,
             Level::Info => LogLevel::Info,
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
-        if level == LogLevel::Error
-            && let Some(panic) = message.strip_prefix("panic: ")
-        {
-            self.panic_message = Some(panic.to_string());
-        }
+        let message = self.admit_log(level, message)?;
         tracing::debug!(service = %self.service, ?level, "{message}");
         self.logs.push(LogEntry { level, message });
         Ok(())
@@ -237,5 +230,41 @@ impl wallance::contract::devices::Host for HostState {
         let answer = device.call(&command, &args);
         tracing::debug!(service = %self.service, device = %name, %command, ok = answer.is_ok(), "device call");
         Ok(answer)
+    }
+}
+
+/// Longest panic message kept (the rest is cut, saying how long it was).
+const PANIC_BYTES_MAX: usize = 1 << 10;
+
+impl HostState {
+    /// Applies the per-call log bounds to one line and returns it
+    /// sanitized. Every line counts, empty ones included (each costs the
+    /// host an entry). The first `panic: ` line is kept whatever the byte
+    /// budget says, cut to `PANIC_BYTES_MAX`: it says why the contract
+    /// stops, and the SDK sends it just before trapping.
+    fn admit_log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<String> {
+        self.log_lines += 1;
+        if self.log_lines > self.limits.log_lines_max {
+            return Err(self.abort(FailureCause::LogLineLimit {
+                limit_lines: self.limits.log_lines_max as u64,
+            }));
+        }
+        if level == LogLevel::Error
+            && self.panic_message.is_none()
+            && let Some(panic) = message.strip_prefix("panic: ")
+        {
+            let panic = sanitize(panic, PANIC_BYTES_MAX);
+            let line = format!("panic: {panic}");
+            self.log_bytes = self.log_bytes.saturating_add(line.len());
+            self.panic_message = Some(panic);
+            return Ok(line);
+        }
+        self.log_bytes = self.log_bytes.saturating_add(message.len());
+        if self.log_bytes > self.limits.log_bytes_max {
+            return Err(self.abort(FailureCause::LogLimit {
+                limit_bytes: self.limits.log_bytes_max as u64,
+            }));
+        }
+        Ok(sanitize(&message, self.limits.log_bytes_max))
     }
 }

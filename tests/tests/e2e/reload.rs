@@ -12,22 +12,27 @@ use crate::support::{purchase, runtime, runtime_with, storage};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// The next event other than `LoadFailed` (returned separately).
+/// The next event other than `LoadFailed` (returned separately) or
+/// `Cleared` (a deploy tool's temporary file going).
 fn next_change(events: &Receiver<RegistryEvent>) -> RegistryEvent {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left).expect("no registry event in time") {
-            RegistryEvent::LoadFailed { .. } => continue,
+            RegistryEvent::LoadFailed { .. } | RegistryEvent::Cleared { .. } => continue,
             event => return event,
         }
     }
 }
 
 fn next_failure(events: &Receiver<RegistryEvent>) -> String {
-    match events.recv_timeout(PATIENCE).expect("no registry event in time") {
-        RegistryEvent::LoadFailed { error, .. } => error,
-        other => panic!("expected a rejected file, got {other:?}"),
+    loop {
+        match events.recv_timeout(PATIENCE).expect("no registry event in time") {
+            RegistryEvent::LoadFailed { error, .. } => return error,
+            // The entry of an earlier failure, gone now the file loads.
+            RegistryEvent::Cleared { .. } => continue,
+            other => panic!("expected a rejected file, got {other:?}"),
+        }
     }
 }
 
@@ -139,8 +144,11 @@ fn half_written_and_garbage_files_keep_the_previous_version_serving() {
     assert!(error.contains("not a WebAssembly file"), "{error}");
     assert_eq!(say(&runtime, "d"), "v2: d");
 
-    // Files that are not .wasm are ignored.
+    // Files that are not .wasm are not loaded, and say so.
     std::fs::write(dir_path.join("notes.txt"), b"hello").unwrap();
+    let error = next_failure(&events);
+    assert!(error.contains("not a .wasm file"), "{error}");
+    assert_eq!(say(&runtime, "e"), "v2: e");
     assert!(events.recv_timeout(Duration::from_millis(300)).is_err());
 }
 
