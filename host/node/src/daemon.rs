@@ -256,6 +256,7 @@ impl Node {
             }),
             DeviceGrants::from_config(&loaded.config.devices),
             core.membership().clone(),
+            core.params().outcome_timeout_ms,
             tx.clone(),
         );
         let view: SharedView = view::Hub::new();
@@ -609,6 +610,7 @@ fn spawn_contract_worker(
     storage: Arc<NodeStorage>,
     grants: DeviceGrants,
     membership: wallance_core::Membership,
+    outcome_timeout_ms: u64,
     tx: Sender<Cmd>,
 ) -> Sender<Box<Certificate>> {
     let (jobs_tx, jobs_rx) = mpsc::channel::<Box<Certificate>>();
@@ -616,7 +618,19 @@ fn spawn_contract_worker(
         .name("contracts".into())
         .spawn(move || {
             let dyn_storage: Arc<dyn ContractStorage> = storage.clone();
+            // Runs owed from before a restart arrive while the folder is
+            // still being loaded in the background: a purchase must not be
+            // refunded as "not loaded" only because its file was not
+            // compiled yet. Bounded, since a run later than half its outcome
+            // window is refunded anyway.
+            let mut scanned = false;
             for cert in jobs_rx {
+                if !scanned {
+                    scanned = true;
+                    if !runtime.wait_for_first_scans(Duration::from_millis(outcome_timeout_ms / 4)) {
+                        warn!("the contracts folder is still loading; running owed purchases with what is loaded");
+                    }
+                }
                 let Some(idx) = membership.index_of(&cert.request.requester) else {
                     continue;
                 };
@@ -638,7 +652,18 @@ fn spawn_contract_worker(
                 let pinned = runtime
                     .service(&service)
                     .is_some_and(|s| s.contract_hash == cert.request.contract_hash);
-                let (ok, body, fuel_used, elapsed_us) = if !pinned {
+                // Members vote the refund once the outcome window ends: a run
+                // started after half of it (a long queue, a slow board) is
+                // refunded instead, exactly as the core refuses to ask for it.
+                let late = now_ms() > cert.request.time_ms.saturating_add(outcome_timeout_ms / 2);
+                let (ok, body, fuel_used, elapsed_us) = if late {
+                    (
+                        false,
+                        "not run: the purchase waited past half its outcome window; its price is refunded".to_string(),
+                        0,
+                        0,
+                    )
+                } else if !pinned {
                     (
                         false,
                         format!(
