@@ -28,6 +28,8 @@ const GUEST_WORKSPACES: &[(&str, &[(&str, &str)])] = &[
             // test reaches the info check.
             ("bad-info", "bad-info"),
             ("info-loop", "info-loop"),
+            // Announces a 1 MiB name; its file name is a valid one.
+            ("long-name", "long-name"),
             ("squatter", "squatter"),
         ],
     ),

@@ -99,7 +99,16 @@
 //! that runs the same purchase gets the same result. Every call runs with a
 //! fuel budget (a deterministic instruction count), a memory cap and a
 //! wall-clock backstop; a contract that exceeds them is stopped and the
-//! purchase fails. A panic is reported to the node's log with its message.
+//! purchase fails. A panic is reported to the node's log with its message
+//! (its first KiB). A call may log 256 lines and 16 KiB; control characters
+//! in logs, outcomes and refusal reasons reach the operator escaped.
+//!
+//! The node checks a contract file's shape before compiling it: at most
+//! 10 000 functions, 2 MiB of code (512 KiB in one function, 10 000 locals
+//! in one function), two memories, four tables, 1 000 imports, exports,
+//! globals, data and element segments, 100 custom sections, 16 MiB in all
+//! (`wallance_runtime::ModuleLimits`). A release build of a contract is far
+//! below all of them; a debug build with DWARF may not be (strip it).
 //!
 //! # Why `wasm32-unknown-unknown` and not `wasm32-wasip2`
 //!
@@ -168,6 +177,9 @@ pub trait Contract {
 
     /// Serve one authorized purchase. Return `Err(reason)` to refuse it; the
     /// reason reaches the buyer and storage writes of this call are dropped.
+    /// The buyer pays only for service rendered: `Ok` pays the provider the
+    /// price; `Err`, a panic, a trap or a limit hit refunds the buyer
+    /// (docs/protocol.md, Pay for service rendered).
     fn purchase(purchase: Purchase) -> Result<Outcome, String>;
 }
 

@@ -23,7 +23,7 @@ type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>
 use crate::crypto::{Hash, Keypair, MemberId, sha256, verify};
 use crate::msg::*;
 use crate::params::{Membership, Params};
-use crate::store_model::{Batch, Change, RunRecord, Snapshot};
+use crate::store_model::{Batch, Change, Escrow, RunRecord, Snapshot};
 use crate::wallet::{Mark, Marks, Wallet, next_state};
 
 /// Something for the adapter to do.
@@ -59,6 +59,15 @@ pub enum Event {
     Outcome(Outcome),
     /// The services on the network changed.
     ServicesChanged,
+    /// A purchase's verdict reached a quorum: its price went to the
+    /// provider (`paid`) or back to the requester.
+    Settled {
+        purchase: Hash,
+        requester: MemberId,
+        provider: MemberId,
+        price: u64,
+        paid: bool,
+    },
 }
 
 /// Why a message was rejected. Every rejection is also counted.
@@ -74,6 +83,11 @@ pub struct Reject {
 pub enum BuyError {
     #[error("no provider offers service {0:?}")]
     UnknownService(String),
+    /// Several providers offer the name: the buyer must name one. A
+    /// purchase never goes to whoever announces the name (or the lowest
+    /// price) last: that is how a member squats on another's service.
+    #[error("{providers} providers offer service {service:?}: name the one to buy from")]
+    AmbiguousService { service: String, providers: usize },
     #[error("price {offered} is below the listed price {listed}")]
     PriceTooLow { offered: u64, listed: u64 },
     #[error("insufficient balance: {available} units, the purchase costs {cost} (price plus voter reward)")]
@@ -103,6 +117,10 @@ pub struct Stats {
     pub tallies_adopted: u64,
     pub expired_requests: u64,
     pub parked_requests: u64,
+    /// Verdicts settled here: the price paid to the provider, or refunded.
+    pub verdicts_paid: u64,
+    pub verdicts_refunded: u64,
+    pub verdict_votes_sent: u64,
     pub messages_sent: u64,
 }
 
@@ -113,6 +131,37 @@ struct Pending {
     /// Parked: waiting for shares, credits, a catch-up or an announcement.
     parked: bool,
     last_vote_resend_ms: u64,
+}
+
+/// A settled escrow, as remembered to answer late peers.
+#[derive(Debug, Clone, Copy)]
+struct Closed {
+    purchase: Hash,
+    my_vote: Option<Vote>,
+    requester_idx: u32,
+    version: u64,
+}
+
+impl Closed {
+    fn of(e: &Escrow) -> Self {
+        Self {
+            purchase: e.purchase,
+            my_vote: e.my_vote,
+            requester_idx: e.requester_idx,
+            version: e.version,
+        }
+    }
+}
+
+/// An open escrow and the verdict votes heard for it.
+#[derive(Debug, Clone)]
+struct OpenEscrow {
+    escrow: Escrow,
+    /// Voter -> its verdict (true: pay the provider).
+    votes: BTreeMap<u32, bool>,
+    pay_weight: u64,
+    refund_weight: u64,
+    last_resend_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -179,6 +228,15 @@ pub struct Core {
     vouches: HashMap<Hash, Vec<u32>>,
     vouch_of: HashMap<u32, Hash>,
     announces: HashMap<MemberId, Announce>,
+    /// Committed purchases whose price awaits its verdict, by verdict id.
+    escrows: HashMap<Hash, OpenEscrow>,
+    /// Verdicts settled here recently, with this node's vote on each (sent
+    /// back to a peer still voting, so it can settle too).
+    closed_verdicts: HashMap<Hash, Closed>,
+    /// Own purchases settled before their outcome reached this node: it
+    /// asks (a query vote) until the provider re-sends it, a few times.
+    awaiting_outcome: HashMap<Hash, u32>,
+    closed_order: VecDeque<Hash>,
     my_services: Vec<ServiceOffer>,
     announce_seq: u64,
     share_seq: u64,
@@ -227,6 +285,17 @@ const T_ANNOUNCE: u8 = 4;
 const T_ANSWER_CERTS: u8 = 5;
 const T_ANSWER_SHARES: u8 = 6;
 const T_DIGEST_FROM: u8 = 7;
+const T_VERDICT_ECHO: u8 = 8;
+const T_OUTCOME_RESEND: u8 = 9;
+/// Times a requester asks for an outcome it missed, one per `retry_ms`.
+pub const OUTCOME_ASKS: u32 = 30;
+/// A verdict vote's `remaining`: 0 refund, 1 pay, 2 a query ("send me your
+/// verdict"), sent by a node holding an escrow it has no verdict evidence
+/// for (it committed late); never counted.
+pub const VERDICT_QUERY: u64 = 2;
+/// Open escrows whose votes (and, at their provider, outcomes) one timer
+/// tick re-sends at most.
+pub const MAX_VERDICT_RESENDS_PER_TICK: usize = 64;
 
 impl Core {
     /// A node starting from its durable state (empty for a new node).
@@ -277,6 +346,34 @@ impl Core {
             vouches: HashMap::default(),
             vouch_of: HashMap::default(),
             announces: snapshot.announces.into_values().map(|a| (a.provider, a)).collect(),
+            closed_verdicts: snapshot
+                .escrows
+                .iter()
+                .filter(|(_, e)| e.verdict.is_some())
+                .map(|(k, e)| (*k, Closed::of(e)))
+                .collect(),
+            awaiting_outcome: HashMap::default(),
+            closed_order: snapshot
+                .escrows
+                .iter()
+                .filter(|(_, e)| e.verdict.is_some())
+                .map(|(k, _)| *k)
+                .collect(),
+            escrows: snapshot
+                .escrows
+                .into_iter()
+                .filter(|(_, e)| e.verdict.is_none())
+                .map(|(k, escrow)| {
+                    let open = OpenEscrow {
+                        escrow,
+                        votes: BTreeMap::new(),
+                        pay_weight: 0,
+                        refund_weight: 0,
+                        last_resend_ms: 0,
+                    };
+                    (k, open)
+                })
+                .collect(),
             my_services: Vec::new(),
             announce_seq: snapshot.announce_seq,
             share_seq: snapshot.share_seq,
@@ -320,7 +417,15 @@ impl Core {
             .map(|r| r.cert.clone())
             .collect();
         for cert in owed {
-            core.outbox.push_back(Output::Event(Event::RunContract(Box::new(cert))));
+            core.ask_run(cert);
+        }
+        let mine: Vec<(Hash, Vote)> = core
+            .escrows
+            .iter()
+            .filter_map(|(k, e)| Some((*k, e.escrow.my_vote?)))
+            .collect();
+        for (k, vote) in mine {
+            core.tally_verdict(k, vote);
         }
         // Restored requests start parked: check each again.
         core.reconsider_parked();
@@ -568,12 +673,27 @@ impl Core {
     ) -> Result<Request, BuyError> {
         self.now_ms = self.now_ms.max(now_ms);
         let idx = self.my_idx.ok_or(BuyError::NotMember)?;
-        let (provider, listed) = self
-            .services()
-            .filter(|(p, s)| s.name == service && provider.is_none_or(|want| want == **p))
-            .map(|(p, s)| (*p, s.price))
-            .min_by_key(|(_, price)| *price)
-            .ok_or_else(|| BuyError::UnknownService(service.to_string()))?;
+        let offers: Vec<(MemberId, u64, Hash, u64)> = self
+            .announces
+            .values()
+            .filter(|a| provider.is_none_or(|want| want == a.provider))
+            .flat_map(|a| {
+                a.services
+                    .iter()
+                    .filter(|s| s.name == service)
+                    .map(|s| (a.provider, s.price, s.contract_hash, a.seq))
+            })
+            .collect();
+        let (provider, listed, contract_hash, announce_seq) = match offers.as_slice() {
+            [] => return Err(BuyError::UnknownService(service.to_string())),
+            [one] => *one,
+            many => {
+                return Err(BuyError::AmbiguousService {
+                    service: service.to_string(),
+                    providers: many.len(),
+                });
+            }
+        };
         if price < listed {
             return Err(BuyError::PriceTooLow { offered: price, listed });
         }
@@ -597,6 +717,8 @@ impl Core {
                 service: service.to_string(),
                 provider,
                 price,
+                announce_seq,
+                contract_hash,
                 time_ms: self.now_ms,
                 version: w.version,
                 state: w.state,
@@ -643,6 +765,15 @@ impl Core {
             self.outbox.push_back(Output::Event(Event::Outcome(outcome.clone())));
         }
         self.send(Message::Outcome(outcome));
+        // The provider votes its own verdict like every member.
+        let key = verdict_id(&request.id());
+        if self
+            .escrows
+            .get(&key)
+            .is_some_and(|o| self.now_ms <= o.escrow.deadline_ms)
+        {
+            self.cast_verdict(key, ok);
+        }
         self.prune_runs(idx);
     }
 
@@ -670,6 +801,7 @@ impl Core {
         if now >= self.next_tick_ms {
             self.next_tick_ms = now + self.params.retry_ms.min(self.params.consensus_period_ms);
             self.expire();
+            self.tick_escrows();
             // Re-send own pending requests: voters answer with their votes.
             let due: Vec<Hash> = self
                 .my_requests
@@ -1068,30 +1200,11 @@ impl Core {
             }
             return;
         }
-        let listed = self
-            .announces
-            .get(&request.provider)
-            .and_then(|a| a.services.iter().find(|s| s.name == request.service))
-            .map(|s| s.price);
-        match listed {
-            None => {
-                // We missed the provider's announcement: ask it for its heads,
-                // which it answers with its announcement too.
-                self.stats.parked_requests += 1;
-                let provider_idx = self.members.index_of(&request.provider).unwrap_or(0);
-                if !self.throttled(T_ANNOUNCE, provider_idx, 1, self.params.retry_ms) {
-                    let h = HeadsRequest::new(&self.key, request.provider, self.now_ms);
-                    self.send(Message::HeadsRequest(h));
-                }
-                return;
-            }
-            Some(listed) if request.price < listed => {
-                let _ = self.reject("request", "price below the provider's listed price");
-                self.drop_request(id);
-                return;
-            }
-            Some(_) => {}
-        }
+        // No check against the provider's announcement: voters that saw
+        // different announcements would reach different verdicts and could
+        // freeze the requester's wallet. The price is held in escrow and the
+        // provider refunds what it does not serve at the price and contract
+        // the request pinned (docs/protocol.md, Pay for service rendered).
         if w.shares_seen.max(w.shares_at_state) < request.shares_upto {
             self.stats.parked_requests += 1;
             let seen = w.shares_seen.max(w.shares_at_state);
@@ -1154,6 +1267,9 @@ impl Core {
         let Some(voter_idx) = self.members.index_of(&vote.voter) else {
             return self.reject("vote", "unknown voter");
         };
+        if self.escrows.contains_key(&vote.request_id) || self.closed_verdicts.contains_key(&vote.request_id) {
+            return self.on_verdict_vote(voter_idx, vote);
+        }
         if self.committed.contains(&vote.request_id) {
             self.stats.duplicates += 1;
             return Ok(());
@@ -1373,18 +1489,62 @@ impl Core {
             version,
             cert: Box::new(cert.clone()),
         });
-        self.outbox
-            .push_back(Output::Event(Event::RunContract(Box::new(cert.clone()))));
-        self.send(Message::Certificate(Box::new(cert)));
+        self.send(Message::Certificate(Box::new(cert.clone())));
+        self.ask_run(cert);
     }
 
-    /// Applies a commit's payment and reward, once per (wallet, version) on
-    /// every node, light nodes included: the provider gets the price, the
-    /// member drawn from the request id the voter reward. What moves is
-    /// fixed by the request alone (the requester paid both when its wallet
-    /// committed), so every honest node credits the same amounts to the
-    /// same members whichever valid certificate or proof it saw first, and
-    /// no certificate can credit anything twice or create money.
+    /// Asks the adapter to run an owed contract, unless half the outcome
+    /// window has gone: members vote for the refund when it ends, so a run
+    /// that late would be paid for by nobody; it is refunded instead.
+    ///
+    /// A purchase below the price this node lists for the service (or of a
+    /// service it does not offer) is refunded too: voters do not check
+    /// prices (they could disagree), the provider does.
+    fn ask_run(&mut self, cert: Certificate) {
+        let half = self.params.outcome_timeout_ms / 2;
+        let r = &cert.request;
+        let listed = self.my_services.iter().find(|s| s.name == r.service);
+        let refused = if self.now_ms > r.time_ms.saturating_add(half) {
+            Some("not run: the purchase reached its provider too late; its price is refunded".to_string())
+        } else if self.my_services.is_empty() {
+            // Not yet known after a restart: the adapter's runtime answers
+            // "not loaded" for a service it lacks, which refunds too.
+            None
+        } else {
+            match listed {
+                None => Some(format!(
+                    "not run: this provider offers no service {:?}; its price is refunded",
+                    r.service
+                )),
+                Some(l) if r.price < l.price => Some(format!(
+                    "not run: paid {} units, the listed price is {}; its price is refunded",
+                    r.price, l.price
+                )),
+                Some(l) if r.contract_hash != l.contract_hash => Some(format!(
+                    "not run: the contract of {:?} changed since announcement {} was bought; its price is refunded",
+                    r.service, r.announce_seq
+                )),
+                Some(_) => None,
+            }
+        };
+        if let Some(reason) = refused {
+            if let Some(idx) = self.members.index_of(&r.requester) {
+                let version = cert.new_version();
+                self.contract_done(self.now_ms, idx, version, false, &reason);
+            }
+            return;
+        }
+        self.outbox.push_back(Output::Event(Event::RunContract(Box::new(cert))));
+    }
+
+    /// Applies a commit's reward and escrow, once per (wallet, version) on
+    /// every node, light nodes included: the member drawn from the request
+    /// id gets the voter reward, and the price is held until its verdict
+    /// ([`Core::close_escrow`]). What moves is fixed by the request alone
+    /// (the requester paid both when its wallet committed), so every honest
+    /// node credits the same amounts to the same members whichever valid
+    /// certificate or proof it saw first, and no certificate can credit
+    /// anything twice or create money.
     fn settle(&mut self, idx: u32, id: Hash, request: &Request) {
         let version = request.version + 1;
         let mark = match self.wallets[idx as usize].as_deref_mut() {
@@ -1405,20 +1565,317 @@ impl Core {
             let (settled, above) = (m.settled, m.above.clone());
             self.persist(Change::Marks { idx, settled, above });
         }
-        let provider = self.members.index_of(&request.provider);
         let rewarded = self.members.reward_recipient(&id);
-        for (to, amount) in [(provider, request.price), (Some(rewarded), self.params.reward_units)] {
-            let Some(to) = to else { continue };
-            if amount == 0 {
-                continue;
-            }
-            if let Some(w) = self.wallet_mut(to) {
-                w.received = w.received.saturating_add(amount);
-                self.save_wallet(to);
-                self.reconsider_requester(to);
-            }
+        self.credit(rewarded, self.params.reward_units);
+        if let Some(provider_idx) = self.members.index_of(&request.provider)
+            && request.price > 0
+        {
+            let escrow = Escrow {
+                purchase: id,
+                requester_idx: idx,
+                version,
+                provider_idx,
+                price: request.price,
+                deadline_ms: request.time_ms.saturating_add(self.params.outcome_timeout_ms),
+                my_vote: None,
+                verdict: None,
+            };
+            self.open_escrow(escrow);
         }
         self.stats.certificates_applied += 1;
+    }
+
+    fn credit(&mut self, to: u32, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        if let Some(w) = self.wallet_mut(to) {
+            w.received = w.received.saturating_add(amount);
+            self.save_wallet(to);
+            self.reconsider_requester(to);
+        }
+    }
+
+    // -------------------------------------------------------------- verdicts
+
+    /// Holds a committed purchase's price until its verdict. Verdict votes
+    /// that overtook the commit were parked as orphan votes: they count now.
+    fn open_escrow(&mut self, escrow: Escrow) {
+        let key = verdict_id(&escrow.purchase);
+        if self.escrows.contains_key(&key) || self.closed_verdicts.contains_key(&key) {
+            return;
+        }
+        self.persist(Change::PutEscrow(Box::new(escrow.clone())));
+        self.escrows.insert(
+            key,
+            OpenEscrow {
+                escrow,
+                votes: BTreeMap::new(),
+                pay_weight: 0,
+                refund_weight: 0,
+                last_resend_ms: self.now_ms,
+            },
+        );
+        let mut parked = Vec::new();
+        for remaining in [0, 1] {
+            if let Some(d) = self.decisions.remove(&decision_id(&key, remaining)) {
+                self.forget_votes(&d);
+                for (voter_idx, v) in d.votes {
+                    if let Some(voter) = self.members.id(voter_idx) {
+                        parked.push(Vote {
+                            voter,
+                            request_id: key,
+                            remaining,
+                            nonce: v.nonce,
+                            sig: v.sig,
+                        });
+                    }
+                }
+            }
+        }
+        for vote in parked {
+            // Checked (work and signature) when they were parked.
+            self.tally_verdict(key, vote);
+        }
+    }
+
+    /// A verdict vote for an open escrow or a settled one. Cheap checks
+    /// first: a settled verdict costs a lookup (and, at most once per
+    /// `retry_ms`, this node's own vote back, so a peer that missed the
+    /// quorum settles too); a voter's second vote is a duplicate or, once
+    /// its signature holds, an equivocation.
+    fn on_verdict_vote(&mut self, voter_idx: u32, vote: Vote) -> Result<(), Reject> {
+        if vote.remaining > VERDICT_QUERY {
+            return self.reject("vote", "a verdict is 0 (refund), 1 (pay) or 2 (query)");
+        }
+        let key = vote.request_id;
+        let closed = self.closed_verdicts.get(&key).copied();
+        let open = self
+            .escrows
+            .get(&key)
+            .map(|o| Closed::of(&o.escrow))
+            .filter(|_| vote.remaining == VERDICT_QUERY);
+        if let Some(here) = closed.or(open) {
+            // Settled here, or a peer asks where this node stands: answer
+            // with this node's vote, at most once per `retry_ms`; and, at
+            // the provider, the outcome to a requester that asks for it.
+            self.stats.duplicates += 1;
+            let tag = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+            let every = self.params.retry_ms;
+            let asks_outcome = vote.remaining == VERDICT_QUERY
+                && voter_idx == here.requester_idx
+                && self
+                    .runs
+                    .get(&(here.requester_idx, here.version))
+                    .is_some_and(|r| r.done.is_some());
+            let echo = here.my_vote.is_some() && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
+            let resend = asks_outcome && !self.is_throttled(T_OUTCOME_RESEND, 0, tag, every);
+            if (echo || resend) && vote.check(self.params.vote_difficulty).is_ok() {
+                if let (true, Some(mine)) = (echo, here.my_vote) {
+                    self.take_slot(T_VERDICT_ECHO, 0, tag);
+                    self.send(Message::Vote(mine));
+                }
+                if resend
+                    && let Some(r) = self.runs.get(&(here.requester_idx, here.version))
+                    && let Some((ok, body)) = &r.done
+                {
+                    let o = Outcome::new(
+                        &self.key,
+                        r.cert.request.requester,
+                        r.cert.request.id(),
+                        here.version,
+                        *ok,
+                        body,
+                    );
+                    self.take_slot(T_OUTCOME_RESEND, 0, tag);
+                    self.send(Message::Outcome(o));
+                }
+            }
+            return Ok(());
+        }
+        let Some(open) = self.escrows.get(&key) else {
+            return Ok(());
+        };
+        if vote.remaining == VERDICT_QUERY {
+            return Ok(()); // nothing to answer with yet
+        }
+        if let Some(seen) = open.votes.get(&voter_idx) {
+            if *seen == (vote.remaining == 1) {
+                self.stats.duplicates += 1;
+                return Ok(());
+            }
+            if let Err(reason) = vote.check(self.params.vote_difficulty) {
+                return self.reject("vote", reason);
+            }
+            return self.reject("vote", "equivocation: the voter already voted the other verdict");
+        }
+        if let Err(reason) = vote.check(self.params.vote_difficulty) {
+            return self.reject("vote", reason);
+        }
+        self.stats.votes_received += 1;
+        self.tally_verdict(key, vote);
+        Ok(())
+    }
+
+    /// Counts a checked verdict vote; a quorum settles the escrow.
+    fn tally_verdict(&mut self, key: Hash, vote: Vote) {
+        let Some(voter_idx) = self.members.index_of(&vote.voter) else {
+            return;
+        };
+        let weight = self.members.weight(voter_idx);
+        let Some(open) = self.escrows.get_mut(&key) else {
+            return;
+        };
+        let pay = vote.remaining == 1;
+        if open.votes.insert(voter_idx, pay).is_some() {
+            return;
+        }
+        let total = if pay {
+            open.pay_weight += weight;
+            open.pay_weight
+        } else {
+            open.refund_weight += weight;
+            open.refund_weight
+        };
+        if self.members.is_quorum(&self.params, total) {
+            self.close_escrow(key, pay);
+        }
+    }
+
+    /// This node's verdict on a purchase, once: durable before it is sent.
+    fn cast_verdict(&mut self, key: Hash, pay: bool) {
+        if self.my_idx.is_none() {
+            return;
+        }
+        let Some(open) = self.escrows.get(&key) else {
+            return;
+        };
+        if open.escrow.my_vote.is_some() {
+            return;
+        }
+        let Some(vote) = Vote::build(&self.key, key, u64::from(pay), self.params.vote_difficulty) else {
+            return;
+        };
+        let Some(open) = self.escrows.get_mut(&key) else {
+            return;
+        };
+        open.escrow.my_vote = Some(vote);
+        open.last_resend_ms = self.now_ms;
+        let escrow = open.escrow.clone();
+        self.persist(Change::PutEscrow(Box::new(escrow)));
+        self.stats.verdict_votes_sent += 1;
+        self.send(Message::Vote(vote));
+        self.tally_verdict(key, vote);
+    }
+
+    /// A quorum voted the verdict: the price goes to the provider (`pay`)
+    /// or back to the requester, once.
+    fn close_escrow(&mut self, key: Hash, pay: bool) {
+        let Some(open) = self.escrows.remove(&key) else {
+            return;
+        };
+        let mut e = open.escrow;
+        e.verdict = Some(pay);
+        self.persist(Change::PutEscrow(Box::new(e.clone())));
+        self.credit(if pay { e.provider_idx } else { e.requester_idx }, e.price);
+        if pay {
+            self.stats.verdicts_paid += 1;
+        } else {
+            self.stats.verdicts_refunded += 1;
+        }
+        if self.closed_verdicts.insert(key, Closed::of(&e)).is_none() {
+            self.closed_order.push_back(key);
+        }
+        if Some(e.requester_idx) == self.my_idx
+            && !self.my_purchases.get(&e.purchase).is_some_and(|(_, got)| *got)
+            && self.awaiting_outcome.len() < MAX_REMEMBERED_PURCHASES
+        {
+            self.awaiting_outcome.insert(key, 0);
+        }
+        while self.closed_order.len() > MAX_REMEMBERED_COMMITS {
+            if let Some(old) = self.closed_order.pop_front() {
+                self.closed_verdicts.remove(&old);
+                self.persist(Change::DropEscrow(old));
+            }
+        }
+        let (Some(requester), Some(provider)) = (self.members.id(e.requester_idx), self.members.id(e.provider_idx))
+        else {
+            return;
+        };
+        self.outbox.push_back(Output::Event(Event::Settled {
+            purchase: e.purchase,
+            requester,
+            provider,
+            price: e.price,
+            paid: pay,
+        }));
+    }
+
+    /// Timer work on open escrows: vote for the refund past the deadline
+    /// with no outcome seen; re-send this node's vote (and, at the
+    /// provider, the outcome) every `retry_ms`, a bounded number per tick.
+    fn tick_escrows(&mut self) {
+        let now = self.now_ms;
+        let expired: Vec<Hash> = self
+            .escrows
+            .iter()
+            .filter(|(_, o)| o.escrow.my_vote.is_none() && now > o.escrow.deadline_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            self.cast_verdict(key, false);
+        }
+        let mut due: Vec<(u64, Hash)> = self
+            .escrows
+            .iter()
+            .filter(|(_, o)| now >= o.last_resend_ms.saturating_add(self.params.retry_ms))
+            .map(|(k, o)| (o.last_resend_ms, *k))
+            .collect();
+        due.sort_unstable();
+        // Own purchases settled without their outcome here: ask for it.
+        let mut asks: Vec<Hash> = self.awaiting_outcome.keys().copied().collect();
+        asks.sort_unstable();
+        for key in asks.into_iter().take(MAX_VERDICT_RESENDS_PER_TICK) {
+            let purchase = self.closed_verdicts.get(&key).map(|c| c.purchase);
+            let got = purchase.is_none_or(|p| self.my_purchases.get(&p).is_some_and(|(_, got)| *got));
+            let n = self.awaiting_outcome.get(&key).copied().unwrap_or(OUTCOME_ASKS);
+            if got || n >= OUTCOME_ASKS {
+                self.awaiting_outcome.remove(&key);
+                continue;
+            }
+            self.awaiting_outcome.insert(key, n + 1);
+            if let Some(q) = Vote::build(&self.key, key, VERDICT_QUERY, self.params.vote_difficulty) {
+                self.send(Message::Vote(q));
+            }
+        }
+        for (_, key) in due.into_iter().take(MAX_VERDICT_RESENDS_PER_TICK) {
+            let Some(open) = self.escrows.get_mut(&key) else {
+                continue;
+            };
+            open.last_resend_ms = now;
+            let (vote, e) = (open.escrow.my_vote, open.escrow.clone());
+            match vote {
+                Some(vote) => self.send(Message::Vote(vote)),
+                None if self.my_idx.is_some() => {
+                    if let Some(q) = Vote::build(&self.key, key, VERDICT_QUERY, self.params.vote_difficulty) {
+                        self.send(Message::Vote(q));
+                    }
+                }
+                None => {}
+            }
+            if self.my_idx == Some(e.provider_idx)
+                && let Some(r) = self.runs.get(&(e.requester_idx, e.version))
+                && let Some((ok, body)) = &r.done
+            {
+                let o = Outcome::new(&self.key, r.cert.request.requester, e.purchase, e.version, *ok, body);
+                self.send(Message::Outcome(o));
+            }
+        }
+    }
+
+    /// Open escrows: (purchase, requester, provider, price, deadline).
+    pub fn escrows(&self) -> impl Iterator<Item = &Escrow> {
+        self.escrows.values().map(|o| &o.escrow)
     }
 
     fn keep_cert(&mut self, idx: u32, version: u64, cert: &Certificate) {
@@ -1635,8 +2092,30 @@ impl Core {
         Ok(())
     }
 
+    /// An outcome is the evidence members vote a verdict on: from the
+    /// escrow's provider, before the deadline, the first one this node
+    /// sees. The requester also keeps it (once, from that provider only).
     fn on_outcome(&mut self, o: Outcome) -> Result<(), Reject> {
+        let key = verdict_id(&o.request_id);
+        let voting = match self.escrows.get(&key) {
+            Some(open) => {
+                if self.members.id(open.escrow.provider_idx) != Some(o.provider) {
+                    return self.reject("outcome", "not from the purchase's provider");
+                }
+                open.escrow.my_vote.is_none() && self.now_ms <= open.escrow.deadline_ms
+            }
+            None => false,
+        };
+        if voting {
+            if !verify(&o.provider, &o.digest(), &o.sig) {
+                return self.reject("outcome", "signature is invalid");
+            }
+            self.cast_verdict(key, o.ok);
+        }
         if o.requester != self.me {
+            if !voting {
+                self.stats.duplicates += 1;
+            }
             return Ok(());
         }
         // Only the provider the purchase named may answer it, once. A
@@ -1761,6 +2240,15 @@ impl Core {
             self.send(Message::Announce(a));
         }
         self.last_heads_sent_ms = Some(self.now_ms);
+        // A commit whose price is still in escrow here is not settled yet,
+        // as far as a peer is told: its vouch must not be taken before the
+        // verdict's credit is in `received`.
+        let mut unsettled: HashMap<u32, u64> = HashMap::default();
+        for o in self.escrows.values() {
+            let below = o.escrow.version.saturating_sub(1);
+            let s = unsettled.entry(o.escrow.requester_idx).or_insert(below);
+            *s = (*s).min(below);
+        }
         let heads = self
             .wallets
             .iter()
@@ -1770,7 +2258,7 @@ impl Core {
             .map(|(i, w)| Head {
                 idx: i as u32,
                 version: w.version,
-                settled: w.settled,
+                settled: unsettled.get(&(i as u32)).map_or(w.settled, |u| w.settled.min(*u)),
                 shares: w.shares_seen,
                 received: w.received,
             })
@@ -1889,6 +2377,18 @@ impl Core {
                     settled: head.version,
                     above: Vec::new(),
                 });
+            }
+        }
+        // The vouchers had no escrow open on these commits: every verdict
+        // is in the tallies just taken. Escrows still open here were
+        // settled there: forget them without crediting anything twice.
+        let open: Vec<Hash> = self.escrows.keys().copied().collect();
+        for key in open {
+            if let Some(o) = self.escrows.remove(&key) {
+                self.persist(Change::DropEscrow(key));
+                if self.closed_verdicts.insert(key, Closed::of(&o.escrow)).is_none() {
+                    self.closed_order.push_back(key);
+                }
             }
         }
         self.stats.tallies_adopted += 1;

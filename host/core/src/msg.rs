@@ -50,6 +50,11 @@ pub struct Request {
     pub service: String,
     pub provider: MemberId,
     pub price: u64,
+    /// What the request buys, pinned: the provider's announcement sequence
+    /// number and the hash of the contract it listed for `service`. The
+    /// provider runs exactly that contract or refunds the purchase.
+    pub announce_seq: u64,
+    pub contract_hash: Hash,
     pub time_ms: u64,
     /// The requester's wallet version and State this request spends from:
     /// one request per State.
@@ -307,6 +312,8 @@ pub struct RequestDraft {
     pub service: String,
     pub provider: MemberId,
     pub price: u64,
+    pub announce_seq: u64,
+    pub contract_hash: Hash,
     pub time_ms: u64,
     pub version: u64,
     pub state: Hash,
@@ -321,11 +328,13 @@ impl Request {
         if self.service.len() > MAX_SERVICE_LEN {
             return None;
         }
-        let mut w = Writer::with_tag(b"wallance/request/v1");
+        let mut w = Writer::with_tag(b"wallance/request/v2");
         w.raw(&self.requester.0)
             .str8(&self.service)
             .raw(&self.provider.0)
             .u64(self.price)
+            .u64(self.announce_seq)
+            .raw(&self.contract_hash)
             .u64(self.time_ms)
             .u64(self.version)
             .raw(&self.state)
@@ -350,6 +359,8 @@ impl Request {
             service: draft.service,
             provider: draft.provider,
             price: draft.price,
+            announce_seq: draft.announce_seq,
+            contract_hash: draft.contract_hash,
             time_ms: draft.time_ms,
             version: draft.version,
             state: draft.state,
@@ -374,7 +385,7 @@ impl Request {
 
     fn body(&self, w: &mut Writer) -> Option<()> {
         let prefix = self.prefix()?;
-        w.raw(&prefix[b"wallance/request/v1".len()..]).u64(self.nonce);
+        w.raw(&prefix[b"wallance/request/v2".len()..]).u64(self.nonce);
         Some(())
     }
 
@@ -384,6 +395,8 @@ impl Request {
             service: r.str8("service", MAX_SERVICE_LEN)?,
             provider: MemberId(r.array()?),
             price: r.u64()?,
+            announce_seq: r.u64()?,
+            contract_hash: r.array()?,
             time_ms: r.u64()?,
             version: r.u64()?,
             state: r.array()?,
@@ -409,6 +422,14 @@ impl Request {
         }
         Ok(id)
     }
+}
+
+/// The id a purchase's *verdict* votes carry in `Vote::request_id`: a
+/// verdict is voted like a request, `remaining` 1 for "pay the provider"
+/// and 0 for "refund the requester" (docs/protocol.md, Pay for service
+/// rendered). Domain-separated, so it never equals a request id.
+pub fn verdict_id(purchase: &Hash) -> Hash {
+    sha256(&[b"wallance/verdict/v1", purchase])
 }
 
 /// The identity of a decision: what identical votes agree on.

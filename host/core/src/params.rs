@@ -53,6 +53,12 @@ pub struct Params {
     pub certs_kept_per_wallet: usize,
     /// Own shares kept for re-sending to peers that missed them.
     pub own_shares_kept: usize,
+    /// A purchase's price is held in escrow until a quorum settles it by a
+    /// verdict (docs/protocol.md, Pay for service rendered). A member that
+    /// has seen no outcome from the provider this long after the request's
+    /// time votes for the refund; the provider runs a purchase only in the
+    /// first half of this window and refunds it after.
+    pub outcome_timeout_ms: u64,
 }
 
 impl Default for Params {
@@ -75,6 +81,7 @@ impl Default for Params {
             max_buffered_shares_per_member: 1_024,
             certs_kept_per_wallet: 8,
             own_shares_kept: 4_096,
+            outcome_timeout_ms: 60_000,
         }
     }
 }
@@ -118,6 +125,11 @@ impl Params {
         }
         if self.max_pending_requests == 0 || self.max_pending_decisions == 0 {
             return Err("queue bounds must be positive".into());
+        }
+        // The provider's half of the window must leave room for a run and a
+        // few re-sends of its outcome before members vote for the refund.
+        if self.outcome_timeout_ms < 4 * self.retry_ms {
+            return Err("outcome_timeout_ms must be at least 4 retry_ms".into());
         }
         Ok(())
     }

@@ -68,6 +68,35 @@ pub enum Change {
     Announce(Announce),
     ShareSeq(u64),
     AnnounceSeq(u64),
+    /// A committed purchase's price, held until its verdict (or this
+    /// node's verdict vote on it, once cast).
+    PutEscrow(Box<Escrow>),
+    /// Forgets a settled escrow (the oldest beyond the number remembered).
+    DropEscrow([u8; 32]),
+}
+
+/// A committed purchase's price, held until a quorum votes its verdict:
+/// paid to the provider, or refunded to the requester.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escrow {
+    /// The purchase (request id); the escrow is keyed by its `verdict_id`.
+    pub purchase: [u8; 32],
+    pub requester_idx: u32,
+    /// The requester's wallet version the purchase committed.
+    pub version: u64,
+    pub provider_idx: u32,
+    pub price: u64,
+    /// The request's time plus `outcome_timeout_ms`: with no outcome from
+    /// the provider by then, this node votes for the refund.
+    pub deadline_ms: u64,
+    /// This node's verdict vote, once cast (one per purchase, durable
+    /// before it is sent).
+    pub my_vote: Option<Vote>,
+    /// Set once a quorum voted the verdict (true: the provider was paid).
+    /// Settled escrows are kept (a bounded number) so that this node can
+    /// send its vote back to a peer that missed the quorum, after a
+    /// restart too.
+    pub verdict: Option<bool>,
 }
 
 impl Change {
@@ -86,13 +115,15 @@ impl Change {
             | Change::RunsPruned { .. }
             | Change::ShareSeq(_)
             | Change::AnnounceSeq(_) => true,
+            Change::PutEscrow(e) => e.my_vote.is_some(),
             Change::Wallet { .. }
             | Change::DropRequest(_)
             | Change::PutVote(_)
             | Change::DropVotes(_)
             | Change::DropCert { .. }
             | Change::Marks { .. }
-            | Change::Announce(_) => false,
+            | Change::Announce(_)
+            | Change::DropEscrow(_) => false,
         }
     }
 }
@@ -123,6 +154,8 @@ pub struct Snapshot {
     pub announces: BTreeMap<[u8; 32], Announce>,
     pub share_seq: u64,
     pub announce_seq: u64,
+    /// Open and recently settled escrows by verdict id.
+    pub escrows: BTreeMap<[u8; 32], Escrow>,
 }
 
 impl Snapshot {
@@ -190,6 +223,12 @@ impl Snapshot {
                 }
                 Change::ShareSeq(s) => self.share_seq = *s,
                 Change::AnnounceSeq(s) => self.announce_seq = *s,
+                Change::PutEscrow(e) => {
+                    self.escrows.insert(crate::msg::verdict_id(&e.purchase), (**e).clone());
+                }
+                Change::DropEscrow(id) => {
+                    self.escrows.remove(id);
+                }
             }
         }
     }

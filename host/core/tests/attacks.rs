@@ -88,6 +88,11 @@ fn a_light_node_settles_from_a_proof_as_from_a_signed_certificate() {
     let proof = net.nodes[2].core.certificate(1, 1).unwrap().clone();
     assert!(!proof.is_signed());
     replay(&mut net, 3, &Message::Certificate(Box::new(proof)));
+    // The price waits in escrow for its verdict: the light node asks the
+    // others for theirs (a query vote), and settles it as they did.
+    assert_eq!(net.nodes[3].core.escrows().count(), 1);
+    net.tick(harness::params().retry_ms);
+    assert_eq!(net.nodes[3].core.escrows().count(), 0);
     assert_eq!(net.wallet(3, 0).received, net.wallet(0, 0).received);
     // The signed one afterwards is a duplicate.
     let signed = net.nodes[0].core.certificate(1, 1).unwrap().clone();
@@ -225,6 +230,8 @@ fn a_request_or_certificate_at_version_u64_max_is_refused_not_a_panic() {
             service: "espresso".into(),
             provider: net.id(0),
             price: 2 * UNITS_PER_COIN,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: net.now,
             version: u64::MAX,
             state: [0; 32],
@@ -449,7 +456,29 @@ fn two_certificates_for_one_decision_settle_once_and_identically() {
         assert_eq!(wallets(&net, i), reference, "node {i} disagrees with node 2");
     }
     let total: u64 = reference.iter().map(|w| w.received).sum();
+    assert_eq!(
+        total,
+        2 * UNITS_PER_COIN,
+        "one reward moved, the price waits for its verdict"
+    );
+    // The provider never heard of it: past the outcome window every member
+    // votes the refund, the provider included once it catches up.
+    net.isolated = vec![false; 7];
+    net.tick(harness::params().outcome_timeout_ms + 1);
+    for _ in 0..5 {
+        net.tick(harness::params().retry_ms);
+    }
+    let reference = wallets(&net, 2);
+    for i in [0, 1, 3, 4, 5, 6] {
+        assert_eq!(wallets(&net, i), reference, "node {i} disagrees with node 2");
+    }
+    let total: u64 = reference.iter().map(|w| w.received).sum();
     assert_eq!(total, 4 * UNITS_PER_COIN, "exactly the price and one reward moved");
+    assert_eq!(
+        reference[1].received,
+        2 * UNITS_PER_COIN,
+        "the price went back to the requester"
+    );
 }
 
 /// Hole 10: outcomes were accepted from any key.

@@ -17,6 +17,8 @@ fn request() -> Request {
             service: "espresso".into(),
             provider: MemberId([3; 32]),
             price: 2 * UNITS_PER_COIN,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: 1_700_000_000_000,
             version: 4,
             state: [5; 32],
@@ -118,9 +120,10 @@ fn golden_vote_bytes_and_sizes() {
 fn golden_request_identity() {
     let r = request();
     let prefix = r.prefix().unwrap();
-    // Domain 19 + requester 32 + service 1+8 + provider 32 + price, time,
-    // version 3*8 + State 32 + shares, received 2*8 + params 2+1+1+4+2+5.
-    assert_eq!(prefix.len(), 19 + 32 + 9 + 32 + 24 + 32 + 16 + 15);
+    // Domain 19 + requester 32 + service 1+8 + provider 32 + price,
+    // announce seq, time, version 4*8 + contract hash 32 + State 32 +
+    // shares, received 2*8 + params 2+1+1+4+2+5.
+    assert_eq!(prefix.len(), 19 + 32 + 9 + 32 + 32 + 32 + 32 + 16 + 15);
     assert_eq!(
         hex::encode(wallance_core::crypto::sha256(&[&prefix, &r.nonce.to_le_bytes()])),
         hex::encode(r.id())
@@ -176,6 +179,8 @@ fn hostile_inputs_to_the_core_are_rejected_with_a_reason_and_counted() {
         service: "espresso".into(),
         provider: Keypair::from_seed([1; 32]).id(),
         price: 2 * UNITS_PER_COIN,
+        announce_seq: 0,
+        contract_hash: [0; 32],
         time_ms: now,
         version: 0,
         state: [0; 32],
@@ -246,6 +251,8 @@ fn message_sizes_are_what_the_protocol_doc_says() {
         service: service.into(),
         provider: MemberId([3; 32]),
         price: 2 * UNITS_PER_COIN,
+        announce_seq: 0,
+        contract_hash: [0; 32],
         time_ms: 1,
         version: 0,
         state: [5; 32],
@@ -258,10 +265,10 @@ fn message_sizes_are_what_the_protocol_doc_says() {
     assert_eq!(share(""), 122);
     assert_eq!(share("temperature"), 122 + 11);
     let req = |service: &str, params| len(Message::Request(r(service, params)));
-    assert_eq!(req("", vec![]), 213);
-    assert_eq!(req("espresso", vec![]), 213 + 8);
+    assert_eq!(req("", vec![]), 253);
+    assert_eq!(req("espresso", vec![]), 253 + 8);
     // Each parameter: 1 + key + 2 + value bytes.
-    assert_eq!(req("", vec![("size".into(), "large".into())]), 213 + 3 + 4 + 5);
+    assert_eq!(req("", vec![("size".into(), "large".into())]), 253 + 3 + 4 + 5);
     let vote = Vote::build(&k, [1; 32], 1, 0).unwrap();
     assert_eq!(len(Message::Vote(vote)), 145);
     let cert = |service: &str, n: usize| {
@@ -278,8 +285,8 @@ fn message_sizes_are_what_the_protocol_doc_says() {
             provider_sig: Default::default(),
         })))
     };
-    assert_eq!(cert("", 0), 289);
-    assert_eq!(cert("espresso", 6), 289 + 8 + 76 * 6);
+    assert_eq!(cert("", 0), 329);
+    assert_eq!(cert("espresso", 6), 329 + 8 + 76 * 6);
     let ann = |names: &[&str]| {
         len(Message::Announce(Announce::new(
             &k,

@@ -39,6 +39,8 @@ class Request(IdlStruct, typename="wallance::Request"):
     service: t.bounded_str[64]
     provider: Octets32
     price: t.uint64
+    announce_seq: t.uint64
+    contract_hash: Octets32
     time_ms: t.uint64
     version: t.uint64
     state: Octets32

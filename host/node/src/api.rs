@@ -275,17 +275,31 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
             None => return error(StatusCode::BAD_REQUEST, format!("unknown provider {p:?}")),
         },
     };
-    let Some(listed) = v
+    let offers: Vec<_> = v
         .services
         .iter()
         .filter(|s| s.name == body.service && provider.is_none_or(|p| p.to_hex() == s.provider_id))
-        .map(|s| s.price)
-        .min()
-    else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no provider offers service {:?}", body.service),
-        );
+        .collect();
+    let listed = match offers.as_slice() {
+        [] => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no provider offers service {:?}", body.service),
+            );
+        }
+        [one] => one.price,
+        many => {
+            let names: Vec<&str> = many.iter().map(|s| s.provider.as_str()).collect();
+            return error(
+                StatusCode::CONFLICT,
+                format!(
+                    "{} providers offer service {:?} ({}): name the one to buy from (\"provider\")",
+                    many.len(),
+                    body.service,
+                    names.join(", ")
+                ),
+            );
+        }
     };
     if body.price < listed {
         return error(
@@ -337,6 +351,7 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
         Ok(Err(e)) if e.contains("insufficient") => error(StatusCode::PAYMENT_REQUIRED, e),
         Ok(Err(e)) if e.contains("pending") => error(StatusCode::CONFLICT, e),
         Ok(Err(e)) if e.contains("no provider offers") => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e)) if e.contains("providers offer service") => error(StatusCode::CONFLICT, e),
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
     }

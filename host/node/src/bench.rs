@@ -219,6 +219,8 @@ fn setup(n: usize) -> (Vec<Keypair>, CoreConfig, Request) {
             service: "espresso".into(),
             provider: keys[0].id(),
             price: 2 * UNITS_PER_COIN,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: 1_000,
             version: 0,
             state: w.state,

@@ -199,14 +199,22 @@ pub fn status(conn: &Conn) -> anyhow::Result<()> {
 }
 
 /// Buys and waits until the contract's outcome is back.
-pub fn buy(conn: &Conn, service: &str, price_coins: f64, params: &[String], wait_s: u64) -> anyhow::Result<Value> {
-    buy_quiet(conn, service, price_coins, params, wait_s, false)
+pub fn buy(
+    conn: &Conn,
+    service: &str,
+    provider: Option<&str>,
+    price_coins: f64,
+    params: &[String],
+    wait_s: u64,
+) -> anyhow::Result<Value> {
+    buy_quiet(conn, service, provider, price_coins, params, wait_s, false)
 }
 
 /// [`buy`], printing nothing when `quiet` (the demo prints its own lines).
 pub fn buy_quiet(
     conn: &Conn,
     service: &str,
+    provider: Option<&str>,
     price_coins: f64,
     params: &[String],
     wait_s: u64,
@@ -226,7 +234,7 @@ pub fn buy_quiet(
     let (status, body) = post(
         conn,
         "/api/buy",
-        &serde_json::json!({ "service": service, "price": price, "params": map }),
+        &serde_json::json!({ "service": service, "provider": provider, "price": price, "params": map }),
     )?;
     if status != 202 {
         let reason = body["error"].as_str().unwrap_or("no reason given");
@@ -234,6 +242,7 @@ pub fn buy_quiet(
             401 => " (pass the node's api_token with --token or WALLANCE_TOKEN)",
             403 => " (set api_token in the node's node.toml and restart it)",
             404 => " (see `wallance services`)",
+            409 if reason.contains("providers offer") => " (see `wallance services`, then pass --provider)",
             _ => "",
         };
         bail!("purchase refused ({status}): {reason}{hint}");

@@ -216,11 +216,12 @@ impl Node {
         std::fs::create_dir_all(&loaded.contracts_dir)
             .with_context(|| format!("cannot create contracts dir {}", loaded.contracts_dir.display()))?;
         let registry_events = runtime.subscribe();
-        // `watch` loads every file now (its events arrive on `registry_events`)
-        // and then follows the folder.
+        // The first scan (and its compiles) runs on the watcher's thread, so
+        // the API and DDS come up at once whatever the folder holds; its
+        // results arrive on `registry_events` like later changes.
         let contracts = Vec::new();
         let watcher = runtime
-            .watch(loaded.contracts_dir.clone())
+            .watch_in_background(loaded.contracts_dir.clone())
             .with_context(|| format!("cannot watch {}", loaded.contracts_dir.display()))?;
         core.set_services(now_ms(), offers(&runtime));
 
@@ -255,6 +256,7 @@ impl Node {
             }),
             DeviceGrants::from_config(&loaded.config.devices),
             core.membership().clone(),
+            core.params().outcome_timeout_ms,
             tx.clone(),
         );
         let view: SharedView = view::Hub::new();
@@ -431,6 +433,11 @@ impl Node {
                 info!(service = %info.name, "contract removed");
                 self.contracts.retain(|c| c.service.as_deref() != Some(&info.name));
             }
+            // A file that was not loaded is gone: drop its entry.
+            RegistryEvent::Cleared { path } => {
+                self.contracts
+                    .retain(|c| c.service.is_some() || c.file != path.display().to_string());
+            }
             _ => {}
         }
         self.core.set_services(now_ms(), offers(&self.runtime));
@@ -544,6 +551,24 @@ impl Node {
                 self.outcomes.push_front(v);
                 self.outcomes.truncate(200);
             }
+            Event::Settled {
+                purchase,
+                requester,
+                provider,
+                price,
+                paid,
+            } => {
+                let (requester, provider) = (self.name(&requester), self.name(&provider));
+                let purchase = hex::encode(purchase);
+                if self.opts.announce_events {
+                    println!("SETTLED {purchase} paid={paid} price={price}");
+                }
+                if paid {
+                    info!(%purchase, %provider, price, "verdict: the provider is paid");
+                } else {
+                    info!(%purchase, %requester, price, "verdict: the price is refunded to the requester");
+                }
+            }
             Event::ServicesChanged => {}
         }
     }
@@ -585,6 +610,7 @@ fn spawn_contract_worker(
     storage: Arc<NodeStorage>,
     grants: DeviceGrants,
     membership: wallance_core::Membership,
+    outcome_timeout_ms: u64,
     tx: Sender<Cmd>,
 ) -> Sender<Box<Certificate>> {
     let (jobs_tx, jobs_rx) = mpsc::channel::<Box<Certificate>>();
@@ -592,7 +618,19 @@ fn spawn_contract_worker(
         .name("contracts".into())
         .spawn(move || {
             let dyn_storage: Arc<dyn ContractStorage> = storage.clone();
+            // Runs owed from before a restart arrive while the folder is
+            // still being loaded in the background: a purchase must not be
+            // refunded as "not loaded" only because its file was not
+            // compiled yet. Bounded, since a run later than half its outcome
+            // window is refunded anyway.
+            let mut scanned = false;
             for cert in jobs_rx {
+                if !scanned {
+                    scanned = true;
+                    if !runtime.wait_for_first_scans(Duration::from_millis(outcome_timeout_ms / 4)) {
+                        warn!("the contracts folder is still loading; running owed purchases with what is loaded");
+                    }
+                }
                 let Some(idx) = membership.index_of(&cert.request.requester) else {
                     continue;
                 };
@@ -609,7 +647,33 @@ fn spawn_contract_worker(
                 if let Ok(mut held) = storage.held.lock() {
                     held.clear();
                 }
-                let (ok, body, fuel_used, elapsed_us) =
+                // The purchase pinned a contract: a file replaced since
+                // (hot reload) must not serve it. Refused, so refunded.
+                let pinned = runtime
+                    .service(&service)
+                    .is_some_and(|s| s.contract_hash == cert.request.contract_hash);
+                // Members vote the refund once the outcome window ends: a run
+                // started after half of it (a long queue, a slow board) is
+                // refunded instead, exactly as the core refuses to ask for it.
+                let late = now_ms() > cert.request.time_ms.saturating_add(outcome_timeout_ms / 2);
+                let (ok, body, fuel_used, elapsed_us) = if late {
+                    (
+                        false,
+                        "not run: the purchase waited past half its outcome window; its price is refunded".to_string(),
+                        0,
+                        0,
+                    )
+                } else if !pinned {
+                    (
+                        false,
+                        format!(
+                            "not run: the contract of {service:?} bought (announcement {}) is no longer loaded; its price is refunded",
+                            cert.request.announce_seq
+                        ),
+                        0,
+                        0,
+                    )
+                } else {
                     match runtime.invoke(&service, &purchase, &dyn_storage, &devices) {
                         Ok(outcome) => {
                             let fuel = outcome.fuel_used;
@@ -620,7 +684,8 @@ fn spawn_contract_worker(
                             }
                         }
                         Err(e) => (false, format!("the contract failed: {e}"), 0, 0),
-                    };
+                    }
+                };
                 let writes = storage
                     .held
                     .lock()

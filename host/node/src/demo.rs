@@ -264,6 +264,7 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     let p = client::buy_quiet(
         &net.conns[1],
         "espresso",
+        Some("node-1"),
         price as f64 / UNITS_PER_COIN as f64,
         &["size=ristretto".to_string()],
         timeout.as_secs(),

@@ -60,6 +60,11 @@ enum Command {
         /// Parameters for the contract, key=value.
         #[arg(long = "param")]
         params: Vec<String>,
+        /// The provider (member name or hex ID). Needed when several
+        /// members offer the service: a purchase never goes to whoever
+        /// announced the name last or cheapest.
+        #[arg(long)]
+        provider: Option<String>,
         #[arg(long, default_value_t = 60)]
         wait: u64,
         #[command(flatten)]
@@ -100,9 +105,10 @@ fn main() -> anyhow::Result<()> {
             service,
             price,
             params,
+            provider,
             wait,
             conn,
-        } => client::finish(client::buy(&conn, &service, price, &params, wait).map(|_| ())),
+        } => client::finish(client::buy(&conn, &service, provider.as_deref(), price, &params, wait).map(|_| ())),
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchNet(args) => bench_net::run(args),

@@ -140,6 +140,24 @@ impl Metrics {
             "Contract runs that refused or failed",
             s.contract_failures,
         );
+        let verdicts = Family::<Labels, Counter>::default();
+        for (verdict, n) in [("paid", s.verdicts_paid), ("refunded", s.verdicts_refunded)] {
+            verdicts
+                .get_or_create(&vec![("verdict".to_string(), verdict.to_string())])
+                .inc_by(n);
+        }
+        r.register(
+            "verdicts",
+            "Purchases settled here: the price paid to the provider or refunded",
+            verdicts,
+        );
+        gauge(
+            &mut r,
+            "escrows_open",
+            "Purchase prices held until their verdict",
+            None,
+            to_i64(s.escrows_open),
+        );
         counter(&mut r, "dds_received_samples", "DDS samples received", s.dds_received);
         counter(
             &mut r,

@@ -195,6 +195,11 @@ pub struct StatsView {
     pub store_bytes: u64,
     pub contract_runs: u64,
     pub contract_failures: u64,
+    /// Purchases whose verdict paid the provider / refunded the requester
+    /// here, and purchase prices still in escrow.
+    pub verdicts_paid: u64,
+    pub verdicts_refunded: u64,
+    pub escrows_open: u64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -291,6 +296,9 @@ pub fn build(
             store_bytes,
             contract_runs: runs.values().filter(|r| r.done.is_some()).count() as u64,
             contract_failures: runs.values().filter(|r| matches!(&r.done, Some((false, _)))).count() as u64,
+            verdicts_paid: s.verdicts_paid,
+            verdicts_refunded: s.verdicts_refunded,
+            escrows_open: core.escrows().count() as u64,
         },
     }
 }

@@ -42,17 +42,127 @@ pub(crate) fn engine_fingerprint(engine: &Engine, config_tag: &str) -> String {
 pub(crate) struct DiskCache {
     dir: PathBuf,
     fingerprint: String,
+    refusal_fingerprint: String,
+}
+
+/// What one garbage collection of the cache folder did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCollection {
+    pub removed_entries: u64,
+    pub removed_bytes: u64,
+    pub kept_entries: u64,
+    pub kept_bytes: u64,
 }
 
 impl DiskCache {
-    pub fn new(dir: PathBuf, fingerprint: String) -> std::io::Result<Self> {
+    pub fn new(dir: PathBuf, fingerprint: String, refusal_fingerprint: String) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        Ok(DiskCache { dir, fingerprint })
+        Ok(DiskCache {
+            dir,
+            fingerprint,
+            refusal_fingerprint,
+        })
     }
 
     fn path(&self, content_hash: &[u8; 32]) -> PathBuf {
         self.dir
             .join(format!("{}-{}.cwasm", hex::encode(content_hash), self.fingerprint))
+    }
+
+    fn refusal_path(&self, content_hash: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{}.refused",
+            hex::encode(content_hash),
+            self.refusal_fingerprint
+        ))
+    }
+
+    /// Why this content was refused before, if it was.
+    pub fn load_refusal(&self, content_hash: &[u8; 32]) -> Option<String> {
+        use std::io::Read;
+        let path = self.refusal_path(content_hash);
+        let file = std::fs::File::open(&path).ok()?;
+        let mut reason = String::new();
+        // Written by us and short; the bound guards against a tampered file.
+        file.take(4 << 10).read_to_string(&mut reason).ok()?;
+        touch(&path);
+        Some(reason)
+    }
+
+    /// Remembers why this content was refused. Failure only costs a
+    /// recompile later.
+    pub fn store_refusal(&self, content_hash: &[u8; 32], reason: &str) {
+        let path = self.refusal_path(content_hash);
+        if let Err(error) = write_atomically(&path, reason.as_bytes()) {
+            tracing::warn!(path = %path.display(), %error, "could not remember a refusal");
+        }
+    }
+
+    /// Removes entries not in `in_use` that were not used for `unused_keep`,
+    /// then the least recently used unused ones until the folder holds at
+    /// most `bytes_max`. Entries of other engine versions or settings are
+    /// never used, so they age out the same way. Leftover temporary files
+    /// older than `unused_keep` go too. Files that do not look like ours
+    /// are left alone.
+    pub fn collect(
+        &self,
+        in_use: &std::collections::HashSet<[u8; 32]>,
+        unused_keep: std::time::Duration,
+        bytes_max: u64,
+    ) -> CacheCollection {
+        let now = std::time::SystemTime::now();
+        let mut report = CacheCollection::default();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return report;
+        };
+        // (last used, bytes, path) of unused entries still kept.
+        let mut unused = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(hash) = entry_hash(name) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() {
+                continue;
+            }
+            let used_at = meta.modified().unwrap_or(now);
+            let age = now.duration_since(used_at).unwrap_or_default();
+            let current = name.ends_with(&format!("-{}.cwasm", self.fingerprint))
+                || name.ends_with(&format!("-{}.refused", self.refusal_fingerprint));
+            if current && hash.is_some_and(|h| in_use.contains(&h)) {
+                report.kept_entries += 1;
+                report.kept_bytes += meta.len();
+            } else if age >= unused_keep {
+                remove(&path, meta.len(), &mut report);
+            } else {
+                unused.push((used_at, meta.len(), path));
+            }
+        }
+        let mut total: u64 = report.kept_bytes + unused.iter().map(|(_, len, _)| len).sum::<u64>();
+        unused.sort();
+        for (_, len, path) in unused {
+            if total > bytes_max {
+                remove(&path, len, &mut report);
+                total -= len;
+            } else {
+                report.kept_entries += 1;
+                report.kept_bytes += len;
+            }
+        }
+        if report.removed_entries > 0 {
+            tracing::info!(
+                removed = report.removed_entries,
+                removed_bytes = report.removed_bytes,
+                kept = report.kept_entries,
+                kept_bytes = report.kept_bytes,
+                "contract cache collected"
+            );
+        }
+        report
     }
 
     /// The cached component for `content_hash`, if a usable one exists.
@@ -81,7 +191,10 @@ impl DiskCache {
         #[allow(unsafe_code)]
         let loaded = unsafe { Component::deserialize(engine, &bytes) };
         match loaded {
-            Ok(component) => Some(component),
+            Ok(component) => {
+                touch(&path);
+                Some(component)
+            }
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "dropping unusable cache entry");
                 let _ = std::fs::remove_file(&path);
@@ -101,6 +214,39 @@ impl DiskCache {
             tracing::warn!(path = %path.display(), %error, "could not write cache entry");
         }
     }
+}
+
+/// `Some(content hash)` for a cache entry, `Some(None)` for one of our
+/// temporary files, `None` for anything else.
+fn entry_hash(name: &str) -> Option<Option<[u8; 32]>> {
+    if name.contains(".tmp") {
+        return Some(None);
+    }
+    if !(name.ends_with(".cwasm") || name.ends_with(".refused")) {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(name.get(..64)?, &mut hash).ok()?;
+    Some(Some(hash))
+}
+
+fn remove(path: &Path, len: u64, report: &mut CacheCollection) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            report.removed_entries += 1;
+            report.removed_bytes += len;
+        }
+        Err(error) => tracing::warn!(path = %path.display(), %error, "cannot remove cache entry"),
+    }
+}
+
+/// Marks an entry as used now (its modification time), for the collector.
+fn touch(path: &Path) {
+    let now = std::time::SystemTime::now();
+    let _ = std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|file| file.set_modified(now));
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -26,6 +26,9 @@ pub enum FailureCause {
     Trap(String),
     #[error("logged more than {limit_bytes} bytes")]
     LogLimit { limit_bytes: u64 },
+    /// Empty lines count: each costs the host an entry.
+    #[error("logged more than {limit_lines} lines")]
+    LogLineLimit { limit_lines: u64 },
     #[error("more than {limit} device calls in one call")]
     DeviceCallLimit { limit: u64 },
     #[error("output of {len_bytes} bytes exceeds the {limit_bytes} byte limit")]
@@ -82,6 +85,18 @@ pub enum LoadError {
     Read { path: PathBuf, error: std::io::Error },
     #[error("file of {len_bytes} bytes exceeds the {limit_bytes} byte limit for contracts")]
     TooLarge { len_bytes: u64, limit_bytes: u64 },
+    /// The module's shape breaks one of the [`ModuleLimits`](crate::ModuleLimits),
+    /// found before compiling anything.
+    #[error("{what}: {count} exceeds the limit of {limit} (checked before compiling)")]
+    OverLimit { what: &'static str, count: u64, limit: u64 },
+    /// The same content (by SHA-256) was refused before for a reason that
+    /// does not change; it is not compiled again.
+    #[error("refused before (same content): {reason}")]
+    Remembered { reason: String },
+    /// Not a regular `.wasm` file of the contracts folder (a directory, a
+    /// symbolic link, a FIFO, a file with another extension, ...).
+    #[error("not loaded: {0}")]
+    NotLoaded(String),
     #[error("not a WebAssembly file (bad magic bytes; half-written?)")]
     NotWasm,
     #[error("precompiled native code is never loaded from the contracts folder; drop the .wasm instead")]
@@ -117,6 +132,27 @@ pub enum LoadError {
         file_service: String,
         announced: String,
     },
+}
+
+impl LoadError {
+    /// Whether loading the same bytes under the same limits would fail the
+    /// same way: such refusals are remembered by content hash.
+    pub(crate) fn is_deterministic(&self) -> bool {
+        match self {
+            LoadError::NotWasm
+            | LoadError::Precompiled
+            | LoadError::OverLimit { .. }
+            | LoadError::NotAContract(_)
+            | LoadError::Compile(_)
+            | LoadError::Link(_)
+            | LoadError::InvalidInfo(_) => true,
+            LoadError::Info(cause) => !matches!(
+                cause,
+                FailureCause::WallClock { .. } | FailureCause::Instantiate(_) | FailureCause::StorageBackend(_)
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// Errors creating a [`Runtime`](crate::Runtime).

@@ -9,6 +9,7 @@ use wasmtime::{ResourceLimiter, component::Linker};
 use crate::devices::{CallKey, Devices};
 use crate::error::FailureCause;
 use crate::storage::{Overlay, OverlayError, StorageQuotaError};
+use crate::text::sanitize;
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -43,6 +44,7 @@ pub enum LogLevel {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CallLimits {
     pub log_bytes_max: usize,
+    pub log_lines_max: usize,
     pub device_calls_max: usize,
     pub keys_limit_max: u32,
 }
@@ -122,6 +124,7 @@ pub(crate) struct HostState {
     pub now_ms: u64,
     pub logs: Vec<LogEntry>,
     pub log_bytes: usize,
+    pub log_lines: usize,
     /// Message of the last "panic: " log line, reported with the trap.
     pub panic_message: Option<String>,
     /// `None` while reading `info`: contracts have no storage then.
@@ -169,39 +172,23 @@ impl wallance::contract::types::Host for HostState {}
 impl wallance::contract::log::Host for HostState {
     fn log(&mut self, level: wallance::contract::log::Level, message: String) -> wasmtime::Result<()> {
         use wallance::contract::log::Level;
-        self.log_bytes = self.log_bytes.saturating_add(message.len());
-        if self.log_bytes > self.limits.log_bytes_max {
-            return Err(self.abort(FailureCause::LogLimit {
-                limit_bytes: self.limits.log_bytes_max as u64,
-            }));
-        }
         let level = match level {
             Level::Debug => LogLevel::Debug,
             Level::Info => LogLevel::Info,
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
-        if level == LogLevel::Error
-            && let Some(panic) = message.strip_prefix("panic: ")
-        {
-            self.panic_message = Some(panic.to_string());
-        }
+        // Bounded and with control characters escaped (a contract cannot
+        // forge a line of the node's own with a newline).
+        let message = self.admit_log(level, message)?;
         // The operator sees what contracts say, under the service's name;
         // the lines also come back with the outcome. Debug lines stay at
-        // debug: the contract marked them as such. Control characters are
-        // escaped in the node's log, so a contract cannot forge a line of
-        // the node's own (a newline) or drive the operator's terminal; the
-        // outcome keeps the line as written.
-        let shown = if message.chars().any(char::is_control) {
-            std::borrow::Cow::Owned(message.escape_debug().to_string())
-        } else {
-            std::borrow::Cow::Borrowed(message.as_str())
-        };
+        // debug: the contract marked them as such.
         match level {
-            LogLevel::Debug => tracing::debug!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
-            LogLevel::Info => tracing::info!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
-            LogLevel::Warn => tracing::warn!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
-            LogLevel::Error => tracing::error!(target: CONTRACT_LOG_TARGET, service = %self.service, "{shown}"),
+            LogLevel::Debug => tracing::debug!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+            LogLevel::Info => tracing::info!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
+            LogLevel::Error => tracing::error!(target: CONTRACT_LOG_TARGET, service = %self.service, "{message}"),
         }
         self.logs.push(LogEntry { level, message });
         Ok(())
@@ -274,5 +261,41 @@ impl wallance::contract::devices::Host for HostState {
         let answer = device.call(&key, &command, &args);
         tracing::debug!(service = %self.service, device = %name, %command, seq = key.seq, ok = answer.is_ok(), "device call");
         Ok(answer)
+    }
+}
+
+/// Longest panic message kept (the rest is cut, saying how long it was).
+const PANIC_BYTES_MAX: usize = 1 << 10;
+
+impl HostState {
+    /// Applies the per-call log bounds to one line and returns it
+    /// sanitized. Every line counts, empty ones included (each costs the
+    /// host an entry). The first `panic: ` line is kept whatever the byte
+    /// budget says, cut to `PANIC_BYTES_MAX`: it says why the contract
+    /// stops, and the SDK sends it just before trapping.
+    fn admit_log(&mut self, level: LogLevel, message: String) -> wasmtime::Result<String> {
+        self.log_lines += 1;
+        if self.log_lines > self.limits.log_lines_max {
+            return Err(self.abort(FailureCause::LogLineLimit {
+                limit_lines: self.limits.log_lines_max as u64,
+            }));
+        }
+        if level == LogLevel::Error
+            && self.panic_message.is_none()
+            && let Some(panic) = message.strip_prefix("panic: ")
+        {
+            let panic = sanitize(panic, PANIC_BYTES_MAX);
+            let line = format!("panic: {panic}");
+            self.log_bytes = self.log_bytes.saturating_add(line.len());
+            self.panic_message = Some(panic);
+            return Ok(line);
+        }
+        self.log_bytes = self.log_bytes.saturating_add(message.len());
+        if self.log_bytes > self.limits.log_bytes_max {
+            return Err(self.abort(FailureCause::LogLimit {
+                limit_bytes: self.limits.log_bytes_max as u64,
+            }));
+        }
+        Ok(sanitize(&message, self.limits.log_bytes_max))
     }
 }

@@ -19,13 +19,17 @@
 //! See `README.md` beside this crate for the design choices.
 
 mod cache;
+mod checks;
 mod devices;
 mod error;
 mod host;
 mod runtime;
 mod storage;
+mod text;
 mod watch;
 
+pub use cache::CacheCollection;
+pub use checks::ModuleLimits;
 pub use devices::{
     CallKey, Device, DeviceAnswer, DeviceConfig, DeviceGrants, Devices, EspressoMachine, EspressoState, Radio,
     RadioKind, RecentCalls, SimulatedKind,
@@ -33,7 +37,10 @@ pub use devices::{
 pub use error::{FailureCause, InvokeError, LoadError, RuntimeError, WatchError};
 pub use host::{CONTRACT_LOG_TARGET, LogEntry, LogLevel};
 pub use runtime::{
-    ContractOutput, Limits, LoadReport, Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig, ServiceInfo,
+    BACKSTOP_MARGIN, ContractOutput, HOST_CALL_LOOP_FUEL_PER_S_X86, Limits, LoadReport, NOT_LOADED_ENTRIES_MAX,
+    Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig, SLOWEST_BOARD_SLOWDOWN, ServiceInfo, folder_entry,
+    wall_time_for_fuel_ms,
 };
 pub use storage::{ContractStorage, MemoryStorage, StorageError, StorageQuotaError, StorageWrite};
+pub use text::{ECHO_BYTES_MAX, sanitize};
 pub use watch::ContractWatcher;

@@ -1,20 +1,22 @@
 //! The runtime: one engine, a registry of loaded contracts, and invocation
 //! of a contract on a fresh store under limits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap};
 
-use crate::cache::{DiskCache, engine_fingerprint};
+use crate::cache::{CacheCollection, DiskCache, engine_fingerprint};
+use crate::checks::{ModuleLimits, check_shape};
 use crate::devices::Devices;
 use crate::error::{FailureCause, InvokeError, LoadError, RuntimeError};
 use crate::host::{self, CallLimits, ContractPre, HostAbort, HostState, Limiter, LogEntry, wit};
 use crate::storage::{ContractStorage, Overlay, StorageLimits};
+use crate::text::{ECHO_BYTES_MAX, sanitize};
 
 /// Limits applied to every contract. Fuel and memory limits are
 /// deterministic: every node stops a contract at the same point, so every
@@ -36,6 +38,8 @@ pub struct Limits {
     /// Native stack the contract may use; deep recursion stops here.
     pub wasm_stack_bytes_max: usize,
     pub log_bytes_max: usize,
+    /// Log lines of one call, empty ones included.
+    pub log_lines_max: usize,
     /// Output (message plus data, or the refusal reason) of one call.
     pub output_bytes_max: usize,
     /// Parameters of one purchase, keys and values together.
@@ -50,6 +54,8 @@ pub struct Limits {
     pub device_calls_max: usize,
     /// Largest `.wasm` file accepted.
     pub contract_bytes_max: u64,
+    /// Shape of a contract file, checked before compiling.
+    pub module: ModuleLimits,
 }
 
 impl Default for Limits {
@@ -57,11 +63,12 @@ impl Default for Limits {
         Limits {
             fuel_per_call: 500_000_000,
             fuel_for_info: 10_000_000,
-            wall_time_max_ms: 5_000,
+            wall_time_max_ms: wall_time_for_fuel_ms(500_000_000),
             memory_bytes_max: 32 << 20,
             table_elements_max: 20_000,
             wasm_stack_bytes_max: 512 << 10,
             log_bytes_max: 16 << 10,
+            log_lines_max: 256,
             output_bytes_max: 16 << 10,
             params_bytes_max: 8 << 10,
             storage_key_bytes_max: 256,
@@ -71,8 +78,32 @@ impl Default for Limits {
             storage_keys_limit_max: 1_000,
             device_calls_max: 64,
             contract_bytes_max: 16 << 20,
+            module: ModuleLimits::default(),
         }
     }
+}
+
+/// Fuel per second of the slowest code per unit of fuel we know of, a loop
+/// of cheap host calls (`clock.now-ms`), on the development machine
+/// (x86-64): 34 M/s measured in the test build (host code unoptimized),
+/// 57 M/s reported for a release node (500 M fuel in 8.7 s); rounded down
+/// from the slower. See the README, "Fuel and the wall-clock backstop",
+/// and the hostile guest's `host-call-loop`.
+pub const HOST_CALL_LOOP_FUEL_PER_S_X86: u64 = 30_000_000;
+/// How much slower the slowest supported board (a Raspberry Pi 3,
+/// Cortex-A53 at 1.2 GHz) runs the same code: assumed, not measured.
+pub const SLOWEST_BOARD_SLOWDOWN: u64 = 10;
+/// Head room on top (a busy board, a slower host call we did not measure).
+pub const BACKSTOP_MARGIN: u64 = 2;
+
+/// The wall-clock backstop for a call given `fuel`: the time the slowest
+/// supported board needs to burn that fuel in the worst loop we know,
+/// times a margin. Fuel then always stops a contract first, so whether a
+/// call completes does not depend on the machine.
+pub const fn wall_time_for_fuel_ms(fuel: u64) -> u64 {
+    let ms = fuel as u128 * 1_000 * SLOWEST_BOARD_SLOWDOWN as u128 * BACKSTOP_MARGIN as u128
+        / HOST_CALL_LOOP_FUEL_PER_S_X86 as u128;
+    if ms > u64::MAX as u128 { u64::MAX } else { ms as u64 }
 }
 
 /// How to build a [`Runtime`].
@@ -93,6 +124,11 @@ pub struct RuntimeConfig {
     /// the pool fails with `FailureCause::Instantiate` instead of waiting.
     /// Each slot reserves `memory_bytes_max` of address space per memory.
     pub max_live_instances: u32,
+    /// The compiled-code cache keeps an entry no loaded contract uses for
+    /// this long after its last use ...
+    pub cache_unused_keep: Duration,
+    /// ... and holds at most this many bytes (entries in use always stay).
+    pub cache_bytes_max: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -104,6 +140,8 @@ impl Default for RuntimeConfig {
             epoch_tick_ms: 10,
             debounce_ms: 10,
             max_live_instances: 32,
+            cache_unused_keep: Duration::from_secs(7 * 24 * 3600),
+            cache_bytes_max: 256 << 20,
         }
     }
 }
@@ -198,6 +236,11 @@ pub enum RegistryEvent {
         path: PathBuf,
         error: String,
     },
+    /// A path of the watched folder that had a `LoadFailed` entry is gone
+    /// (or now loads): forget its entry.
+    Cleared {
+        path: PathBuf,
+    },
 }
 
 pub(crate) struct LoadedContract {
@@ -222,7 +265,26 @@ struct Shared {
     /// Serializes changes to the registry (loads run outside it).
     install_lock: Mutex<()>,
     subscribers: Mutex<Vec<mpsc::Sender<RegistryEvent>>>,
+    /// Content hashes refused for a reason that does not change, with the
+    /// reason (also kept on disk when there is a cache dir). Bounded by
+    /// `REMEMBERED_REFUSALS_MAX`.
+    refusals: Mutex<HashMap<[u8; 32], String>>,
+    /// Paths of the watched folder that are not loaded, with why: each has
+    /// had a `LoadFailed` event, and gets a `Cleared` one when it goes.
+    not_loaded: Mutex<BTreeMap<PathBuf, String>>,
+    /// First scans of `watch_in_background` still running, and the
+    /// condition `wait_for_first_scans` waits on.
+    first_scans_running: Mutex<u32>,
+    first_scans_done: Condvar,
 }
+
+/// Refusals remembered in memory (about 1 KiB each at most).
+const REMEMBERED_REFUSALS_MAX: usize = 1024;
+/// Folder entries reported as not loaded (about 1 KiB each at most); a
+/// folder holding more junk than this gets one warning per further entry
+/// but no event, so neither the runtime nor the node's list grows without
+/// bound.
+pub const NOT_LOADED_ENTRIES_MAX: usize = 1024;
 
 /// Runs Wallance contracts. Cheap to clone; clones share everything.
 ///
@@ -288,6 +350,10 @@ impl Runtime {
             .memory_reservation_for_growth(0)
             .memory_guard_size(64 << 10)
             .guard_before_linear_memory(false)
+            // NaN bit patterns differ between x86 and Arm (the sign of the
+            // NaN a division produces); canonical NaNs make float results
+            // the same on every gateway.
+            .cranelift_nan_canonicalization(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         // A component made by wit-component has a few core instances (the
         // contract, a shim and a fixup module), each with at most a table
@@ -322,14 +388,18 @@ impl Runtime {
                 // The settings that change compiled code, on top of what
                 // wasmtime's own compatibility hash covers.
                 let tag = format!(
-                    "fuel={} stack={} reservation={}",
+                    "fuel={} stack={} reservation={} nan=canonical",
                     config.consume_fuel, limits.wasm_stack_bytes_max, limits.memory_bytes_max
                 );
                 let fingerprint = engine_fingerprint(&engine, &tag);
+                // A refusal holds only under the limits it was made with.
+                let refusal_fingerprint = engine_fingerprint(&engine, &format!("{tag} {limits:?}"));
                 Some(
-                    DiskCache::new(dir.clone(), fingerprint).map_err(|error| RuntimeError::CacheDir {
-                        path: dir.clone(),
-                        error,
+                    DiskCache::new(dir.clone(), fingerprint, refusal_fingerprint).map_err(|error| {
+                        RuntimeError::CacheDir {
+                            path: dir.clone(),
+                            error,
+                        }
                     })?,
                 )
             }
@@ -348,6 +418,10 @@ impl Runtime {
                 registry: RwLock::new(Arc::new(Registry::default())),
                 install_lock: Mutex::new(()),
                 subscribers: Mutex::new(Vec::new()),
+                refusals: Mutex::new(HashMap::new()),
+                not_loaded: Mutex::new(BTreeMap::new()),
+                first_scans_running: Mutex::new(0),
+                first_scans_done: Condvar::new(),
             }),
         })
     }
@@ -412,20 +486,24 @@ impl Runtime {
         self.install(prepared, None)
     }
 
-    /// Loads every `*.wasm` file in `dir` (in name order, though the order
-    /// decides nothing: each file can only offer the service it is named
-    /// after). A bad file is reported and skipped.
+    /// Loads every regular `*.wasm` file in `dir`, in name order (though
+    /// the order decides nothing: each file can only offer the service it
+    /// is named after). Every other entry (see [`folder_entry`] for the
+    /// rules) and every file that fails to load is logged, reported as a
+    /// `LoadFailed` event and listed by [`Runtime::not_loaded`]; it is
+    /// returned with its error too.
     pub fn load_dir(&self, dir: impl AsRef<Path>) -> Vec<(PathBuf, Result<LoadReport, LoadError>)> {
-        let mut files = wasm_files(dir.as_ref());
-        files.sort();
-        files
+        let mut paths = dir_entries(dir.as_ref());
+        paths.sort();
+        paths
             .into_iter()
-            .map(|path| {
-                let result = self.load_file(&path);
-                if let Err(error) = &result {
-                    tracing::warn!(path = %path.display(), %error, "contract rejected");
+            .filter_map(|path| {
+                let result = folder_entry(&path)?.and_then(|()| self.load_file(&path));
+                match &result {
+                    Ok(_) => self.clear_not_loaded(&path),
+                    Err(error) => self.report_not_loaded(&path, error),
                 }
-                (path, result)
+                Some((path, result))
             })
             .collect()
     }
@@ -559,12 +637,19 @@ impl Runtime {
                     }
                     storage_writes = writes.len();
                 }
+                // Within the output limit already; escaping control
+                // characters may lengthen it, the bound keeps it in check.
+                let max = limits.output_bytes_max;
                 Ok(ContractOutput {
-                    message: outcome.message,
-                    data: outcome.data,
+                    message: sanitize(&outcome.message, max),
+                    data: outcome
+                        .data
+                        .iter()
+                        .map(|(k, v)| (sanitize(k, max), sanitize(v, max)))
+                        .collect(),
                 })
             }
-            Err(reason) => Err(reason),
+            Err(reason) => Err(sanitize(&reason, limits.output_bytes_max)),
         };
         Ok(Outcome {
             service,
@@ -608,21 +693,41 @@ impl Runtime {
         self.registry().by_file.keys().cloned().collect()
     }
 
+    /// Reads a contract file: never blocks (a FIFO is refused, not
+    /// opened for a blocking read), never reads more than the size limit,
+    /// and reports the real size of an oversized file.
     pub(crate) fn read_contract(&self, path: &Path) -> Result<Vec<u8>, LoadError> {
         use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let limit = self.shared.config.limits.contract_bytes_max;
         let read_error = |error| LoadError::Read {
             path: path.to_path_buf(),
             error,
         };
-        let file = std::fs::File::open(path).map_err(read_error)?;
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for
+        // a writer for ever.
+        let file = std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(read_error)?;
+        let meta = file.metadata().map_err(read_error)?;
+        if !meta.is_file() {
+            return Err(LoadError::NotLoaded(not_regular(&meta.file_type())));
+        }
+        if meta.len() > limit {
+            return Err(LoadError::TooLarge {
+                len_bytes: meta.len(),
+                limit_bytes: limit,
+            });
+        }
         let mut bytes = Vec::new();
-        // Read one byte past the limit to detect an oversized file without
-        // trusting its metadata (it may still be growing).
+        // Read one byte past the limit: the file may still be growing.
         file.take(limit + 1).read_to_end(&mut bytes).map_err(read_error)?;
         if bytes.len() as u64 > limit {
+            let len_bytes = std::fs::metadata(path).map_or(0, |m| m.len()).max(bytes.len() as u64);
             return Err(LoadError::TooLarge {
-                len_bytes: bytes.len() as u64,
+                len_bytes,
                 limit_bytes: limit,
             });
         }
@@ -630,6 +735,8 @@ impl Runtime {
     }
 
     /// Compiles (or loads from cache), links and asks the contract its info.
+    /// Cheap checks run first; a refusal that would repeat is remembered
+    /// by content hash and returned again without compiling.
     fn prepare(&self, bytes: &[u8]) -> Result<Prepared, LoadError> {
         let limits = &self.shared.config.limits;
         if bytes.len() as u64 > limits.contract_bytes_max {
@@ -645,6 +752,53 @@ impl Runtime {
             return Err(LoadError::NotWasm);
         }
         let contract_hash: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(reason) = self.remembered_refusal(&contract_hash) {
+            return Err(LoadError::Remembered { reason });
+        }
+        let result = check_shape(
+            bytes,
+            &limits.module,
+            limits.memory_bytes_max,
+            limits.table_elements_max,
+        )
+        .and_then(|()| self.compile_and_link(bytes, contract_hash));
+        if let Err(error) = &result
+            && error.is_deterministic()
+        {
+            self.remember_refusal(&contract_hash, error);
+        }
+        result
+    }
+
+    fn remembered_refusal(&self, contract_hash: &[u8; 32]) -> Option<String> {
+        if let Some(reason) = lock(&self.shared.refusals).get(contract_hash) {
+            return Some(reason.clone());
+        }
+        let reason = self.shared.cache.as_ref()?.load_refusal(contract_hash)?;
+        let reason = sanitize(&reason, 1 << 10);
+        self.remember_in_memory(contract_hash, &reason);
+        Some(reason)
+    }
+
+    fn remember_refusal(&self, contract_hash: &[u8; 32], error: &LoadError) {
+        let reason = sanitize(&error.to_string(), 1 << 10);
+        self.remember_in_memory(contract_hash, &reason);
+        if let Some(cache) = &self.shared.cache {
+            cache.store_refusal(contract_hash, &reason);
+        }
+    }
+
+    fn remember_in_memory(&self, contract_hash: &[u8; 32], reason: &str) {
+        let mut refusals = lock(&self.shared.refusals);
+        if refusals.len() >= REMEMBERED_REFUSALS_MAX {
+            // Forgetting only costs a recompile (or a disk read).
+            refusals.clear();
+        }
+        refusals.insert(*contract_hash, reason.to_string());
+    }
+
+    fn compile_and_link(&self, bytes: &[u8], contract_hash: [u8; 32]) -> Result<Prepared, LoadError> {
+        let limits = &self.shared.config.limits;
         let engine = &self.shared.engine;
 
         let mut componentize = Duration::ZERO;
@@ -666,12 +820,13 @@ impl Runtime {
                 } else {
                     bytes.to_vec()
                 };
-                let component = Component::from_binary(engine, &component_bytes)
-                    .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-                if let Some(cache) = &self.shared.cache {
-                    cache.store(&contract_hash, &component);
-                }
-                component
+                let compiled =
+                    Component::from_binary(engine, &component_bytes).map_err(|e| LoadError::Compile(format!("{e:#}")));
+                // Cranelift's scratch memory goes back to the allocator
+                // after a compile; give it back to the system too, so a
+                // big compile does not leave the node's RSS high for ever.
+                release_free_memory();
+                compiled?
             }
         };
         let compile = started.elapsed() - componentize;
@@ -700,6 +855,11 @@ impl Runtime {
                 ))
             })?;
         validate_info(&info)?;
+        // Only accepted contracts are cached: a refused file must not
+        // leave compiled code behind.
+        if !from_cache && let Some(cache) = &self.shared.cache {
+            cache.store(&contract_hash, &component);
+        }
         let link_and_info = started.elapsed();
         Ok(Prepared {
             contract: LoadedContract {
@@ -718,6 +878,95 @@ impl Runtime {
             compile,
             link_and_info,
         })
+    }
+
+    /// Garbage-collects the compiled-code cache (see
+    /// [`RuntimeConfig::cache_unused_keep`] and
+    /// [`RuntimeConfig::cache_bytes_max`]): entries of loaded contracts
+    /// stay. The watcher runs it after its first scan and after changes.
+    pub fn collect_cache(&self) -> CacheCollection {
+        let Some(cache) = &self.shared.cache else {
+            return CacheCollection::default();
+        };
+        let in_use: HashSet<[u8; 32]> = self.registry().by_name.values().map(|c| c.info.contract_hash).collect();
+        cache.collect(
+            &in_use,
+            self.shared.config.cache_unused_keep,
+            self.shared.config.cache_bytes_max,
+        )
+    }
+
+    /// Waits until the first scan of every folder watched with
+    /// [`Runtime::watch_in_background`] is over, at most `timeout`; `true`
+    /// if it is. A node that must not judge a purchase by a service that is
+    /// still loading (after a restart) waits here before running contracts.
+    pub fn wait_for_first_scans(&self, timeout: Duration) -> bool {
+        let running = lock(&self.shared.first_scans_running);
+        let (running, _) = self
+            .shared
+            .first_scans_done
+            .wait_timeout_while(running, timeout, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *running == 0
+    }
+
+    pub(crate) fn first_scan_started(&self) {
+        *lock(&self.shared.first_scans_running) += 1;
+    }
+
+    pub(crate) fn first_scan_finished(&self) {
+        let mut running = lock(&self.shared.first_scans_running);
+        *running = running.saturating_sub(1);
+        self.shared.first_scans_done.notify_all();
+    }
+
+    /// Paths of the watched folder that are not loaded, with why.
+    pub fn not_loaded(&self) -> Vec<(PathBuf, String)> {
+        lock(&self.shared.not_loaded)
+            .iter()
+            .map(|(path, why)| (path.clone(), why.clone()))
+            .collect()
+    }
+
+    /// Records that `path` is not loaded and why: a log line and a
+    /// `LoadFailed` event (the reason is sanitized and bounded).
+    /// Repeating the same reason for the same path (another event on a
+    /// file that has not changed) is not reported again.
+    pub(crate) fn report_not_loaded(&self, path: &Path, error: &LoadError) {
+        let reason = sanitize(&error.to_string(), 1 << 10);
+        {
+            let mut not_loaded = lock(&self.shared.not_loaded);
+            if not_loaded.get(path) == Some(&reason) {
+                return;
+            }
+            if not_loaded.len() >= NOT_LOADED_ENTRIES_MAX && !not_loaded.contains_key(path) {
+                tracing::warn!(
+                    path = %sanitize(&path.display().to_string(), ECHO_BYTES_MAX),
+                    error = %reason,
+                    "contract file not loaded (too many such entries to list)"
+                );
+                return;
+            }
+            not_loaded.insert(path.to_path_buf(), reason.clone());
+        }
+        tracing::warn!(
+            path = %sanitize(&path.display().to_string(), ECHO_BYTES_MAX),
+            error = %reason,
+            "contract file not loaded; the previous version, if any, keeps serving"
+        );
+        self.emit(RegistryEvent::LoadFailed {
+            path: path.to_path_buf(),
+            error: reason,
+        });
+    }
+
+    /// Forgets the "not loaded" entry of `path`, if it has one.
+    pub(crate) fn clear_not_loaded(&self, path: &Path) {
+        if lock(&self.shared.not_loaded).remove(path).is_some() {
+            self.emit(RegistryEvent::Cleared {
+                path: path.to_path_buf(),
+            });
+        }
     }
 
     fn install(&self, prepared: Prepared, source: Option<PathBuf>) -> Result<LoadReport, LoadError> {
@@ -798,12 +1047,14 @@ impl Runtime {
                 },
                 limits: CallLimits {
                     log_bytes_max: limits.log_bytes_max,
+                    log_lines_max: limits.log_lines_max,
                     device_calls_max: limits.device_calls_max,
                     keys_limit_max: limits.storage_keys_limit_max,
                 },
                 now_ms,
                 logs: Vec::new(),
                 log_bytes: 0,
+                log_lines: 0,
                 panic_message: None,
                 storage,
                 devices,
@@ -888,7 +1139,8 @@ fn componentize_module(bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
     encoded.map_err(|e| LoadError::NotAContract(format!("{e:#}")))
 }
 
-/// 1 to 64 of a-z, 0-9 and '-', not starting with '-'.
+/// The service name charset (documented in `wit/contract.wit` and the
+/// SDK): 1 to 64 of `a-z`, `0-9` and `-`, not starting with `-`.
 fn is_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -927,16 +1179,31 @@ pub(crate) fn service_of_file(path: &Path) -> Result<String, LoadError> {
 
 fn validate_info(info: &wit::ServiceInfo) -> Result<(), LoadError> {
     if !is_service_name(&info.name) {
+        // Echo only the start: the name may be a megabyte of escapes.
         return Err(LoadError::InvalidInfo(format!(
-            "name {:?} must be 1 to 64 of a-z, 0-9 and '-', not starting with '-'",
-            info.name
+            "name \"{}\" must be 1 to 64 of a-z, 0-9 and '-', not starting with '-'",
+            sanitize(&info.name, 64)
         )));
     }
     if info.description.len() > 256 {
-        return Err(LoadError::InvalidInfo("description longer than 256 bytes".into()));
+        return Err(LoadError::InvalidInfo(format!(
+            "description of {} bytes is longer than 256 bytes",
+            info.description.len()
+        )));
     }
     if info.version.is_empty() || info.version.len() > 64 {
-        return Err(LoadError::InvalidInfo("version must be 1 to 64 bytes".into()));
+        return Err(LoadError::InvalidInfo(format!(
+            "version must be 1 to 64 bytes, not {}",
+            info.version.len()
+        )));
+    }
+    for (what, text) in [("description", &info.description), ("version", &info.version)] {
+        if text.chars().any(char::is_control) {
+            return Err(LoadError::InvalidInfo(format!(
+                "{what} \"{}\" contains control characters",
+                sanitize(text, ECHO_BYTES_MAX)
+            )));
+        }
     }
     Ok(())
 }
@@ -964,28 +1231,116 @@ fn classify(
             Trap::StackOverflow => FailureCause::StackOverflow,
             other => match &state.panic_message {
                 Some(message) => FailureCause::Panic(message.clone()),
-                None => FailureCause::Trap(other.to_string()),
+                None => FailureCause::Trap(trap_reason(*other)),
             },
         };
     }
+    let text = sanitize(&format!("{error:#}"), 1 << 10);
     if instantiating {
-        FailureCause::Instantiate(format!("{error:#}"))
+        FailureCause::Instantiate(text)
     } else {
-        FailureCause::Trap(format!("{error:#}"))
+        FailureCause::Trap(text)
     }
 }
 
-pub(crate) fn wasm_files(dir: &Path) -> Vec<PathBuf> {
+/// What a trap code means for a contract author.
+fn trap_reason(trap: Trap) -> String {
+    let why = match trap {
+        // Rust keeps locals whose address is taken (arrays, structs passed
+        // by reference, function pointers' frames) on a stack inside linear
+        // memory, 64 KiB with the SDK's settings. Recursion through such
+        // frames (typically through `call_indirect`) runs that stack below
+        // address 0, and the next store lands far out of bounds.
+        Trap::MemoryOutOfBounds => {
+            "out-of-bounds memory access: a bad pointer, or the contract's own stack (in linear memory) \
+             overflowing from deep recursion"
+        }
+        Trap::HeapMisaligned => "misaligned atomic memory access",
+        Trap::TableOutOfBounds => "out-of-bounds table access (bad function pointer)",
+        Trap::IndirectCallToNull => "call through a null function pointer",
+        Trap::BadSignature => "call through a function pointer of the wrong type",
+        Trap::IntegerOverflow => "integer overflow",
+        Trap::IntegerDivisionByZero => "integer division by zero",
+        Trap::BadConversionToInteger => "invalid conversion of a float to an integer",
+        Trap::UnreachableCodeReached => "unreachable code reached (an abort without a panic message)",
+        other => return other.to_string(),
+    };
+    why.to_string()
+}
+
+/// Every entry of `dir` (empty if it cannot be read).
+pub(crate) fn dir_entries(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.path())
-        .filter(|path| is_wasm_path(path) && path.is_file())
         .collect()
+}
+
+/// What the contracts folder does with an entry, from its own metadata
+/// (a symbolic link is not followed):
+/// - `None`: nothing, silently. It is gone, or it is hidden (its name
+///   starts with '.'): deploy tools and editors write `.name.partial` or
+///   `.name.swp` beside the real file and rename it into place.
+/// - `Some(Ok(()))`: a regular `.wasm` file, to load.
+/// - `Some(Err(NotLoaded))`: anything else, with the reason: a directory
+///   (subfolders are not scanned), a symbolic link (refused, see the
+///   README: a change to its target would go unseen, and the folder is
+///   where untrusted files land), a FIFO, socket or device (never opened),
+///   or a file with another extension.
+pub fn folder_entry(path: &Path) -> Option<Result<(), LoadError>> {
+    let name = path.file_name()?;
+    if name.as_encoded_bytes().starts_with(b".") {
+        return None;
+    }
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let kind = meta.file_type();
+    let why = if kind.is_symlink() {
+        "a symbolic link: links are not followed (a change to the target would go unseen); \
+         copy or move the contract into the folder"
+            .to_string()
+    } else if kind.is_dir() {
+        "a directory: subfolders are not scanned".to_string()
+    } else if !kind.is_file() {
+        not_regular(&kind)
+    } else if !is_wasm_path(path) {
+        "not a .wasm file".to_string()
+    } else {
+        return Some(Ok(()));
+    };
+    Some(Err(LoadError::NotLoaded(why)))
+}
+
+fn not_regular(kind: &std::fs::FileType) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "a device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    format!("{what}: only regular files are read")
 }
 
 pub(crate) fn is_wasm_path(path: &Path) -> bool {
     path.extension().is_some_and(|ext| ext == "wasm")
+}
+
+/// Gives memory the allocator holds free back to the system (glibc keeps
+/// it otherwise: RSS stayed 300 MB up after one big compile).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no
+    // memory in use.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

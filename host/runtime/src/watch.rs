@@ -12,6 +12,12 @@
 //!   reported with a log line and a `LoadFailed` event; the previous version
 //!   keeps serving. When the writer finishes, its close event triggers
 //!   another attempt.
+//! - Every other entry of the folder (see [`folder_entry`]) is reported the
+//!   same way with why it is not loaded, and a `Cleared` event follows when
+//!   it goes. Nothing but regular files is ever opened.
+//! - [`Runtime::watch_in_background`] does the first scan on the watcher's
+//!   thread, so whatever the folder holds, the caller goes on at once and
+//!   services appear as events.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -25,8 +31,8 @@ use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
-use crate::error::WatchError;
-use crate::runtime::{RegistryEvent, Runtime, is_wasm_path, wasm_files};
+use crate::error::{LoadError, WatchError};
+use crate::runtime::{RegistryEvent, Runtime, dir_entries, folder_entry};
 
 /// Watches a contracts folder until dropped.
 pub struct ContractWatcher {
@@ -59,7 +65,18 @@ impl Runtime {
     /// returned watcher is dropped. Subscribe first to see the initial
     /// loads as events too.
     pub fn watch(&self, dir: impl Into<PathBuf>) -> Result<ContractWatcher, WatchError> {
-        let dir: PathBuf = dir.into();
+        self.start_watch(dir.into(), false)
+    }
+
+    /// Like [`Runtime::watch`], but returns at once: the first scan (and
+    /// its compiles) runs on the watcher's thread and its results arrive
+    /// as [`RegistryEvent`]s, so a node starts serving whatever the folder
+    /// holds.
+    pub fn watch_in_background(&self, dir: impl Into<PathBuf>) -> Result<ContractWatcher, WatchError> {
+        self.start_watch(dir.into(), true)
+    }
+
+    fn start_watch(&self, dir: PathBuf, background: bool) -> Result<ContractWatcher, WatchError> {
         // Events name absolute paths; use the same form for the registry.
         let dir = dir.canonicalize().map_err(|error| WatchError::Notify {
             path: dir.clone(),
@@ -81,15 +98,14 @@ impl Runtime {
                 path: dir.clone(),
                 error,
             })?;
-        for (path, result) in self.load_dir(&dir) {
-            if let Err(error) = result {
-                self.emit(RegistryEvent::LoadFailed {
-                    path,
-                    error: error.to_string(),
-                });
-            }
+        if !background {
+            self.load_dir(&dir);
+            self.collect_cache();
         }
 
+        if background {
+            self.first_scan_started();
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let runtime = self.clone();
@@ -98,8 +114,25 @@ impl Runtime {
             let debounce = Duration::from_millis(self.config().debounce_ms);
             std::thread::Builder::new()
                 .name("wallance-contracts-watch".into())
-                .spawn(move || watch_loop(&runtime, &dir, &receiver, &stop, debounce))
-                .map_err(WatchError::Thread)?
+                .spawn(move || {
+                    if background {
+                        let scanned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            runtime.load_dir(&dir);
+                            runtime.collect_cache();
+                        }));
+                        if scanned.is_err() {
+                            tracing::error!(dir = %dir.display(), "first scan of the contracts folder panicked");
+                        }
+                        runtime.first_scan_finished();
+                    }
+                    watch_loop(&runtime, &dir, &receiver, &stop, debounce)
+                })
+                .map_err(|error| {
+                    if background {
+                        self.first_scan_finished();
+                    }
+                    WatchError::Thread(error)
+                })?
         };
         Ok(ContractWatcher {
             watcher: Some(watcher),
@@ -135,7 +168,7 @@ impl Pending {
             return;
         }
         for path in event.paths {
-            if is_wasm_path(&path) && path.parent() == Some(dir) {
+            if path.parent() == Some(dir) {
                 self.paths.insert(path);
             }
         }
@@ -187,8 +220,11 @@ fn watch_loop(
             }
         }
         if pending.rescan {
-            pending.paths.extend(wasm_files(dir));
+            pending.paths.extend(dir_entries(dir));
             pending.paths.extend(runtime.loaded_files());
+            pending
+                .paths
+                .extend(runtime.not_loaded().into_iter().map(|(path, _)| path));
         }
         for path in pending.paths {
             // The watcher must outlive any bug a file can trigger.
@@ -203,17 +239,23 @@ fn watch_loop(
                 });
             }
         }
+        runtime.collect_cache();
     }
 }
 
 fn reload(runtime: &Runtime, path: &Path) {
-    if !path.is_file() {
-        if let Some(info) = runtime.unload_file(path) {
-            tracing::info!(path = %path.display(), service = %info.name, "contract removed");
+    let entry = match folder_entry(path) {
+        // Gone (or hidden): withdraw what it provided, forget its entry.
+        None => {
+            if let Some(info) = runtime.unload_file(path) {
+                tracing::info!(path = %path.display(), service = %info.name, "contract removed");
+            }
+            runtime.clear_not_loaded(path);
+            return;
         }
-        return;
-    }
-    let result = runtime.read_contract(path).and_then(|bytes| {
+        Some(entry) => entry,
+    };
+    let result = entry.and_then(|()| runtime.read_contract(path)).and_then(|bytes| {
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         if runtime.loaded_hash_of_file(path) == Some(hash) {
             return Ok(None);
@@ -221,23 +263,25 @@ fn reload(runtime: &Runtime, path: &Path) {
         runtime.load_read_file(path, &bytes).map(Some)
     });
     match result {
-        Ok(Some(report)) => tracing::info!(
-            path = %path.display(),
-            service = %report.info.name,
-            hash = %hex::encode(report.info.contract_hash),
-            "contract loaded"
-        ),
+        Ok(Some(report)) => {
+            tracing::info!(
+                path = %path.display(),
+                service = %report.info.name,
+                hash = %hex::encode(report.info.contract_hash),
+                "contract loaded"
+            );
+            runtime.clear_not_loaded(path);
+        }
         Ok(None) => {}
         Err(error) => {
-            tracing::warn!(
-                path = %path.display(),
-                %error,
-                "contract rejected; the previous version, if any, keeps serving"
-            );
-            runtime.emit(RegistryEvent::LoadFailed {
-                path: path.to_path_buf(),
-                error: error.to_string(),
-            });
+            // A regular file replaced by a directory or a link no longer
+            // provides its service.
+            if matches!(error, LoadError::NotLoaded(_))
+                && let Some(info) = runtime.unload_file(path)
+            {
+                tracing::info!(path = %path.display(), service = %info.name, "contract removed");
+            }
+            runtime.report_not_loaded(path, &error);
         }
     }
 }

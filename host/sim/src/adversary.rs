@@ -654,6 +654,8 @@ fn mutate_request(rng: &mut ChaCha8Rng, k: &Knowledge<'_>, r: &Request, mode: Si
                 service: r.service.clone(),
                 provider: r.provider,
                 price: r.price,
+                announce_seq: 0,
+                contract_hash: [0; 32],
                 time_ms: r.time_ms,
                 version: r.version,
                 state: r.state,

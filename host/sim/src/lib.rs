@@ -577,6 +577,9 @@ pub struct Sim {
     /// Certificates issued, by (requester idx, version).
     certs: HashMap<(u32, u64), (u64, u32, Vec<u32>)>,
     runs_done: HashMap<(u32, u64), u32>,
+    /// Purchase -> its verdict (true: the provider was paid), as the first
+    /// honest node settled it; every other honest node must settle the same.
+    verdicts: HashMap<Hash, bool>,
     request_owner: HashMap<Hash, usize>,
     created_us: HashMap<Hash, u64>,
     purchases_started: u64,
@@ -717,6 +720,7 @@ impl Sim {
             chain: HashMap::default(),
             certs: HashMap::default(),
             runs_done: HashMap::default(),
+            verdicts: HashMap::default(),
             request_owner: HashMap::default(),
             created_us: HashMap::default(),
             purchases_started: 0,
@@ -1267,6 +1271,18 @@ impl Sim {
                 }
                 runs.push(*cert);
             }
+            Event::Settled { purchase, paid, .. } => {
+                if !honest {
+                    return;
+                }
+                let first = *self.verdicts.entry(purchase).or_insert(paid);
+                if first != paid {
+                    self.violate(
+                        "verdict-split",
+                        format!("node {i} settled a purchase the other way than another honest node"),
+                    );
+                }
+            }
             Event::Outcome(_) | Event::ServicesChanged => {}
         }
     }
@@ -1603,7 +1619,9 @@ impl Sim {
     }
 
     /// The Byzantine provider tells a requester its contract ran when it
-    /// never did.
+    /// never did, or equivocates: "served" to some members, "refused" to
+    /// others (their verdict votes then split; no node may settle it
+    /// differently from another).
     fn forged_outcome(&mut self, i: usize) {
         let n = self.nodes[i].seen_requests.len();
         if n == 0 {
@@ -1613,12 +1631,25 @@ impl Sim {
         let Some(to) = self.membership.index_of(&r.requester) else {
             return;
         };
+        let version = r.version.wrapping_add(1);
+        if self.rng.gen_bool(0.5) {
+            let mut halves: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+            for j in (0..self.nodes.len()).filter(|j| *j != i) {
+                halves[usize::from(self.rng.gen_bool(0.5))].push(j);
+            }
+            for (ok, targets) in [(false, &halves[0]), (true, &halves[1])] {
+                let o = Outcome::new(&self.nodes[i].key, r.requester, r.id(), version, ok, "equivocated");
+                self.send_to(i, Payload::Msg(Rc::new(Message::Outcome(o))), targets);
+            }
+            adversary::count(&mut self.injected, "byzantine-provider/outcome-equivocation");
+            return;
+        }
         let ok = self.rng.gen_bool(0.5);
         let o = Outcome::new(
             &self.nodes[i].key,
             r.requester,
             r.id(),
-            r.version.wrapping_add(1),
+            version,
             ok,
             "served (never ran)",
         );
@@ -1763,6 +1794,8 @@ impl Sim {
             service: first.service.clone(),
             provider: first.provider,
             price: first.price + 1,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: first.time_ms,
             version: first.version,
             state: first.state,
@@ -1783,6 +1816,8 @@ impl Sim {
             service: "espresso".into(),
             provider: self.membership.id(PROVIDER as u32).expect("provider"),
             price,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: now,
             version: w.version,
             state: w.state,
@@ -1961,6 +1996,7 @@ impl Sim {
         };
         let reward = core.params().reward_units;
         let wallets: Vec<Wallet> = core.wallets().cloned().collect();
+        let open: HashSet<Hash> = core.escrows().map(|e| e.purchase).collect();
         let mut received: u128 = 0;
         let mut paid: u128 = 0;
         let mut per_member = vec![0u128; self.membership.len()];
@@ -1979,9 +2015,23 @@ impl Sim {
                 let Some(d) = self.decided.get(&(idx as u32, v)) else {
                     return; // settled a commit no honest node reported: cannot price it
                 };
-                paid += u128::from(d.price) + u128::from(reward);
-                per_member[d.provider as usize] += u128::from(d.price);
+                paid += u128::from(reward);
                 per_member[self.membership.reward_recipient(&d.request_id) as usize] += u128::from(reward);
+                // The price: held while its escrow is open here, then paid
+                // to the provider or refunded by the verdict.
+                if d.price == 0 || open.contains(&d.request_id) {
+                    continue;
+                }
+                let Some(&to_provider) = self.verdicts.get(&d.request_id) else {
+                    self.violate(
+                        "verdict-unknown",
+                        format!("node {i}: wallet {idx} v{v} left escrow with no verdict settled by an honest node"),
+                    );
+                    return;
+                };
+                paid += u128::from(d.price);
+                let to = if to_provider { d.provider } else { idx as u32 };
+                per_member[to as usize] += u128::from(d.price);
             }
         }
         self.money_checks += 1;
@@ -2036,7 +2086,14 @@ impl Sim {
         for (idx, v, provider) in owed {
             let provider_honest = !self.nodes[provider as usize].byzantine;
             let ran = self.runs_done.get(&(idx, v)).copied().unwrap_or(0);
-            if provider_honest && ran == 0 {
+            // A purchase that reached its provider after half its outcome
+            // window is refunded instead of run.
+            let refunded = self
+                .decided
+                .get(&(idx, v))
+                .and_then(|d| self.verdicts.get(&d.request_id))
+                .is_some_and(|paid| !paid);
+            if provider_honest && ran == 0 && !refunded {
                 self.violate(
                     "run-missing",
                     format!("contract for wallet {idx} v{v} (provider {provider}) never ran"),

@@ -100,12 +100,14 @@ fn a_node_down_longer_than_the_certificates_kept_catches_up_every_field() {
     );
 }
 
-/// The same outage hitting the provider: purchases it was paid for while
+/// The same outage hitting the provider: purchases made while it was
 /// down, whose certificates every peer pruned before it came back, never
-/// run. Paying only for service rendered (refunds, the market issue) is the
-/// fix; until then this fails, hence ignored.
+/// reach it. Their prices wait in escrow and every member votes the refund
+/// past the outcome window; the returning provider takes the vouched
+/// tallies only once its peers hold no escrow open on those commits. Failed
+/// before (the provider was paid for runs it never made, then `money-created`
+/// at the returning node while escrows were open at its vouchers).
 #[test]
-#[ignore = "open (market issue): a provider down longer than the certificates kept never runs what it was paid for"]
 fn a_provider_down_longer_than_the_certificates_kept_still_serves_or_refunds() {
     run_seeds("pruned-provider", 600..606, scenario("pruned-provider"));
 }

@@ -11,6 +11,7 @@
 //! never a panic.
 
 use wallance_core::msg::Vote;
+use wallance_core::store_model::Escrow;
 use wallance_core::{Hash, MemberId, Message, Params, Wallet};
 
 /// Why a stored value could not be decoded.
@@ -256,6 +257,76 @@ pub(crate) fn decode_run_floor(bytes: &[u8]) -> Result<u64, Reason> {
     let floor = u64::from_le_bytes(c.array("run floor")?);
     c.finish("the run floor")?;
     Ok(floor)
+}
+
+/// An open escrow: `purchase 32 | requester v | version v | provider v |
+/// price v | deadline v | verdict u8 (0 open, 1 refunded, 2 paid) |
+/// has_vote u8 | vote message (if any)`.
+pub(crate) fn encode_escrow(e: &Escrow) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80);
+    out.extend_from_slice(&e.purchase);
+    for v in [
+        u64::from(e.requester_idx),
+        e.version,
+        u64::from(e.provider_idx),
+        e.price,
+        e.deadline_ms,
+    ] {
+        put_varint(&mut out, v);
+    }
+    out.push(match e.verdict {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    });
+    match &e.my_vote {
+        None => out.push(0),
+        Some(vote) => {
+            out.push(1);
+            out.extend(Message::Vote(*vote).encode().unwrap_or_default());
+        }
+    }
+    out
+}
+
+pub(crate) fn decode_escrow(bytes: &[u8]) -> Result<Escrow, Reason> {
+    let mut c = Cursor::new(bytes);
+    let purchase = c.array("purchase")?;
+    let idx = |c: &mut Cursor, what: &str| -> Result<u32, Reason> {
+        u32::try_from(c.varint(what)?).map_err(|_| format!("{what} is not a member index"))
+    };
+    let requester_idx = idx(&mut c, "requester")?;
+    let version = c.varint("version")?;
+    let provider_idx = idx(&mut c, "provider")?;
+    let price = c.varint("price")?;
+    let deadline_ms = c.varint("deadline")?;
+    let verdict = match c.u8("verdict")? {
+        0 => None,
+        1 => Some(false),
+        2 => Some(true),
+        n => return Err(format!("verdict is {n}, expected 0, 1 or 2")),
+    };
+    let my_vote = match c.u8("has_vote")? {
+        0 => {
+            c.finish("the escrow")?;
+            None
+        }
+        1 => match decode_message(c.rest())? {
+            Message::Vote(v) => Some(v),
+            other => return Err(format!("expected a vote, found a {}", other.kind())),
+        },
+        n => return Err(format!("has_vote is {n}, expected 0 or 1")),
+    };
+    Ok(Escrow {
+        purchase,
+        requester_idx,
+        version,
+        provider_idx,
+        price,
+        deadline_ms,
+        my_vote,
+        verdict,
+    })
 }
 
 /// A light node's settlement marks of a wallet it does not keep:

@@ -48,7 +48,10 @@ use wallance_core::{Change, MemberId, Message, Snapshot};
 ///   (what a purchase costs the requester) changed in the same release, so
 ///   wallets written under schema 1 hold balances the new rule would not
 ///   have produced: a schema-1 store is refused, not migrated.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: the `escrows` table. A purchase's price is now held until its
+///   verdict instead of paid to the provider at the commit, so credits in
+///   a schema-2 store follow the old rule: refused, not migrated.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Marks a redb file as ours, so another program's database is refused
 /// rather than written into.
@@ -84,6 +87,9 @@ const RUN_FLOOR: TableDefinition<u32, &[u8]> = TableDefinition::new("run_floor")
 /// Wallet index -> settlement marks of a wallet this node does not keep
 /// (`Change::Marks`): `settled v | count v | above zz...` (see `codec`).
 const MARKS: TableDefinition<u32, &[u8]> = TableDefinition::new("marks");
+/// Open escrows by verdict id (`Change::PutEscrow`, `DropEscrow`): see
+/// `codec::encode_escrow`.
+const ESCROWS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("escrows");
 /// Provider id -> announce message.
 const ANNOUNCES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("announces");
 /// (contract name, key) -> value: contracts' own state.
@@ -449,6 +455,7 @@ impl Store {
             txn.open_table(RUN_OUTCOMES).map_err(e(path, "create run_outcomes"))?;
             txn.open_table(RUN_FLOOR).map_err(e(path, "create run_floor"))?;
             txn.open_table(MARKS).map_err(e(path, "create marks"))?;
+            txn.open_table(ESCROWS).map_err(e(path, "create escrows"))?;
             txn.open_table(ANNOUNCES).map_err(e(path, "create announces"))?;
             txn.open_table(CONTRACT_KV).map_err(e(path, "create contract_kv"))?;
         }
@@ -653,6 +660,14 @@ impl Store {
             snap.marks.insert(idx, codec::decode_marks(bytes)?);
             Ok(())
         })?;
+        r.each(ESCROWS, "escrows", |key, bytes| {
+            let e = codec::decode_escrow(bytes)?;
+            if wallance_core::msg::verdict_id(&e.purchase) != key {
+                return Err("escrow does not match its key".into());
+            }
+            snap.escrows.insert(key, e);
+            Ok(())
+        })?;
         r.each(ANNOUNCES, "announces", |provider, bytes| {
             match codec::decode_message(bytes)? {
                 Message::Announce(a) if a.provider.0 == provider => snap.announces.insert(provider, a),
@@ -769,6 +784,7 @@ struct Tables<'t> {
     run_outcomes: Option<Table<'t, (u32, u64), &'static [u8]>>,
     run_floor: Option<Table<'t, u32, &'static [u8]>>,
     marks: Option<Table<'t, u32, &'static [u8]>>,
+    escrows: Option<Table<'t, [u8; 32], &'static [u8]>>,
     announces: Option<Table<'t, [u8; 32], &'static [u8]>>,
     contract_kv: Option<Table<'t, KvKey, &'static [u8]>>,
 }
@@ -801,6 +817,7 @@ impl<'t> Tables<'t> {
             run_outcomes: None,
             run_floor: None,
             marks: None,
+            escrows: None,
             announces: None,
             contract_kv: None,
         }
@@ -948,6 +965,19 @@ impl<'t> Tables<'t> {
                 table(&mut self.marks, txn, path, MARKS)?
                     .insert(*idx, codec::encode_marks(*settled, above).as_slice())
                     .map_err(write("write marks"))?;
+            }
+            Change::PutEscrow(e) => {
+                table(&mut self.escrows, txn, path, ESCROWS)?
+                    .insert(
+                        wallance_core::msg::verdict_id(&e.purchase),
+                        codec::encode_escrow(e).as_slice(),
+                    )
+                    .map_err(write("write an escrow"))?;
+            }
+            Change::DropEscrow(key) => {
+                table(&mut self.escrows, txn, path, ESCROWS)?
+                    .remove(key)
+                    .map_err(write("remove an escrow"))?;
             }
             Change::Announce(a) => {
                 let bytes = encode(Message::Announce(a.clone()), "an announce")?;

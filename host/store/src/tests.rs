@@ -38,6 +38,8 @@ fn cert(idx: u32, version: u64) -> Box<Certificate> {
             service: "espresso".into(),
             provider: members()[0],
             price: 10,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: 1_000,
             version,
             state: [version as u8; 32],
@@ -433,4 +435,52 @@ fn contract_keys_scan_by_prefix_and_usage_counts_bytes() {
     assert_eq!(store.kv_keys("radio", b"", 10).unwrap().len(), 3);
     assert_eq!(store.kv_usage("radio").unwrap(), (9 + 3 + 10 + 2 + 5 + 1) as u64);
     assert_eq!(store.kv_usage("nothing").unwrap(), 0);
+}
+
+#[test]
+fn escrows_open_vote_settle_drop_and_survive_reopen() {
+    use wallance_core::msg::{Vote, verdict_id};
+    use wallance_core::store_model::Escrow;
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, mut model) = Store::open(&path, &members()).unwrap();
+    let key = wallance_core::Keypair::from_seed([3; 32]);
+    let escrow = |purchase: u8| Escrow {
+        purchase: [purchase; 32],
+        requester_idx: 1,
+        version: 7,
+        provider_idx: 2,
+        price: 2_000_000,
+        deadline_ms: 61_000,
+        my_vote: None,
+        verdict: None,
+    };
+    let voted = Escrow {
+        my_vote: Vote::build(&key, verdict_id(&[5; 32]), 1, 1),
+        ..escrow(5)
+    };
+    let settled = Escrow {
+        verdict: Some(true),
+        ..voted.clone()
+    };
+    let batches = [
+        vec![
+            Change::PutEscrow(Box::new(escrow(4))),
+            Change::PutEscrow(Box::new(escrow(5))),
+        ],
+        vec![Change::PutEscrow(Box::new(voted))],
+        vec![
+            Change::PutEscrow(Box::new(settled.clone())),
+            Change::DropEscrow(verdict_id(&[4; 32])),
+        ],
+    ];
+    for batch in &batches {
+        model.apply(batch);
+        store.commit(batch).unwrap();
+    }
+    assert_eq!(model.escrows.len(), 1);
+    assert_eq!(model.escrows[&verdict_id(&[5; 32])], settled);
+    drop(store);
+    let (_, loaded) = Store::open(&path, &members()).unwrap();
+    assert_eq!(loaded, model);
 }

@@ -335,10 +335,136 @@ fn a_contract_cannot_forge_lines_in_the_node_log() {
         "{log}"
     );
     assert!(!log.contains('\x1b'), "{log}");
-    // The outcome keeps the line as written.
+    // The outcome has it escaped the same way.
     assert!(
-        outcome.logs[0].message.starts_with("innocent\n2026"),
+        outcome.logs[0].message.starts_with("innocent\\n2026"),
         "{:?}",
         outcome.logs
     );
+}
+
+#[test]
+fn empty_log_lines_are_counted() {
+    let (cause, _, logs) = attack("empty-log-flood");
+    assert_eq!(cause, FailureCause::LogLineLimit { limit_lines: 256 });
+    assert_eq!(logs.len(), 256);
+}
+
+#[test]
+fn a_huge_panic_message_is_kept_cut_and_says_how_long_it_was() {
+    let (cause, _, logs) = attack("huge-panic");
+    let FailureCause::Panic(message) = &cause else {
+        panic!("expected a panic, got {cause}");
+    };
+    assert!(message.contains("ppppp"), "{message}");
+    assert!(message.len() < 1100, "{} bytes", message.len());
+    // The SDK's panic line is "panicked at src/lib.rs:L:C:\n" plus the message.
+    assert!(message.contains("bytes in all)"), "{message}");
+    let in_all: usize = message
+        .rsplit_once("… (")
+        .and_then(|(_, tail)| tail.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(in_all > 1 << 20, "{message}");
+    assert!(logs.iter().all(|l| l.message.len() < 1100));
+}
+
+#[test]
+fn contract_text_reaches_the_host_without_control_characters() {
+    let (runtime, storage, devices) = setup();
+    let backend: Arc<dyn ContractStorage> = storage;
+    let outcome = runtime
+        .invoke(
+            "hostile",
+            &purchase(1, 1, 1, &[("attack", "control-chars")]),
+            &backend,
+            &devices,
+        )
+        .unwrap();
+    let output = outcome.result.unwrap();
+    assert_eq!(output.message, "served\\u{1b}[31m\\nERROR forged");
+    assert_eq!(output.data, [("k\\r\\n".to_string(), "v\\u{7}".to_string())]);
+    assert_eq!(outcome.logs.len(), 1);
+    assert_eq!(outcome.logs[0].message, "\\u{1b}[2J\\nERROR node: forged line");
+    let refusal = runtime
+        .invoke(
+            "hostile",
+            &purchase(1, 1, 1, &[("attack", "control-refusal")]),
+            &backend,
+            &devices,
+        )
+        .unwrap()
+        .result
+        .unwrap_err();
+    assert_eq!(refusal, "no\\u{1b}[2J\\nforged");
+}
+
+#[test]
+fn nan_bit_patterns_are_canonical() {
+    let (runtime, storage, devices) = setup();
+    let backend: Arc<dyn ContractStorage> = storage;
+    let output = runtime
+        .invoke("hostile", &purchase(1, 1, 1, &[("attack", "nan")]), &backend, &devices)
+        .unwrap()
+        .result
+        .unwrap();
+    // x86 produces the negative NaN (ffc00000) without canonicalization.
+    assert_eq!(output.get("f32"), Some("7fc00000"));
+    assert_eq!(output.get("f64"), Some("7ff8000000000000"));
+}
+
+#[test]
+fn recursion_through_call_indirect_is_labelled_as_such() {
+    let (cause, _, _) = attack("indirect-recursion");
+    let text = cause.to_string();
+    assert!(text.contains("stack") || text.contains("recursion"), "{cause:?}");
+}
+
+/// The wall-clock backstop must never fire before fuel on the slowest
+/// supported board (assumed 10x slower than this machine): measure how
+/// fast the cheapest-fuel loop burns fuel here and check the default.
+#[test]
+fn the_default_backstop_outlasts_the_fuel_of_a_host_call_loop_on_a_slow_board() {
+    let fuel = 20_000_000;
+    let runtime = runtime_with(RuntimeConfig {
+        limits: Limits {
+            fuel_per_call: fuel,
+            wall_time_max_ms: wallance_runtime::wall_time_for_fuel_ms(fuel),
+            ..Limits::default()
+        },
+        ..RuntimeConfig::default()
+    });
+    runtime.load_file(HOSTILE).unwrap();
+    // CPU time of this thread (the call runs on it), not wall time: the
+    // other tests running beside this one must not make the machine look
+    // slower than it is.
+    let started = thread_cpu_time();
+    let error = runtime
+        .invoke(
+            "hostile",
+            &purchase(1, 1, 1, &[("attack", "host-call-loop")]),
+            &crate::support::storage(),
+            &Devices::new(),
+        )
+        .unwrap_err();
+    let elapsed = thread_cpu_time() - started;
+    assert_eq!(error.cause(), Some(&FailureCause::OutOfFuel { limit: fuel }));
+    let fuel_per_s = fuel as f64 / elapsed.as_secs_f64();
+    let defaults = Limits::default();
+    let slow_board_s = defaults.fuel_per_call as f64 / fuel_per_s * 10.0;
+    println!("host-call loop: {fuel_per_s:.0} fuel/s; default fuel on a 10x slower board: {slow_board_s:.1} s");
+    assert!(
+        defaults.wall_time_max_ms as f64 / 1000.0 > slow_board_s,
+        "backstop {} ms fires before the fuel on a 10x slower board ({slow_board_s:.1} s)",
+        defaults.wall_time_max_ms
+    );
+}
+
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    #[allow(unsafe_code)]
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }

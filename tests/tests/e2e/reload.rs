@@ -15,22 +15,27 @@ use crate::support::{purchase, runtime, runtime_with, storage};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// The next event other than `LoadFailed` (returned separately).
+/// The next event other than `LoadFailed` (returned separately) or
+/// `Cleared` (a deploy tool's temporary file going).
 fn next_change(events: &Receiver<RegistryEvent>) -> RegistryEvent {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left).expect("no registry event in time") {
-            RegistryEvent::LoadFailed { .. } => continue,
+            RegistryEvent::LoadFailed { .. } | RegistryEvent::Cleared { .. } => continue,
             event => return event,
         }
     }
 }
 
 fn next_failure(events: &Receiver<RegistryEvent>) -> String {
-    match events.recv_timeout(PATIENCE).expect("no registry event in time") {
-        RegistryEvent::LoadFailed { error, .. } => error,
-        other => panic!("expected a rejected file, got {other:?}"),
+    loop {
+        match events.recv_timeout(PATIENCE).expect("no registry event in time") {
+            RegistryEvent::LoadFailed { error, .. } => return error,
+            // The entry of an earlier failure, gone now the file loads.
+            RegistryEvent::Cleared { .. } => continue,
+            other => panic!("expected a rejected file, got {other:?}"),
+        }
     }
 }
 
@@ -142,8 +147,11 @@ fn half_written_and_garbage_files_keep_the_previous_version_serving() {
     assert!(error.contains("not a WebAssembly file"), "{error}");
     assert_eq!(say(&runtime, "d"), "v2: d");
 
-    // Files that are not .wasm are ignored.
+    // Files that are not .wasm are not loaded, and say so.
     std::fs::write(dir_path.join("notes.txt"), b"hello").unwrap();
+    let error = next_failure(&events);
+    assert!(error.contains("not a .wasm file"), "{error}");
+    assert_eq!(say(&runtime, "e"), "v2: e");
     assert!(events.recv_timeout(Duration::from_millis(300)).is_err());
 }
 
@@ -318,6 +326,14 @@ fn a_file_announcing_another_files_service_is_refused_at_start_up_exactly_as_at_
 
     // At runtime: the same file dropped again gets the same refusal.
     std::fs::remove_file(&squatter_path).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left).expect("the removal is noticed") {
+            RegistryEvent::Cleared { path } if path == squatter_path => break,
+            _ => continue,
+        }
+    }
     drop_in(SQUATTER, &dir_path, "0-espresso.wasm");
     assert_eq!(next_failure(&events), refusal_at_start_up);
     assert_eq!(espresso_source(&runtime), Some(dir_path.join("espresso.wasm")));

@@ -25,6 +25,9 @@ pub struct Net {
     /// Nodes that receive nothing (down or cut off).
     pub isolated: Vec<bool>,
     pub sent: Vec<Message>,
+    /// What owed contracts return: `Some(ok)`, or `None` for a provider
+    /// that never answers.
+    pub contract_ok: Option<bool>,
 }
 
 pub fn keys(n: usize) -> Vec<Keypair> {
@@ -70,6 +73,7 @@ impl Net {
             now: 1_000,
             isolated: vec![false; n],
             sent: vec![],
+            contract_ok: Some(true),
         };
         net.flush_all();
         net
@@ -115,7 +119,10 @@ impl Net {
                             .unwrap();
                         let v = cert.new_version();
                         self.nodes[i].events.push(e.clone());
-                        self.nodes[i].core.contract_done(self.now, idx, v, true, "one espresso");
+                        if let Some(ok) = self.contract_ok {
+                            let body = if ok { "one espresso" } else { "no free spot" };
+                            self.nodes[i].core.contract_done(self.now, idx, v, ok, body);
+                        }
                         continue;
                     }
                     self.nodes[i].events.push(e);

@@ -824,6 +824,8 @@ impl Mutator<'_> {
             service: r.service.clone(),
             provider: r.provider,
             price: r.price,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: r.time_ms,
             version: r.version,
             state: r.state,

@@ -22,6 +22,8 @@ pub fn request(requester: &Keypair, provider: &Keypair, version: u64) -> Request
             service: "espresso".into(),
             provider: provider.id(),
             price: 2_000_000,
+            announce_seq: 0,
+            contract_hash: [0; 32],
             time_ms: 1_700_000_000_000,
             version,
             state: [7; 32],

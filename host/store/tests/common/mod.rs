@@ -24,6 +24,8 @@ pub fn request(n: u8, price: u64) -> Request {
         service: format!("svc-{n}"),
         provider: MemberId([(n + 1) % N_MEMBERS as u8 + 1; 32]),
         price,
+        announce_seq: 1,
+        contract_hash: [n; 32],
         time_ms: 1_000 + u64::from(n),
         version: u64::from(n),
         state: [n; 32],

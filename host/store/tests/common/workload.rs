@@ -61,6 +61,8 @@ fn request(seq: u64, requester: MemberId, provider: MemberId) -> Request {
         service: "espresso".into(),
         provider,
         price: 2_500_000,
+        announce_seq: 0,
+        contract_hash: [0; 32],
         time_ms: 1_700_000_000_000 + seq,
         version: seq,
         state: bytes32(seq ^ 0x55),

@@ -1,0 +1,97 @@
+//! Pay for service rendered, with real node processes over DDS, real redb
+//! files and the real espresso contract: a refused purchase is refunded on
+//! every node; a second member announcing "espresso" never receives a
+//! purchase by default. Each test runs in a private network namespace.
+
+mod net;
+
+use net::*;
+use wallance_dds::netns::{Loopback, test_inside};
+
+fn stat(net: &Net, i: usize, key: &str) -> u64 {
+    net.get(i, "/api/view")
+        .and_then(|v| v["stats"][key].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_refused_purchase_is_refunded_on_every_node_and_a_served_one_paid() {
+    if !test_inside(
+        "a_refused_purchase_is_refunded_on_every_node_and_a_served_one_paid",
+        Loopback::Multicast,
+    ) {
+        return;
+    }
+    let mut net = Net::init(4, 20.0);
+    net.start_all();
+    let all: Vec<usize> = (0..4).collect();
+    net.wait_ready(&all);
+    let price = net.price();
+    net.wait_funds(1, price);
+    // The espresso contract refuses an unknown size.
+    let refused = net.buy(1, &[("size", "bucket")]);
+    let p = net.wait_done(1, &refused);
+    assert_eq!(p["outcome"]["ok"], false, "{p}");
+    assert!(p["outcome"]["body"].as_str().unwrap().contains("unknown size"), "{p}");
+    wait("the refund on every node", 30, || {
+        all.iter()
+            .all(|&i| stat(&net, i, "verdicts_refunded") == 1 && stat(&net, i, "escrows_open") == 0)
+    });
+    // A served one is paid to the provider, everywhere.
+    net.wait_funds(1, price);
+    let served = net.buy(1, &[("size", "espresso")]);
+    let p = net.wait_done(1, &served);
+    assert_eq!(p["outcome"]["ok"], true, "{p}");
+    wait("the payment on every node", 30, || {
+        all.iter()
+            .all(|&i| stat(&net, i, "verdicts_paid") == 1 && stat(&net, i, "escrows_open") == 0)
+    });
+    net.wait_agree(&all, 30);
+    // Every node credited the same members the same amounts.
+    let received = |i: usize| -> Vec<(String, u64)> {
+        net.get(i, "/api/wallets")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| (w["name"].as_str().unwrap().to_string(), w["received"].as_u64().unwrap()))
+            .collect()
+    };
+    wait("identical credits", 30, || {
+        all.iter().all(|&i| received(i) == received(0))
+    });
+}
+
+#[test]
+fn a_second_provider_of_a_name_gets_no_purchase_unless_named() {
+    if !test_inside(
+        "a_second_provider_of_a_name_gets_no_purchase_unless_named",
+        Loopback::Multicast,
+    ) {
+        return;
+    }
+    let mut net = Net::init(4, 20.0);
+    // node-4 drops a copy of the espresso contract into its folder: a
+    // second offer of "espresso".
+    let folder = net.nodes[3].config.parent().unwrap().join("contracts");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::copy(ESPRESSO, folder.join("espresso.wasm")).unwrap();
+    net.start_all();
+    let all: Vec<usize> = (0..4).collect();
+    net.wait_ready(&all);
+    wait("two offers", 60, || {
+        net.get(1, "/api/services")
+            .is_some_and(|s| s.as_array().unwrap().iter().filter(|s| s["name"] == "espresso").count() == 2)
+    });
+    let price = net.price();
+    net.wait_funds(1, price);
+    let body = serde_json::json!({ "service": "espresso", "price": price, "params": {} });
+    let (status, v) = post(&net.nodes[1].api, "/api/buy", Some(&net.nodes[1].token), &body);
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("name the one"), "{v}");
+    let body = serde_json::json!({ "service": "espresso", "provider": "node-1", "price": price, "params": {} });
+    let (status, v) = post(&net.nodes[1].api, "/api/buy", Some(&net.nodes[1].token), &body);
+    assert_eq!(status, 202, "{v}");
+    let p = net.wait_done(1, v["request_id"].as_str().unwrap());
+    assert_eq!(p["outcome"]["provider"], "node-1", "{p}");
+}
