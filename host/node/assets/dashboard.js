@@ -140,6 +140,15 @@ function renderCommits(v) {
   }), 6, "no commit since this node started");
 }
 
+function renderProduced(v) {
+  fill($("#produced tbody"), (v.produced || []).slice(0, 30).map((o) =>
+    el("tr", {},
+      el("td", { class: "opt" }, clock(o.at_ms)), el("td", {}, o.requester + " v" + o.version), el("td", {}, o.service),
+      el("td", { class: "wrap" }, el("span", { class: "badge " + (o.ok ? "ok" : "refused") }, o.ok ? "served" : "refunded"), " " + o.body),
+      el("td", { class: "opt logs" }, o.logs.join("\n")))),
+    5, "no outcome produced since this node started");
+}
+
 function renderStats(v) {
   const s = v.stats;
   dl($("#stats"), [
@@ -148,6 +157,7 @@ function renderStats(v) {
     ["sensor shares received", s.shares_received],
     ["commits / certificates", s.commits + " / " + s.certificates_applied],
     ["contract runs / failures", s.contract_runs + " / " + s.contract_failures],
+    ["verdicts paid / refunded / open", s.verdicts_paid + " / " + s.verdicts_refunded + " / " + s.escrows_open],
     ["messages sent", s.messages_sent],
     ["DDS samples / malformed", s.dds_received + " / " + s.dds_malformed],
     ["duplicates", s.duplicates],
@@ -242,6 +252,7 @@ function render(v) {
   renderContracts(v);
   renderPending(v);
   renderCommits(v);
+  renderProduced(v);
   renderStats(v);
   renderLatency(v);
   renderPurchase(v);

@@ -94,6 +94,7 @@ fn router(api: Api) -> Router {
         .route("/api/services", get(services))
         .route("/api/contracts", get(contracts))
         .route("/api/outcomes", get(outcomes))
+        .route("/api/produced", get(produced))
         .route("/api/purchases/{id}", get(purchase))
         .route("/api/events", get(events))
         .route("/api/buy", post(buy))
@@ -152,6 +153,11 @@ async fn contracts(State(api): State<Api>) -> Response {
 }
 async fn outcomes(State(api): State<Api>) -> Response {
     Json(api.view.get().outcomes.clone()).into_response()
+}
+
+/// The outcomes this node produced as a provider, with the contracts' logs.
+async fn produced(State(api): State<Api>) -> Response {
+    Json(api.view.get().produced.clone()).into_response()
 }
 
 /// Where a purchase is: pending, committed, and the contract's outcome.

@@ -143,6 +143,37 @@ pub fn services(conn: &Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn produced(conn: &Conn) -> anyhow::Result<()> {
+    let p = get(conn, "/api/produced")?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    let list = p.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no outcome produced since this node started");
+    }
+    for o in list {
+        let verdict = if o["ok"] == true {
+            "served"
+        } else {
+            "refused (refunded)"
+        };
+        println!(
+            "{} {} for {} v{}: {verdict}: {}",
+            &o["request_id"].as_str().unwrap_or("?")[..12.min(o["request_id"].as_str().unwrap_or("").len())],
+            o["service"].as_str().unwrap_or("?"),
+            o["requester"].as_str().unwrap_or("?"),
+            o["version"].as_u64().unwrap_or(0),
+            o["body"].as_str().unwrap_or(""),
+        );
+        for line in o["logs"].as_array().into_iter().flatten() {
+            println!("    {}", line.as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
+}
+
 pub fn status(conn: &Conn) -> anyhow::Result<()> {
     let s = get(conn, "/api/status")?;
     if conn.json {

@@ -61,6 +61,12 @@ pub struct RunResult {
     version: u64,
     ok: bool,
     body: String,
+    /// For the provider's own list of the outcomes it produced.
+    service: String,
+    requester: MemberId,
+    request_id: wallance_core::Hash,
+    /// The contract's log lines (bounded and escaped by the runtime).
+    logs: Vec<String>,
     writes: Vec<KvWrite>,
     fuel_used: u64,
     elapsed_us: u64,
@@ -154,6 +160,8 @@ struct Node {
     opts: RunOptions,
     commits: VecDeque<view::CommitView>,
     outcomes: VecDeque<view::OutcomeView>,
+    /// Outcomes this node produced as a provider (newest first, 200).
+    produced: VecDeque<view::OutcomeView>,
     contracts: Vec<ContractState>,
     kv_pending: Vec<KvWrite>,
     acks: Vec<SyncSender<()>>,
@@ -292,6 +300,7 @@ impl Node {
             opts,
             commits: VecDeque::new(),
             outcomes: VecDeque::new(),
+            produced: VecDeque::new(),
             contracts,
             kv_pending: Vec::new(),
             acks: Vec::new(),
@@ -394,6 +403,10 @@ impl Node {
                     version,
                     ok,
                     body,
+                    service,
+                    requester,
+                    request_id,
+                    logs,
                     writes,
                     fuel_used,
                     elapsed_us,
@@ -404,6 +417,19 @@ impl Node {
                     version, ok, fuel_used, elapsed_us, "contract ran: {body}"
                 );
                 self.core.contract_done(now_ms(), idx, version, ok, &body);
+                let produced = view::OutcomeView {
+                    request_id: hex::encode(request_id),
+                    provider: self.name(&self.key.id()),
+                    requester: self.name(&requester),
+                    version,
+                    ok,
+                    body,
+                    at_ms: now_ms(),
+                    service,
+                    logs,
+                };
+                self.produced.push_front(produced);
+                self.produced.truncate(200);
                 self.kv_pending.extend(writes);
                 self.acks.push(ack);
             }
@@ -543,6 +569,8 @@ impl Node {
                     ok: o.ok,
                     body: o.body.clone(),
                     at_ms: now_ms(),
+                    service: String::new(),
+                    logs: Vec::new(),
                 };
                 if self.opts.announce_events {
                     println!("OUTCOME {} ok={} {}", v.request_id, v.ok, v.body);
@@ -582,6 +610,7 @@ impl Node {
             &self.key,
             &self.commits,
             &self.outcomes,
+            &self.produced,
             &self.contracts,
             &self.transport,
             &self.store,
@@ -656,6 +685,7 @@ fn spawn_contract_worker(
                 // started after half of it (a long queue, a slow board) is
                 // refunded instead, exactly as the core refuses to ask for it.
                 let late = now_ms() > cert.request.time_ms.saturating_add(outcome_timeout_ms / 2);
+                let mut logs = Vec::new();
                 let (ok, body, fuel_used, elapsed_us) = if late {
                     (
                         false,
@@ -678,12 +708,18 @@ fn spawn_contract_worker(
                         Ok(outcome) => {
                             let fuel = outcome.fuel_used;
                             let us = outcome.elapsed.as_micros() as u64;
+                            logs = render_logs(&outcome.logs);
                             match outcome.result {
                                 Ok(out) => (true, render_output(&out), fuel, us),
                                 Err(refusal) => (false, refusal, fuel, us),
                             }
                         }
-                        Err(e) => (false, format!("the contract failed: {e}"), 0, 0),
+                        Err(e) => {
+                            if let wallance_runtime::InvokeError::Failed { logs: l, .. } = &e {
+                                logs = render_logs(l);
+                            }
+                            (false, format!("the contract failed: {e}"), 0, 0)
+                        }
                     }
                 };
                 let writes = storage
@@ -697,6 +733,10 @@ fn spawn_contract_worker(
                     version,
                     ok,
                     body,
+                    service: service.clone(),
+                    requester: cert.request.requester,
+                    request_id: cert.request.id(),
+                    logs,
                     writes,
                     fuel_used,
                     elapsed_us,
@@ -712,6 +752,21 @@ fn spawn_contract_worker(
         })
         .expect("spawning a thread only fails when the OS is out of resources");
     jobs_tx
+}
+
+fn render_logs(logs: &[wallance_runtime::LogEntry]) -> Vec<String> {
+    use wallance_runtime::LogLevel;
+    logs.iter()
+        .map(|l| {
+            let level = match l.level {
+                LogLevel::Debug => "debug",
+                LogLevel::Info => "info",
+                LogLevel::Warn => "warn",
+                LogLevel::Error => "error",
+            };
+            format!("{level}: {}", l.message)
+        })
+        .collect()
 }
 
 fn render_output(out: &wallance_runtime::ContractOutput) -> String {

@@ -49,6 +49,9 @@ enum Command {
     Wallets(client::Conn),
     /// The services on the network.
     Services(client::Conn),
+    /// The outcomes this node produced as a provider, with the contract's
+    /// log lines.
+    Produced(client::Conn),
     /// A node's health and counters.
     Status(client::Conn),
     /// Buy a service and wait for the contract's outcome.
@@ -100,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         Command::Init(args) => init::run(args),
         Command::Wallets(conn) => client::finish(client::wallets(&conn)),
         Command::Services(conn) => client::finish(client::services(&conn)),
+        Command::Produced(conn) => client::finish(client::produced(&conn)),
         Command::Status(conn) => client::finish(client::status(&conn)),
         Command::Buy {
             service,

@@ -54,6 +54,8 @@ pub struct View {
     pub pending: Vec<PendingView>,
     pub commits: Vec<CommitView>,
     pub outcomes: Vec<OutcomeView>,
+    /// Outcomes this node produced as a provider, with the contract's logs.
+    pub produced: Vec<OutcomeView>,
     pub services: Vec<ServiceView>,
     pub contracts: Vec<ContractState>,
     pub peers: PeersView,
@@ -117,6 +119,10 @@ pub struct OutcomeView {
     pub ok: bool,
     pub body: String,
     pub at_ms: u64,
+    /// Known at the provider (empty for a purchase's outcome as received).
+    pub service: String,
+    /// The contract's log lines, kept with the outcome at the provider.
+    pub logs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -209,6 +215,7 @@ pub fn build(
     key: &Keypair,
     commits: &VecDeque<CommitView>,
     outcomes: &VecDeque<OutcomeView>,
+    produced: &VecDeque<OutcomeView>,
     contracts: &[ContractState],
     transport: &Transport,
     store: &RwLock<Store>,
@@ -268,6 +275,7 @@ pub fn build(
             .collect(),
         commits: commits.iter().cloned().collect(),
         outcomes: outcomes.iter().cloned().collect(),
+        produced: produced.iter().cloned().collect(),
         services: core
             .services()
             .map(|(p, s)| ServiceView {

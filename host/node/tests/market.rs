@@ -47,6 +47,21 @@ fn a_refused_purchase_is_refunded_on_every_node_and_a_served_one_paid() {
             .all(|&i| stat(&net, i, "verdicts_paid") == 1 && stat(&net, i, "escrows_open") == 0)
     });
     net.wait_agree(&all, 30);
+    // The provider lists what it produced, with the contract's log lines.
+    let produced = net.get(0, "/api/produced").unwrap();
+    let produced = produced.as_array().unwrap();
+    let find = |id: &str| produced.iter().find(|o| o["request_id"] == id).cloned().unwrap();
+    let (r, s) = (find(&refused), find(&served));
+    assert_eq!((r["ok"].as_bool(), s["ok"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(s["service"], "espresso");
+    assert!(
+        s["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().starts_with("info: cup")),
+        "{s}"
+    );
     // Every node credited the same members the same amounts.
     let received = |i: usize| -> Vec<(String, u64)> {
         net.get(i, "/api/wallets")
