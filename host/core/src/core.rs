@@ -1878,17 +1878,37 @@ impl Core {
         self.escrows.values().map(|o| &o.escrow)
     }
 
+    /// Keeps a certificate for peers that catch up: the newest
+    /// `certs_kept_per_wallet` of each wallet, and every one whose price is
+    /// still in escrow here (a node that missed the commit must be able to
+    /// learn of it and vote its verdict, or the escrow could never reach a
+    /// quorum; escrows close by the outcome window, so this stays bounded).
     fn keep_cert(&mut self, idx: u32, version: u64, cert: &Certificate) {
+        let held: HashSet<u64> = self
+            .escrows
+            .values()
+            .filter(|o| o.escrow.requester_idx == idx)
+            .map(|o| o.escrow.version)
+            .collect();
+        let keep = self.params.certs_kept_per_wallet;
         let kept = self.certs.entry(idx).or_default();
         if kept.get(&version).is_some_and(|c| c.is_signed() || !cert.is_signed()) {
             return;
         }
         kept.insert(version, cert.clone());
+        let mut excess = kept.len().saturating_sub(keep);
         let mut drops = Vec::new();
-        while kept.len() > self.params.certs_kept_per_wallet {
-            if let Some((v, _)) = kept.pop_first() {
-                drops.push(v);
+        for v in kept.keys() {
+            if excess == 0 {
+                break;
             }
+            if !held.contains(v) {
+                drops.push(*v);
+                excess -= 1;
+            }
+        }
+        for v in &drops {
+            kept.remove(v);
         }
         if drops.contains(&version) {
             return; // older than everything kept
