@@ -236,6 +236,9 @@ pub struct Core {
     /// Own purchases settled before their outcome reached this node: it
     /// asks (a query vote) until the provider re-sends it, a few times.
     awaiting_outcome: HashMap<Hash, u32>,
+    /// Per member: (window start, answers sent) to its verdict queries and
+    /// late votes, at most `MAX_VERDICT_ANSWERS_PER_MEMBER` per `retry_ms`.
+    verdict_answers: HashMap<u32, (u64, usize)>,
     closed_order: VecDeque<Hash>,
     my_services: Vec<ServiceOffer>,
     announce_seq: u64,
@@ -287,6 +290,11 @@ const T_ANSWER_SHARES: u8 = 6;
 const T_DIGEST_FROM: u8 = 7;
 const T_VERDICT_ECHO: u8 = 8;
 const T_OUTCOME_RESEND: u8 = 9;
+/// Answers (a vote or an outcome sent back) one member's verdict queries
+/// and late verdict votes get per `retry_ms` from this node: as many as an
+/// honest node catching up asks per timer tick, so that a member asking
+/// about every settled purchase cannot make every node broadcast for it.
+pub const MAX_VERDICT_ANSWERS_PER_MEMBER: usize = MAX_VERDICT_RESENDS_PER_TICK;
 /// Times a requester asks for an outcome it missed, one per `retry_ms`.
 pub const OUTCOME_ASKS: u32 = 30;
 /// A verdict vote's `remaining`: 0 refund, 1 pay, 2 a query ("send me your
@@ -353,6 +361,7 @@ impl Core {
                 .map(|(k, e)| (*k, Closed::of(e)))
                 .collect(),
             awaiting_outcome: HashMap::default(),
+            verdict_answers: HashMap::default(),
             closed_order: snapshot
                 .escrows
                 .iter()
@@ -879,6 +888,9 @@ impl Core {
             }
         }
         self.throttle.retain(|_, t| now < t.saturating_add(ttl));
+        let every = self.params.retry_ms;
+        self.verdict_answers
+            .retain(|_, (since, _)| now < since.saturating_add(every));
         let decisions = &self.decisions;
         let voter_seen = &self.voter_seen;
         self.orphans.retain(|voter, ids| {
@@ -1670,7 +1682,16 @@ impl Core {
                     .is_some_and(|r| r.done.is_some());
             let echo = here.my_vote.is_some() && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
             let resend = asks_outcome && !self.is_throttled(T_OUTCOME_RESEND, 0, tag, every);
-            if (echo || resend) && vote.check(self.params.vote_difficulty).is_ok() {
+            let now = self.now_ms;
+            let (since, used) = self.verdict_answers.get(&voter_idx).copied().unwrap_or((now, 0));
+            let (since, used) = if now >= since.saturating_add(every) {
+                (now, 0)
+            } else {
+                (since, used)
+            };
+            let budget = used < MAX_VERDICT_ANSWERS_PER_MEMBER;
+            if (echo || resend) && budget && vote.check(self.params.vote_difficulty).is_ok() {
+                self.verdict_answers.insert(voter_idx, (since, used + 1));
                 if let (true, Some(mine)) = (echo, here.my_vote) {
                     self.take_slot(T_VERDICT_ECHO, 0, tag);
                     self.send(Message::Vote(mine));

@@ -380,3 +380,64 @@ fn a_requester_whose_outcome_was_lost_asks_until_it_has_it() {
         "the requester never got its outcome"
     );
 }
+
+/// A member asking about every settled purchase, over and over, gets a
+/// bounded number of answers from each node per `retry_ms`: no node
+/// broadcasts in proportion to what others ask.
+#[test]
+fn verdict_queries_about_every_settled_purchase_get_bounded_answers() {
+    let mut net = Net::new(4);
+    net.offer_espresso();
+    let mut ids = Vec::new();
+    for _ in 0..(wallance_core::core::MAX_VERDICT_ANSWERS_PER_MEMBER + 20) {
+        net.share(1, 20);
+        ids.push(net.buy(1).unwrap().id());
+    }
+    assert_eq!(net.nodes[2].core.escrows().count(), 0);
+    // Member 3 asks node 2 about each of them, three times (later than
+    // the late votes of the purchases themselves, which were answered).
+    net.now += harness::params().retry_ms;
+    let key = net.nodes[3].key.clone();
+    let mut answers = 0;
+    for _ in 0..3 {
+        for id in &ids {
+            let q = wallance_core::msg::Vote::build(
+                &key,
+                wallance_core::msg::verdict_id(id),
+                wallance_core::core::VERDICT_QUERY,
+                1,
+            )
+            .unwrap();
+            let now = net.now;
+            let _ = net.nodes[2].core.handle_message(now, Message::Vote(q));
+            while let Some(o) = net.nodes[2].core.poll_output() {
+                if matches!(o, Output::Send(Message::Vote(_) | Message::Outcome(_))) {
+                    answers += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        answers,
+        wallance_core::core::MAX_VERDICT_ANSWERS_PER_MEMBER,
+        "answers within one retry interval"
+    );
+    // An honest node catching up is answered again in the next interval.
+    net.now += harness::params().retry_ms;
+    let q = wallance_core::msg::Vote::build(
+        &key,
+        wallance_core::msg::verdict_id(&ids[0]),
+        wallance_core::core::VERDICT_QUERY,
+        1,
+    )
+    .unwrap();
+    let now = net.now;
+    let _ = net.nodes[2].core.handle_message(now, Message::Vote(q));
+    let mut again = 0;
+    while let Some(o) = net.nodes[2].core.poll_output() {
+        if matches!(o, Output::Send(Message::Vote(_))) {
+            again += 1;
+        }
+    }
+    assert_eq!(again, 1);
+}
