@@ -256,13 +256,18 @@ impl Node {
         let transport = Transport::new(tcfg).context("cannot join the DDS domain")?;
 
         let store = Arc::new(RwLock::new(store));
+        // Device calls are journaled in the data folder: the purchase id
+        // keys them, so a run re-executed after a crash reuses the answer.
+        let devices_dir = loaded.data_dir.join("devices");
+        let grants = DeviceGrants::from_config_journaled(&loaded.config.devices, &devices_dir)
+            .with_context(|| format!("cannot open the device call journals in {}", devices_dir.display()))?;
         let jobs = spawn_contract_worker(
             runtime.clone(),
             Arc::new(NodeStorage {
                 store: store.clone(),
                 held: Mutex::new(Vec::new()),
             }),
-            DeviceGrants::from_config(&loaded.config.devices),
+            grants,
             core.membership().clone(),
             core.params().outcome_timeout_ms,
             tx.clone(),

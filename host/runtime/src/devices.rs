@@ -21,9 +21,8 @@
 //! deterministic, so a re-run makes the same calls in the same order; a
 //! device that sees a key again with the same command and arguments answers
 //! what it answered the first time, without acting. The built-in devices do
-//! this with [`RecentCalls`] (in memory, bounded); a real driver must keep
-//! its keys on disk, durable before it acts, for the guarantee to survive a
-//! restart of the node.
+//! this with [`RecentCalls`] (bounded; journaled on disk by the node, see
+//! [`RecentCalls::with_journal`], so the guarantee survives a crash).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
@@ -67,14 +66,45 @@ pub trait Device: Send + Sync + fmt::Debug {
 /// recognised while fewer than `capacity` later calls reached the device;
 /// the built-in devices keep [`RecentCalls::DEFAULT_CAPACITY`] (a run makes
 /// at most 64 device calls, so that covers at least 64 purchases, and their
-/// answers are at most a few hundred bytes). In memory only: a restart of
-/// the process forgets every key.
-#[derive(Debug, Clone)]
+/// answers are at most a few hundred bytes). In memory only unless made
+/// [`RecentCalls::with_journal`] (what the node does for the devices of its
+/// config): then the keys survive a crash and restart.
+#[derive(Debug)]
 pub struct RecentCalls {
     capacity: usize,
     order: VecDeque<CallKey>,
     answers: HashMap<CallKey, ([u8; 32], DeviceAnswer)>,
+    /// With a journal, the keys survive a restart (see [`RecentCalls::with_journal`]).
+    journal: Option<Journal>,
 }
+
+/// An append-only file of device calls, fsynced: `pending` before the
+/// device acts, the answer after. Rewritten with the keys remembered when
+/// it grows past four times the capacity.
+#[derive(Debug)]
+struct Journal {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    lines: usize,
+}
+
+/// One journal line (JSON).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JournalLine {
+    /// Purchase id, hex.
+    k: String,
+    s: u32,
+    /// Request hash, hex.
+    r: String,
+    /// `None`: the device was about to act (written before it does).
+    a: Option<DeviceAnswer>,
+}
+
+/// What a call whose journal shows it started but never finished answers:
+/// the device may have acted before the node stopped, so it must not act
+/// again.
+pub const UNKNOWN_RESULT: &str =
+    "this call may have been made before the node stopped (no answer was recorded); not acting twice";
 
 impl Default for RecentCalls {
     fn default() -> Self {
@@ -91,7 +121,104 @@ impl RecentCalls {
             capacity,
             order: VecDeque::with_capacity(capacity.min(1024)),
             answers: HashMap::new(),
+            journal: None,
         }
+    }
+
+    /// Keys kept in a journal file too, so a run re-executed after a crash
+    /// (between the device call and the run's durable record) reuses the
+    /// answer instead of acting twice. A call is journaled as pending
+    /// (fsync) before the device acts, and its answer after: a call found
+    /// pending at start may or may not have acted, and is refused
+    /// ([`UNKNOWN_RESULT`]) rather than repeated. A line that does not
+    /// parse (a torn last write) is skipped.
+    pub fn with_journal(capacity: usize, path: impl Into<std::path::PathBuf>) -> std::io::Result<Self> {
+        let path = path.into();
+        let mut calls = RecentCalls::new(capacity);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                let Ok(l) = serde_json::from_str::<JournalLine>(line) else {
+                    continue;
+                };
+                let (Some(purchase_id), Some(request)) = (unhex32(&l.k), unhex32(&l.r)) else {
+                    continue;
+                };
+                let key = CallKey { purchase_id, seq: l.s };
+                let answer = l.a.unwrap_or_else(|| Err(UNKNOWN_RESULT.to_string()));
+                calls.remember(key, request, answer);
+            }
+        }
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let lines = calls.order.len();
+        calls.journal = Some(Journal { path, file, lines });
+        calls.compact_if_large()?;
+        Ok(calls)
+    }
+
+    fn remember(&mut self, key: CallKey, request: [u8; 32], answer: DeviceAnswer) {
+        if self.answers.insert(key, (request, answer)).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.answers.remove(&oldest);
+            }
+        }
+    }
+
+    fn append(&mut self, key: &CallKey, request: &[u8; 32], answer: Option<&DeviceAnswer>) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(j) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        let line = JournalLine {
+            k: hex32(&key.purchase_id),
+            s: key.seq,
+            r: hex32(request),
+            a: answer.cloned(),
+        };
+        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        j.file.write_all(&bytes)?;
+        j.file.sync_data()?;
+        j.lines += 1;
+        Ok(())
+    }
+
+    /// Rewrites the journal with the remembered keys only, atomically.
+    fn compact_if_large(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(j) = self.journal.as_ref() else {
+            return Ok(());
+        };
+        if j.lines <= 4 * self.capacity {
+            return Ok(());
+        }
+        let tmp = j.path.with_extension("journal.tmp");
+        let mut out = std::fs::File::create(&tmp)?;
+        for key in &self.order {
+            if let Some((request, answer)) = self.answers.get(key) {
+                let line = JournalLine {
+                    k: hex32(&key.purchase_id),
+                    s: key.seq,
+                    r: hex32(request),
+                    a: Some(answer.clone()),
+                };
+                let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
+                bytes.push(b'\n');
+                out.write_all(&bytes)?;
+            }
+        }
+        out.sync_all()?;
+        let path = j.path.clone();
+        std::fs::rename(&tmp, &path)?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path)?;
+        let lines = self.order.len();
+        self.journal = Some(Journal { path, file, lines });
+        Ok(())
     }
 
     /// Runs `act` for a new key and records its answer; for a key seen
@@ -115,14 +242,15 @@ impl RecentCalls {
                 key.seq
             ));
         }
-        let answer = act();
-        if self.order.len() == self.capacity
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.answers.remove(&oldest);
+        if let Err(e) = self.append(key, &request, None) {
+            return Err(format!("the device's call journal cannot be written ({e}); not acting"));
         }
-        self.order.push_back(*key);
-        self.answers.insert(*key, (request, answer.clone()));
+        let answer = act();
+        // The device acted: a failure to record that now leaves the call
+        // pending in the journal, refused (not repeated) after a restart.
+        let _ = self.append(key, &request, Some(&answer));
+        self.remember(*key, request, answer.clone());
+        let _ = self.compact_if_large();
         assert_eq!(self.order.len(), self.answers.len());
         assert!(self.order.len() <= self.capacity);
         answer
@@ -136,6 +264,14 @@ impl RecentCalls {
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
+}
+
+fn hex32(bytes: &[u8; 32]) -> String {
+    hex::encode(bytes)
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok()?.try_into().ok()
 }
 
 /// Hash of a command and its arguments, unambiguous (lengths included).
@@ -289,6 +425,26 @@ impl DeviceGrants {
         grants
     }
 
+    /// [`DeviceGrants::from_config`] with each device's calls journaled in
+    /// `dir/<device name>.calls`, so the purchase-id idempotency of device
+    /// calls holds across a node crash and restart (what the node uses).
+    pub fn from_config_journaled(config: &[DeviceConfig], dir: &std::path::Path) -> std::io::Result<Self> {
+        let mut grants = DeviceGrants::new();
+        for entry in config {
+            let journal = dir.join(format!("{}.calls", entry.name));
+            let device: Arc<dyn Device> = match &entry.kind {
+                SimulatedKind::EspressoMachine { water_ml, beans_g } => {
+                    Arc::new(EspressoMachine::with_journal(*water_ml, *beans_g, &journal)?)
+                }
+                SimulatedKind::Lora => Arc::new(Radio::with_journal(RadioKind::Lora, &journal)?),
+                SimulatedKind::Ble => Arc::new(Radio::with_journal(RadioKind::Ble, &journal)?),
+                SimulatedKind::Zigbee => Arc::new(Radio::with_journal(RadioKind::Zigbee, &journal)?),
+            };
+            grants.add(entry.name.clone(), device, entry.grant.clone());
+        }
+        Ok(grants)
+    }
+
     /// Adds a device granted to the given services.
     pub fn add(&mut self, name: String, device: Arc<dyn Device>, services: Vec<String>) {
         self.devices.insert(name, (device, services));
@@ -350,6 +506,21 @@ pub struct EspressoState {
 
 impl EspressoMachine {
     pub fn new(water_ml: u64, beans_g: u64) -> Self {
+        Self::with_calls(water_ml, beans_g, RecentCalls::default())
+    }
+
+    /// A machine whose calls are journaled in `journal` (see
+    /// [`RecentCalls::with_journal`]): a purchase re-run after a crash
+    /// never brews twice.
+    pub fn with_journal(water_ml: u64, beans_g: u64, journal: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self::with_calls(
+            water_ml,
+            beans_g,
+            RecentCalls::with_journal(RecentCalls::DEFAULT_CAPACITY, journal)?,
+        ))
+    }
+
+    fn with_calls(water_ml: u64, beans_g: u64, recent: RecentCalls) -> Self {
         EspressoMachine {
             inner: Mutex::new(EspressoInner {
                 state: EspressoState {
@@ -357,7 +528,7 @@ impl EspressoMachine {
                     beans_g,
                     cups: 0,
                 },
-                recent: RecentCalls::default(),
+                recent,
             }),
         }
     }
@@ -467,11 +638,23 @@ struct RadioInner {
 
 impl Radio {
     pub fn new(kind: RadioKind) -> Self {
+        Self::with_calls(kind, RecentCalls::default())
+    }
+
+    /// A radio whose calls are journaled (see [`RecentCalls::with_journal`]).
+    pub fn with_journal(kind: RadioKind, journal: &std::path::Path) -> std::io::Result<Self> {
+        Ok(Self::with_calls(
+            kind,
+            RecentCalls::with_journal(RecentCalls::DEFAULT_CAPACITY, journal)?,
+        ))
+    }
+
+    fn with_calls(kind: RadioKind, recent: RecentCalls) -> Self {
         Radio {
             kind,
             inner: Mutex::new(RadioInner {
                 assignment: None,
-                recent: RecentCalls::default(),
+                recent,
             }),
         }
     }
@@ -538,6 +721,70 @@ mod tests {
             purchase_id: [n; 32],
             seq: 0,
         }
+    }
+
+    /// The crash the market issue found: the node dies after the device
+    /// brewed but before the run's "done" record; the re-run after the
+    /// restart must not brew again. The journal outlives the process.
+    #[test]
+    fn a_journaled_machine_never_brews_twice_for_one_purchase_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("espresso.calls");
+        let brew = args(&[("size-ml", "40")]);
+        let first = {
+            let machine = EspressoMachine::with_journal(1000, 100, &journal).unwrap();
+            let answer = machine.call(&fresh(1), "brew", &brew);
+            assert_eq!(machine.state().cups, 1);
+            answer
+        }; // the process dies: the machine's memory is gone
+        let machine = EspressoMachine::with_journal(1000, 100, &journal).unwrap();
+        assert_eq!(
+            machine.call(&fresh(1), "brew", &brew),
+            first,
+            "the recorded answer again"
+        );
+        assert_eq!(machine.state().cups, 0, "nothing brewed after the restart");
+        assert!(machine.call(&fresh(1), "brew", &args(&[("size-ml", "20")])).is_err());
+        machine.call(&fresh(2), "brew", &brew).unwrap();
+        assert_eq!(machine.state().cups, 1, "a new purchase brews");
+    }
+
+    /// A call journaled as started but with no answer (the node died while
+    /// the device acted) is refused after the restart, never repeated.
+    #[test]
+    fn a_call_that_started_before_a_crash_is_refused_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("radio.calls");
+        let key = fresh(7);
+        let request = request_hash("assign", &args(&[("holder", "a")]));
+        let line = JournalLine {
+            k: hex32(&key.purchase_id),
+            s: key.seq,
+            r: hex32(&request),
+            a: None,
+        };
+        let mut text = serde_json::to_string(&line).unwrap();
+        text.push_str("\n{\"k\": torn");
+        std::fs::write(&journal, text).unwrap();
+        let radio = Radio::with_journal(RadioKind::Lora, &journal).unwrap();
+        let answer = radio.call(&key, "assign", &args(&[("holder", "a")]));
+        assert_eq!(answer, Err(UNKNOWN_RESULT.to_string()));
+        assert_eq!(radio.assignment(), None, "the radio did not act");
+    }
+
+    /// The journal is rewritten with the remembered keys when it grows.
+    #[test]
+    fn the_journal_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("m.calls");
+        let mut calls = RecentCalls::with_journal(4, &journal).unwrap();
+        for n in 0..50u8 {
+            calls.once(&fresh(n), "c", &[], || Ok(vec![]));
+        }
+        let lines = std::fs::read_to_string(&journal).unwrap().lines().count();
+        assert!(lines <= 2 * 4 * 4 + 2, "{lines} lines for 4 remembered keys");
+        let again = RecentCalls::with_journal(4, &journal).unwrap();
+        assert_eq!(again.len(), 4);
     }
 
     #[test]
