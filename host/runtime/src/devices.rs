@@ -779,7 +779,7 @@ mod tests {
         let journal = dir.path().join("m.calls");
         let mut calls = RecentCalls::with_journal(4, &journal).unwrap();
         for n in 0..50u8 {
-            calls.once(&fresh(n), "c", &[], || Ok(vec![]));
+            calls.once(&fresh(n), "c", &[], || Ok(vec![])).unwrap();
         }
         let lines = std::fs::read_to_string(&journal).unwrap().lines().count();
         assert!(lines <= 2 * 4 * 4 + 2, "{lines} lines for 4 remembered keys");
