@@ -121,6 +121,11 @@ mod simd {
         let (a, b) = nans();
         v4(&mut out, "f32x4 min", f32x4_min(a, b));
         v4(&mut out, "f32x4 max", f32x4_max(a, b));
+        // LLVM coalesces target features over the whole wasm module: with
+        // `relaxed()` below enabling relaxed-simd, it emits this pmin as
+        // `f32x4.relaxed_min` (allowed: pmin is one of its results). So a
+        // contract author asking for deterministic SIMD can get relaxed
+        // SIMD without writing any.
         v4(&mut out, "f32x4 pmin", f32x4_pmin(a, b));
         v4(&mut out, "f32x4 add", f32x4_add(a, b));
         v4(&mut out, "f32x4 div(a,0)", f32x4_div(a, bb(f32x4_splat(0.0))));
