@@ -164,8 +164,9 @@ fn first_difference(native: &str, emulated: &str) -> Option<String> {
         .rev()
         .find(|l| l.trim_start().starts_with("\"call\":"))
         .map_or("(before the first call)", |l| l.trim());
+    let context = line.checked_sub(1).and_then(|i| a.get(i)).map_or("", |l| l.trim());
     Some(format!(
-        "line {}, in {call}\n  x86_64:  {}\n  aarch64: {}",
+        "line {}, in {call}, after {context}\n  x86_64:  {}\n  aarch64: {}",
         line + 1,
         a.get(line).map_or("(end of document)", |l| l.trim()),
         b.get(line).map_or("(end of document)", |l| l.trim()),
