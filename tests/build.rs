@@ -31,6 +31,8 @@ const GUEST_WORKSPACES: &[(&str, &[(&str, &str)])] = &[
             // Announces a 1 MiB name; its file name is a valid one.
             ("long-name", "long-name"),
             ("squatter", "squatter"),
+            // Float results as raw bits, for `cargo xtask cross-determinism`.
+            ("floats", "floats"),
         ],
     ),
     ("examples/contract-template", &[("contract-template", "guest-book")]),

@@ -16,5 +16,6 @@ pub const ALL: &[&str] = &[
     BAD_INFO,
     INFO_LOOP,
     SQUATTER,
+    FLOATS,
     CONTRACT_TEMPLATE,
 ];

@@ -2,8 +2,12 @@
 //! `cargo xtask ci`: everything CI checks, in the order a developer wants
 //! to hear about it. `cargo xtask setup` installs what a fresh machine lacks
 //! (the wasm32 target; Debian packages when run as root).
+//! `cargo xtask cross-determinism`: the same purchases on x86-64 and on
+//! aarch64 (under qemu-user), outcomes, storage and fuel compared bit for bit.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -80,10 +84,170 @@ fn ci() -> anyhow::Result<()> {
     Ok(())
 }
 
+const AARCH64: &str = "aarch64-unknown-linux-gnu";
+/// Where Debian's `libc6-arm64-cross` puts the aarch64 loader and libc.
+const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+
+/// What `cross-determinism` needs and installs nothing of: each missing
+/// piece with the command that adds it.
+fn cross_prerequisites() -> Vec<String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut missing = Vec::new();
+    for target in ["wasm32-unknown-unknown", AARCH64] {
+        if !installed.lines().any(|l| l.trim() == target) {
+            missing.push(format!("the Rust target {target}: rustup target add {target}"));
+        }
+    }
+    let apt = "apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user";
+    if !has("aarch64-linux-gnu-gcc") {
+        missing.push(format!(
+            "the aarch64 linker aarch64-linux-gnu-gcc (Debian gcc-aarch64-linux-gnu): {apt}"
+        ));
+    }
+    if !Path::new(AARCH64_SYSROOT).join("lib/ld-linux-aarch64.so.1").is_file() {
+        missing.push(format!(
+            "the aarch64 C library in {AARCH64_SYSROOT} (Debian libc6-dev-arm64-cross): {apt}"
+        ));
+    }
+    if !has("qemu-aarch64") {
+        missing.push(format!("qemu-aarch64 (Debian qemu-user): {apt}"));
+    }
+    missing
+}
+
+/// Runs a command and returns how long it took.
+fn timed(command: &mut Command) -> anyhow::Result<Duration> {
+    eprintln!("$ {command:?}");
+    let started = Instant::now();
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed ({status})");
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs a command and returns its standard output and how long it took.
+fn captured(command: &mut Command) -> anyhow::Result<(String, Duration)> {
+    eprintln!("$ {command:?}");
+    let started = Instant::now();
+    let output = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start {command:?}"))?;
+    if !output.status.success() {
+        bail!("{command:?} failed ({})", output.status);
+    }
+    Ok((String::from_utf8(output.stdout)?, started.elapsed()))
+}
+
+fn target_dir() -> anyhow::Result<PathBuf> {
+    let (metadata, _) = captured(Command::new("cargo").args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let key = "\"target_directory\":\"";
+    let start = metadata.find(key).context("cargo metadata names no target_directory")? + key.len();
+    let end = start + metadata[start..].find('"').context("unterminated target_directory")?;
+    Ok(PathBuf::from(&metadata[start..end]))
+}
+
+/// The first line where two documents differ, with the purchase it
+/// belongs to (the nearest `"call"` line above it).
+fn first_difference(native: &str, emulated: &str) -> Option<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (native.lines().collect(), emulated.lines().collect());
+    let line = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i))?;
+    let call = a[..line.min(a.len())]
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with("\"call\":"))
+        .map_or("(before the first call)", |l| l.trim());
+    let context = line.checked_sub(1).and_then(|i| a.get(i)).map_or("", |l| l.trim());
+    Some(format!(
+        "line {}, in {call}, after {context}\n  x86_64:  {}\n  aarch64: {}",
+        line + 1,
+        a.get(line).map_or("(end of document)", |l| l.trim()),
+        b.get(line).map_or("(end of document)", |l| l.trim()),
+    ))
+}
+
+/// Builds `tests/src/bin/determinism.rs` natively and for aarch64, runs
+/// both on the same .wasm files (aarch64 under qemu-user, in a 39-bit
+/// address space like a Raspberry Pi's kernel gives) and compares the
+/// JSON they print.
+fn cross_determinism() -> anyhow::Result<()> {
+    let missing = cross_prerequisites();
+    if !missing.is_empty() {
+        bail!(
+            "cross-determinism needs (it installs nothing itself):\n  - {}",
+            missing.join("\n  - ")
+        );
+    }
+    let bin = ["build", "-p", "wallance-tests", "--bin", "determinism"];
+    // Native build: the test profile `cargo test` already built; its build
+    // script builds the wasm guests (contracts and tests/guests).
+    let native_build = timed(Command::new("cargo").args(bin))?;
+    let cross_build = timed(
+        Command::new("cargo")
+            .args(bin)
+            .args(["--target", AARCH64])
+            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
+            .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
+            // No debug info for the aarch64 copy: nobody debugs it here, and
+            // it halves the disk and link time of wasmtime's tree.
+            .env("CARGO_PROFILE_DEV_DEBUG", "false"),
+    )?;
+    let target = target_dir()?;
+    let native = target.join("debug/determinism");
+    let emulated = target.join(AARCH64).join("debug/determinism");
+    let work = std::env::temp_dir().join(format!("wallance-cross-determinism-{}", std::process::id()));
+    let guests = work.join("guests");
+    run(
+        native.to_str().context("target dir")?,
+        &["guests", guests.to_str().context("temp dir")?],
+    )?;
+    let guests = guests.to_str().context("temp dir")?;
+    let (native_json, native_run) = captured(Command::new(&native).args(["run", guests]))?;
+    // -R 512G: the guest sees a 39-bit address space, as on a Pi's kernel.
+    let (emulated_json, emulated_run) = captured(
+        Command::new("qemu-aarch64")
+            .args(["-L", AARCH64_SYSROOT, "-R", "512G"])
+            .arg(&emulated)
+            .args(["run", guests]),
+    )?;
+    std::fs::write(work.join("x86_64.json"), &native_json)?;
+    std::fs::write(work.join("aarch64.json"), &emulated_json)?;
+    eprintln!(
+        "times: native build {:.1} s, aarch64 build {:.1} s, native run {:.2} s, emulated aarch64 run {:.2} s",
+        native_build.as_secs_f64(),
+        cross_build.as_secs_f64(),
+        native_run.as_secs_f64(),
+        emulated_run.as_secs_f64()
+    );
+    match first_difference(&native_json, &emulated_json) {
+        None => {
+            let calls = native_json.matches("\"call\":").count();
+            eprintln!(
+                "x86_64 and aarch64 agree bit for bit: {calls} calls, {} bytes of JSON",
+                native_json.len()
+            );
+            std::fs::remove_dir_all(&work)?;
+            Ok(())
+        }
+        Some(difference) => bail!(
+            "x86_64 and aarch64 differ at {difference}\n(both documents are in {})",
+            work.display()
+        ),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("ci") => ci(),
         Some("setup") => setup(),
+        Some("cross-determinism") => cross_determinism(),
         Some("test") => {
             setup()?;
             run("cargo", &["test", "--workspace"])
@@ -97,6 +261,6 @@ fn main() -> anyhow::Result<()> {
             args.extend(extra.iter().map(String::as_str));
             run("cargo", &args)
         }
-        _ => bail!("usage: cargo xtask demo | ci | setup | test"),
+        _ => bail!("usage: cargo xtask demo | ci | setup | test | cross-determinism"),
     }
 }

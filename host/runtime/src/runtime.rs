@@ -354,6 +354,12 @@ impl Runtime {
             // NaN a division produces); canonical NaNs make float results
             // the same on every gateway.
             .cranelift_nan_canonicalization(true)
+            // Relaxed SIMD lets each CPU pick its own result (fused or
+            // not, which operand a min returns, out-of-range conversions
+            // and swizzles): `cargo xtask cross-determinism` saw six of
+            // its instructions differ between x86-64 and aarch64. The
+            // deterministic lowering gives one result everywhere.
+            .relaxed_simd_deterministic(true)
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         // A component made by wit-component has a few core instances (the
         // contract, a shim and a fixup module), each with at most a table
@@ -388,7 +394,7 @@ impl Runtime {
                 // The settings that change compiled code, on top of what
                 // wasmtime's own compatibility hash covers.
                 let tag = format!(
-                    "fuel={} stack={} reservation={} nan=canonical",
+                    "fuel={} stack={} reservation={} nan=canonical relaxed-simd=deterministic",
                     config.consume_fuel, limits.wasm_stack_bytes_max, limits.memory_bytes_max
                 );
                 let fingerprint = engine_fingerprint(&engine, &tag);

@@ -8,7 +8,7 @@ use wallance_runtime::{
     ContractStorage, Devices, EspressoMachine, FailureCause, InvokeError, Limits, LoadError, MemoryStorage, Runtime,
     RuntimeConfig, StorageQuotaError,
 };
-use wallance_tests::{BAD_INFO, ESPRESSO, HOSTILE, INFO_LOOP};
+use wallance_tests::{BAD_INFO, ESPRESSO, FLOATS, HOSTILE, INFO_LOOP};
 
 use crate::support::{purchase, runtime, runtime_with, served};
 
@@ -411,6 +411,40 @@ fn nan_bit_patterns_are_canonical() {
     // x86 produces the negative NaN (ffc00000) without canonicalization.
     assert_eq!(output.get("f32"), Some("7fc00000"));
     assert_eq!(output.get("f64"), Some("7ff8000000000000"));
+}
+
+/// Relaxed SIMD lets each CPU give its own answer; the runtime lowers it
+/// deterministically, i.e. as the matching non-relaxed instruction (what
+/// aarch64 does natively). Without that, this x86-64 returns an operand
+/// where a lane holds a NaN (`7fc00001 3f800000`), 0x80000000 for a NaN
+/// truncated, and 0x8000 for -1 x -1 in Q15; `cargo xtask
+/// cross-determinism` found these against aarch64.
+#[test]
+fn relaxed_simd_is_the_same_on_every_architecture() {
+    let runtime = runtime();
+    runtime.load_file(FLOATS).unwrap();
+    let output = runtime
+        .invoke(
+            "floats",
+            &purchase(4, 1, 3, &[("set", "relaxed")]),
+            &crate::support::storage(),
+            &Devices::new(),
+        )
+        .unwrap()
+        .result
+        .unwrap();
+    assert_eq!(
+        output.get("f32x4 relaxed_min"),
+        Some("7fc000007fc0000080000000cf32d05e")
+    );
+    assert_eq!(
+        output.get("i32x4 relaxed_trunc(b)"),
+        Some("00000001000000000000000080000000")
+    );
+    assert_eq!(
+        output.get("i16x8 relaxed_q15mulr(min,min)"),
+        Some("7fff7fff7fff7fff7fff7fff7fff7fff")
+    );
 }
 
 #[test]
