@@ -62,14 +62,6 @@ def main():
             print("ERROR no Rust share reader matched", flush=True)
             return 1
         time.sleep(0.01)
-    # Volatile: a vote written before this reader has matched the Rust
-    # writer (from this side) is not for it. The Rust side sends its votes
-    # only once it has the share, so match first, then send the share.
-    while not vote_reader.get_matched_publications():
-        if time.monotonic() > deadline:
-            print("ERROR no Rust vote writer matched", flush=True)
-            return 1
-        time.sleep(0.01)
     share_writer.write(
         Share(
             sender=list(bytes.fromhex(share_in["sender"])),
