@@ -18,9 +18,9 @@ use std::time::Instant;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wallance_runtime::{
-    ContractStorage, Devices, EspressoMachine, InvokeError, MemoryStorage, Purchase, Radio, RadioKind, Runtime,
-    RuntimeConfig,
+    ContractStorage, Devices, EspressoMachine, InvokeError, MemoryStorage, Radio, RadioKind, Runtime, RuntimeConfig,
 };
+use wallance_tests::purchase;
 
 /// (service, the built file it comes from).
 const GUESTS: &[(&str, &str)] = &[
@@ -68,27 +68,6 @@ const CALLS: &[Call] = &[
     ("floats", 4, 1, 3, &[("set", "relaxed")]),
     ("floats", 4, 1, 4, &[("set", "loop"), ("n", "150")]),
 ];
-
-fn purchase(buyer: u8, price: u64, time_ms: u64, params: &[(&str, &str)]) -> Purchase {
-    // The id hashes everything else, as in the end-to-end tests.
-    let mut id = Sha256::new();
-    id.update([buyer]);
-    id.update(price.to_le_bytes());
-    id.update(time_ms.to_le_bytes());
-    for (key, value) in params {
-        for field in [key, value] {
-            id.update((field.len() as u64).to_le_bytes());
-            id.update(field.as_bytes());
-        }
-    }
-    Purchase {
-        buyer: [buyer; 32],
-        price: price * 1_000_000,
-        consensus_time_ms: time_ms,
-        certificate: id.finalize().into(),
-        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-    }
-}
 
 fn devices_for(service: &str) -> Devices {
     match service {

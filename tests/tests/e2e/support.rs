@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wallance_runtime::{ContractStorage, Devices, MemoryStorage, Outcome, Purchase, Runtime, RuntimeConfig};
 
 pub fn runtime() -> Runtime {
@@ -17,28 +16,7 @@ pub fn storage() -> Arc<dyn ContractStorage> {
     Arc::new(MemoryStorage::new())
 }
 
-/// A purchase at `price` DCoin. Its id (`certificate`) hashes everything
-/// else, so two purchases differ in id as real certificates do (devices
-/// treat a repeated id as a re-run of the same purchase).
-pub fn purchase(buyer: u8, price: u64, time_ms: u64, params: &[(&str, &str)]) -> Purchase {
-    let mut id = Sha256::new();
-    id.update([buyer]);
-    id.update(price.to_le_bytes());
-    id.update(time_ms.to_le_bytes());
-    for (key, value) in params {
-        for field in [key, value] {
-            id.update((field.len() as u64).to_le_bytes());
-            id.update(field.as_bytes());
-        }
-    }
-    Purchase {
-        buyer: [buyer; 32],
-        price: price * 1_000_000,
-        consensus_time_ms: time_ms,
-        certificate: id.finalize().into(),
-        params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-    }
-}
+pub use wallance_tests::purchase;
 
 /// Invokes and expects the contract to serve the purchase.
 pub fn served(
