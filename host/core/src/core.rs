@@ -1674,12 +1674,8 @@ impl Core {
             self.stats.duplicates += 1;
             let tag = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
             let every = self.params.retry_ms;
-            let asks_outcome = vote.remaining == VERDICT_QUERY
-                && voter_idx == here.requester_idx
-                && self
-                    .runs
-                    .get(&(here.requester_idx, here.version))
-                    .is_some_and(|r| r.done.is_some());
+            let outcome = self.run_outcome(here.requester_idx, here.version);
+            let asks_outcome = vote.remaining == VERDICT_QUERY && voter_idx == here.requester_idx && outcome.is_some();
             let echo = here.my_vote.is_some() && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
             let resend = asks_outcome && !self.is_throttled(T_OUTCOME_RESEND, 0, tag, every);
             let now = self.now_ms;
@@ -1696,18 +1692,7 @@ impl Core {
                     self.take_slot(T_VERDICT_ECHO, 0, tag);
                     self.send(Message::Vote(mine));
                 }
-                if resend
-                    && let Some(r) = self.runs.get(&(here.requester_idx, here.version))
-                    && let Some((ok, body)) = &r.done
-                {
-                    let o = Outcome::new(
-                        &self.key,
-                        r.cert.request.requester,
-                        r.cert.request.id(),
-                        here.version,
-                        *ok,
-                        body,
-                    );
+                if resend && let Some(o) = outcome {
                     self.take_slot(T_OUTCOME_RESEND, 0, tag);
                     self.send(Message::Outcome(o));
                 }
@@ -1804,20 +1789,12 @@ impl Core {
         } else {
             self.stats.verdicts_refunded += 1;
         }
-        if self.closed_verdicts.insert(key, Closed::of(&e)).is_none() {
-            self.closed_order.push_back(key);
-        }
+        self.remember_closed(key, Closed::of(&e));
         if Some(e.requester_idx) == self.my_idx
             && !self.my_purchases.get(&e.purchase).is_some_and(|(_, got)| *got)
             && self.awaiting_outcome.len() < MAX_REMEMBERED_PURCHASES
         {
             self.awaiting_outcome.insert(key, 0);
-        }
-        while self.closed_order.len() > MAX_REMEMBERED_COMMITS {
-            if let Some(old) = self.closed_order.pop_front() {
-                self.closed_verdicts.remove(&old);
-                self.persist(Change::DropEscrow(old));
-            }
         }
         let (Some(requester), Some(provider)) = (self.members.id(e.requester_idx), self.members.id(e.provider_idx))
         else {
@@ -1885,11 +1862,38 @@ impl Core {
                 None => {}
             }
             if self.my_idx == Some(e.provider_idx)
-                && let Some(r) = self.runs.get(&(e.requester_idx, e.version))
-                && let Some((ok, body)) = &r.done
+                && let Some(o) = self.run_outcome(e.requester_idx, e.version)
             {
-                let o = Outcome::new(&self.key, r.cert.request.requester, e.purchase, e.version, *ok, body);
                 self.send(Message::Outcome(o));
+            }
+        }
+    }
+
+    /// The signed outcome of a run this node (the provider) finished.
+    fn run_outcome(&self, idx: u32, version: u64) -> Option<Outcome> {
+        let r = self.runs.get(&(idx, version))?;
+        let (ok, body) = r.done.as_ref()?;
+        let request = &r.cert.request;
+        Some(Outcome::new(
+            &self.key,
+            request.requester,
+            request.id(),
+            version,
+            *ok,
+            body,
+        ))
+    }
+
+    /// Remembers a settled escrow (bounded; the oldest is forgotten, in
+    /// the store too) to answer peers that ask about it later.
+    fn remember_closed(&mut self, key: Hash, closed: Closed) {
+        if self.closed_verdicts.insert(key, closed).is_none() {
+            self.closed_order.push_back(key);
+        }
+        while self.closed_order.len() > MAX_REMEMBERED_COMMITS {
+            if let Some(old) = self.closed_order.pop_front() {
+                self.closed_verdicts.remove(&old);
+                self.persist(Change::DropEscrow(old));
             }
         }
     }
@@ -2427,9 +2431,7 @@ impl Core {
         for key in open {
             if let Some(o) = self.escrows.remove(&key) {
                 self.persist(Change::DropEscrow(key));
-                if self.closed_verdicts.insert(key, Closed::of(&o.escrow)).is_none() {
-                    self.closed_order.push_back(key);
-                }
+                self.remember_closed(key, Closed::of(&o.escrow));
             }
         }
         self.stats.tallies_adopted += 1;
