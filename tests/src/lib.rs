@@ -1,6 +1,6 @@
 //! End-to-end tests of the contract runtime: the real contracts and test
 //! guests, compiled from source by `build.rs`, run in the real
-//! `wallance-runtime`. The tests are in `tests/e2e/`; this library holds the
+//! `wallance-runtime`. The tests are in `tests/runtime/`; this library holds the
 //! paths of the built `.wasm` files and the purchases they (and the
 //! determinism binary) make.
 
