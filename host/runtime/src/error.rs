@@ -57,13 +57,6 @@ pub enum InvokeError {
         fuel_used: u64,
         logs: Vec<LogEntry>,
     },
-    /// The call succeeded but its storage writes could not be committed; the
-    /// purchase must be treated as not served.
-    #[error("contract {service:?}: committing storage failed: {error}")]
-    Commit {
-        service: String,
-        error: crate::storage::StorageError,
-    },
 }
 
 impl InvokeError {

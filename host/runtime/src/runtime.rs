@@ -15,7 +15,7 @@ use crate::checks::{ModuleLimits, check_shape};
 use crate::devices::Devices;
 use crate::error::{FailureCause, InvokeError, LoadError, RuntimeError};
 use crate::host::{self, CallLimits, ContractPre, HostAbort, HostState, Limiter, LogEntry, wit};
-use crate::storage::{ContractStorage, Overlay, StorageLimits};
+use crate::storage::{ContractStorage, Overlay, StorageLimits, StorageWrite};
 use crate::text::{ECHO_BYTES_MAX, sanitize};
 
 /// Limits applied to every contract. Fuel and memory limits are
@@ -199,8 +199,10 @@ pub struct Outcome {
     /// Deterministic: the same on every node running the same contract.
     pub fuel_used: u64,
     pub peak_memory_bytes: u64,
-    /// Storage writes committed (0 on refusal).
-    pub storage_writes: usize,
+    /// The call's storage writes, in first-write order (none on refusal or
+    /// failure). The runtime never writes: the caller applies them, the
+    /// node together with the run's outcome in one store transaction.
+    pub writes: Vec<StorageWrite>,
     pub logs: Vec<LogEntry>,
     /// Wall time of the call including instantiation; not deterministic.
     pub elapsed: Duration,
@@ -629,19 +631,11 @@ impl Runtime {
                 logs: state.logs,
             });
         }
-        let mut storage_writes = 0;
+        let mut writes = Vec::new();
         let result = match returned {
             Ok(outcome) => {
                 if let Some(overlay) = state.storage {
-                    let backend = overlay.backend().clone();
-                    let writes = overlay.into_writes();
-                    if !writes.is_empty() {
-                        backend.commit(&service, &writes).map_err(|error| InvokeError::Commit {
-                            service: service.clone(),
-                            error,
-                        })?;
-                    }
-                    storage_writes = writes.len();
+                    writes = overlay.into_writes();
                 }
                 // Within the output limit already; escaping control
                 // characters may lengthen it, the bound keeps it in check.
@@ -663,7 +657,7 @@ impl Runtime {
             result,
             fuel_used,
             peak_memory_bytes: state.limiter.memory_bytes_peak as u64,
-            storage_writes,
+            writes,
             logs: state.logs,
             elapsed: started.elapsed(),
         })

@@ -31,11 +31,12 @@ pub struct StorageWrite {
 /// name). The node implements this over its redb
 /// store; [`MemoryStorage`] serves tests.
 ///
-/// The runtime reads through this trait while a call runs and writes only
-/// once, through [`commit`](Self::commit), after `purchase` returned `ok`.
-/// A node that must run each authorized purchase exactly once even across a
-/// crash commits the writes and its "ran (requester, State)" marker in the
-/// same redb transaction.
+/// The runtime only reads through this trait. A call's writes come back as
+/// data, in [`Outcome::writes`](crate::Outcome::writes), once `purchase`
+/// returned `ok`: the node hands them to the core with the run's outcome,
+/// and they land in the same redb transaction as its "ran (requester,
+/// State)" marker, so a run's effects are applied exactly once even across
+/// a crash.
 pub trait ContractStorage: Send + Sync {
     fn get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     /// Keys of `service` starting with `prefix`, sorted, at most `limit`.
@@ -43,8 +44,6 @@ pub trait ContractStorage: Send + Sync {
     /// Bytes held by `service`: sum of key and value lengths. The runtime
     /// enforces the per-service quota against it.
     fn usage_bytes(&self, service: &str) -> Result<u64, StorageError>;
-    /// Applies all `writes` atomically.
-    fn commit(&self, service: &str, writes: &[StorageWrite]) -> Result<(), StorageError>;
 }
 
 /// In-memory [`ContractStorage`] for tests and tools.
@@ -64,6 +63,23 @@ impl MemoryStorage {
         Self::default()
     }
 
+    /// Applies a call's writes ([`Outcome::writes`](crate::Outcome::writes)),
+    /// as the node's store does with the run's outcome.
+    pub fn apply(&self, service: &str, writes: &[StorageWrite]) {
+        let mut guard = self.lock();
+        let map = guard.entry(service.to_string()).or_default();
+        for write in writes {
+            match &write.value {
+                Some(value) => {
+                    map.insert(write.key.clone(), value.clone());
+                }
+                None => {
+                    map.remove(&write.key);
+                }
+            }
+        }
+    }
+
     /// A copy of everything `service` stored.
     pub fn dump(&self, service: &str) -> BTreeMap<String, Vec<u8>> {
         self.lock().get(service).cloned().unwrap_or_default()
@@ -71,7 +87,7 @@ impl MemoryStorage {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<String, Vec<u8>>>> {
         // A panic while holding this lock cannot leave the map half-updated
-        // (commit builds nothing in place before inserting), so a poisoned
+        // (apply builds nothing in place before inserting), so a poisoned
         // lock still holds consistent data.
         self.services.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -100,22 +116,6 @@ impl ContractStorage for MemoryStorage {
             .lock()
             .get(service)
             .map_or(0, |m| m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()))
-    }
-
-    fn commit(&self, service: &str, writes: &[StorageWrite]) -> Result<(), StorageError> {
-        let mut guard = self.lock();
-        let map = guard.entry(service.to_string()).or_default();
-        for write in writes {
-            match &write.value {
-                Some(value) => {
-                    map.insert(write.key.clone(), value.clone());
-                }
-                None => {
-                    map.remove(&write.key);
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -267,10 +267,6 @@ impl Overlay {
             })
             .collect()
     }
-
-    pub fn backend(&self) -> &std::sync::Arc<dyn ContractStorage> {
-        &self.backend
-    }
 }
 
 #[cfg(test)]
@@ -290,15 +286,13 @@ mod tests {
     #[test]
     fn overlay_reads_its_own_writes_and_commits_in_order() {
         let backend = Arc::new(MemoryStorage::new());
-        backend
-            .commit(
-                "svc",
-                &[StorageWrite {
-                    key: "a".into(),
-                    value: Some(b"1".to_vec()),
-                }],
-            )
-            .unwrap();
+        backend.apply(
+            "svc",
+            &[StorageWrite {
+                key: "a".into(),
+                value: Some(b"1".to_vec()),
+            }],
+        );
         let mut overlay = Overlay::new(backend.clone(), "svc".into(), limits());
         overlay.set("b".into(), Some(b"2".to_vec())).unwrap();
         overlay.set("a".into(), None).unwrap();

@@ -110,6 +110,7 @@ fn run(dir: &Path) -> anyhow::Result<Value> {
         let started = Instant::now();
         let record = match runtime.invoke(service, &paid, &backend, granted) {
             Ok(outcome) => {
+                storage.apply(service, &outcome.writes);
                 let result = match outcome.result {
                     Ok(output) => json!({ "ok": { "message": output.message, "data": output.data } }),
                     Err(reason) => json!({ "refused": reason }),
@@ -123,7 +124,7 @@ fn run(dir: &Path) -> anyhow::Result<Value> {
                     "result": result,
                     "fuel_used": outcome.fuel_used,
                     "peak_memory_bytes": outcome.peak_memory_bytes,
-                    "storage_writes": outcome.storage_writes,
+                    "writes": outcome.writes.iter().map(|w| json!([w.key, w.value.as_ref().map(hex::encode)])).collect::<Vec<_>>(),
                     "logs": logs,
                 })
             }

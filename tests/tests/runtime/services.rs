@@ -8,7 +8,7 @@ use wallance_runtime::{
 };
 use wallance_tests::{COMPUTE_RENTAL, ESPRESSO, RADIO_RENTAL};
 
-use crate::support::{purchase, refused, runtime, served, storage};
+use crate::support::{memory, purchase, refused, runtime, served};
 
 #[test]
 fn all_three_services_load_and_announce_themselves() {
@@ -33,7 +33,7 @@ fn all_three_services_load_and_announce_themselves() {
 fn espresso_brews_counts_cups_and_refuses_without_water_or_beans() {
     let runtime = runtime();
     runtime.load_file(ESPRESSO).unwrap();
-    let storage = storage();
+    let storage = memory();
     // Water for a lungo and an espresso, beans for two cups.
     let machine = Arc::new(EspressoMachine::new(150, 17));
     let devices = Devices::new().with("espresso", machine.clone());
@@ -52,7 +52,7 @@ fn espresso_brews_counts_cups_and_refuses_without_water_or_beans() {
     assert_eq!(output.get("beans-g-left"), Some("7"));
     assert!(lungo.fuel_used > 0);
     assert!(lungo.peak_memory_bytes >= 64 << 10);
-    assert_eq!(lungo.storage_writes, 2);
+    assert_eq!(lungo.writes.len(), 2);
     assert!(
         lungo
             .logs
@@ -114,7 +114,7 @@ fn espresso_brews_counts_cups_and_refuses_without_water_or_beans() {
 fn radio_rental_leases_refuses_overlaps_and_reports_holders() {
     let runtime = runtime();
     runtime.load_file(RADIO_RENTAL).unwrap();
-    let storage = storage();
+    let storage = memory();
     let lora = Arc::new(Radio::new(RadioKind::Lora));
     let devices = Devices::new()
         .with("lora0", lora.clone())
@@ -209,7 +209,7 @@ fn radio_rental_leases_refuses_overlaps_and_reports_holders() {
 fn compute_rental_computes_within_the_budget_bought() {
     let runtime = runtime();
     runtime.load_file(COMPUTE_RENTAL).unwrap();
-    let storage = storage();
+    let storage = memory();
     let devices = Devices::new();
 
     let chain = served(
@@ -282,7 +282,7 @@ fn fuel_is_deterministic_across_runtimes() {
             &runtime,
             "compute",
             &purchase(3, 1, 1, &[("task", "sha256-chain"), ("input", "a"), ("rounds", "500")]),
-            &storage(),
+            &memory(),
             &Devices::new(),
         )
         .fuel_used
@@ -302,7 +302,7 @@ fn devices_are_granted_by_the_operator_config() {
         Arc::new(Radio::new(RadioKind::Lora)),
         vec!["radio-rental".into()],
     );
-    let storage = storage();
+    let storage = memory();
     served(
         &runtime,
         "espresso",
@@ -321,7 +321,7 @@ fn the_contract_template_builds_and_serves() {
     let runtime = runtime();
     let report = runtime.load_file(wallance_tests::CONTRACT_TEMPLATE).unwrap();
     assert_eq!(report.info.name, "guest-book");
-    let storage = storage();
+    let storage = memory();
     let devices = Devices::new();
     served(
         &runtime,
@@ -358,9 +358,9 @@ fn a_purchase_run_again_after_a_crash_reuses_the_device_answers() {
     let devices = Devices::new().with("espresso", machine.clone());
     let paid = purchase(1, 2, 1_000, &[("size", "lungo")]);
 
-    let first = served(&runtime, "espresso", &paid, &storage(), &devices);
+    let first = served(&runtime, "espresso", &paid, &memory(), &devices);
     assert_eq!(machine.state().cups, 1);
-    let again = served(&runtime, "espresso", &paid, &storage(), &devices);
+    let again = served(&runtime, "espresso", &paid, &memory(), &devices);
     assert_eq!(machine.state().cups, 1, "the re-run brewed a second cup");
     assert_eq!(machine.state().water_ml, 890);
     assert_eq!(again.result, first.result);
@@ -369,7 +369,7 @@ fn a_purchase_run_again_after_a_crash_reuses_the_device_answers() {
 
     // Another purchase is another cup, even with the same parameters.
     let next = purchase(1, 2, 2_000, &[("size", "lungo")]);
-    served(&runtime, "espresso", &next, &storage(), &devices);
+    served(&runtime, "espresso", &next, &memory(), &devices);
     assert_eq!(machine.state().cups, 2);
 }
 
@@ -381,7 +381,7 @@ fn contract_log_lines_reach_the_node_log_at_info_under_the_service_name() {
     let devices = Devices::new().with("espresso", machine);
     let captured = crate::support::CapturedLog::default();
     // What an operator sees by default: info and above.
-    let outcome = captured.at_info(|| served(&runtime, "espresso", &purchase(1, 2, 1, &[]), &storage(), &devices));
+    let outcome = captured.at_info(|| served(&runtime, "espresso", &purchase(1, 2, 1, &[]), &memory(), &devices));
     let log = captured.text();
     let line = log
         .lines()
@@ -427,8 +427,8 @@ fn each_device_call_carries_the_purchase_id_and_its_position() {
     let devices = Devices::new().with("espresso", recorder.clone());
     let first = purchase(1, 2, 1, &[]);
     let second = purchase(2, 2, 2, &[]);
-    served(&runtime, "espresso", &first, &storage(), &devices);
-    served(&runtime, "espresso", &second, &storage(), &devices);
+    served(&runtime, "espresso", &first, &memory(), &devices);
+    served(&runtime, "espresso", &second, &memory(), &devices);
     let key = |purchase: &wallance_runtime::Purchase, seq| CallKey {
         purchase_id: purchase.certificate,
         seq,

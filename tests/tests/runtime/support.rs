@@ -1,4 +1,4 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the runtime tests.
 
 use std::sync::Arc;
 
@@ -16,6 +16,12 @@ pub fn storage() -> Arc<dyn ContractStorage> {
     Arc::new(MemoryStorage::new())
 }
 
+/// Storage a test reads back: [`served`] applies each call's writes to it,
+/// as the node's store does with the run's outcome.
+pub fn memory() -> Arc<MemoryStorage> {
+    Arc::new(MemoryStorage::new())
+}
+
 pub use wallance_tests::purchase;
 
 /// Invokes and expects the contract to serve the purchase.
@@ -23,13 +29,15 @@ pub fn served(
     runtime: &Runtime,
     service: &str,
     purchase: &Purchase,
-    storage: &Arc<dyn ContractStorage>,
+    storage: &Arc<MemoryStorage>,
     devices: &Devices,
 ) -> Outcome {
+    let backend: Arc<dyn ContractStorage> = storage.clone();
     let outcome = runtime
-        .invoke(service, purchase, storage, devices)
+        .invoke(service, purchase, &backend, devices)
         .unwrap_or_else(|e| panic!("{service} failed: {e}"));
     assert!(outcome.result.is_ok(), "{service} refused: {:?}", outcome.result);
+    storage.apply(service, &outcome.writes);
     outcome
 }
 
@@ -38,15 +46,19 @@ pub fn refused(
     runtime: &Runtime,
     service: &str,
     purchase: &Purchase,
-    storage: &Arc<dyn ContractStorage>,
+    storage: &Arc<MemoryStorage>,
     devices: &Devices,
 ) -> String {
+    let backend: Arc<dyn ContractStorage> = storage.clone();
     let outcome = runtime
-        .invoke(service, purchase, storage, devices)
+        .invoke(service, purchase, &backend, devices)
         .unwrap_or_else(|e| panic!("{service} failed: {e}"));
     match outcome.result {
         Ok(output) => panic!("{service} served instead of refusing: {output:?}"),
-        Err(reason) => reason,
+        Err(reason) => {
+            assert!(outcome.writes.is_empty(), "a refusal wrote {:?}", outcome.writes);
+            reason
+        }
     }
 }
 
