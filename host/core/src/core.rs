@@ -23,7 +23,7 @@ type HashSet<K> = std::collections::HashSet<K, BuildHasherDefault<DefaultHasher>
 use crate::crypto::{Hash, Keypair, MemberId, sha256, verify};
 use crate::msg::*;
 use crate::params::{Membership, Params};
-use crate::store_model::{Batch, Change, Escrow, RunRecord, Snapshot};
+use crate::store_model::{Batch, Change, ContractWrite, Escrow, RunRecord, Snapshot};
 use crate::wallet::{Mark, Marks, Wallet, next_state};
 
 /// Something for the adapter to do.
@@ -33,6 +33,13 @@ pub enum Output {
     Persist(Batch),
     /// Broadcast to the network.
     Send(Message),
+    /// This node is the provider: run the contract once for this
+    /// certificate (it is durable, as `Change::RunPending`, before this is
+    /// emitted), then report with [`Core::contract_done`]. An obligation,
+    /// like `Persist` and `Send`: a run the adapter drops is run again
+    /// after a restart, never lost.
+    Run(Box<Certificate>),
+    /// For the operator: nothing to carry out.
     Event(Event),
 }
 
@@ -53,8 +60,6 @@ pub enum Event {
         /// True when a certificate (not this node's own quorum) carried it.
         from_certificate: bool,
     },
-    /// This node is the provider: run the contract once for this certificate.
-    RunContract(Box<Certificate>),
     /// The contract of a purchase this node made has run.
     Outcome(Outcome),
     /// The services on the network changed.
@@ -86,8 +91,8 @@ pub enum BuyError {
     /// Several providers offer the name: the buyer must name one. A
     /// purchase never goes to whoever announces the name (or the lowest
     /// price) last: that is how a member squats on another's service.
-    #[error("{providers} providers offer service {service:?}: name the one to buy from")]
-    AmbiguousService { service: String, providers: usize },
+    #[error("{} providers offer service {service:?}: name the one to buy from", providers.len())]
+    AmbiguousService { service: String, providers: Vec<MemberId> },
     #[error("price {offered} is below the listed price {listed}")]
     PriceTooLow { offered: u64, listed: u64 },
     #[error("insufficient balance: {available} units, the purchase costs {cost} (price plus voter reward)")]
@@ -699,7 +704,7 @@ impl Core {
             many => {
                 return Err(BuyError::AmbiguousService {
                     service: service.to_string(),
-                    providers: many.len(),
+                    providers: many.iter().map(|o| o.0).collect(),
                 });
             }
         };
@@ -751,8 +756,19 @@ impl Core {
         Ok(request)
     }
 
-    /// The provider's contract finished for `cert` (requester idx, version).
-    pub fn contract_done(&mut self, now_ms: u64, idx: u32, version: u64, ok: bool, body: &str) {
+    /// The provider's contract finished for `cert` (requester idx, version),
+    /// with the contract's storage `writes` (empty unless `ok`). The writes
+    /// go into the run's `Change::RunDone`, so they become durable with it
+    /// and only with it: a run already done, or not owed, drops them.
+    pub fn contract_done(
+        &mut self,
+        now_ms: u64,
+        idx: u32,
+        version: u64,
+        ok: bool,
+        body: &str,
+        writes: Vec<ContractWrite>,
+    ) {
         self.now_ms = self.now_ms.max(now_ms);
         let Some(run) = self.runs.get_mut(&(idx, version)) else {
             return;
@@ -768,6 +784,7 @@ impl Core {
             version,
             ok,
             body: body.clone(),
+            writes: if ok { writes } else { Vec::new() },
         });
         let outcome = Outcome::new(&self.key, request.requester, request.id(), version, ok, &body);
         if request.requester == self.me {
@@ -1542,11 +1559,11 @@ impl Core {
         if let Some(reason) = refused {
             if let Some(idx) = self.members.index_of(&r.requester) {
                 let version = cert.new_version();
-                self.contract_done(self.now_ms, idx, version, false, &reason);
+                self.contract_done(self.now_ms, idx, version, false, &reason, Vec::new());
             }
             return;
         }
-        self.outbox.push_back(Output::Event(Event::RunContract(Box::new(cert))));
+        self.outbox.push_back(Output::Run(Box::new(cert)));
     }
 
     /// Applies a commit's reward and escrow, once per (wallet, version) on

@@ -32,5 +32,5 @@ pub use crate::core::{BuyError, Core, CoreConfig, Event, Output, Reject, Stats};
 pub use crate::crypto::{Hash, Keypair, MemberId, Signature};
 pub use crate::msg::Message;
 pub use crate::params::{Membership, Params, UNITS_PER_COIN};
-pub use crate::store_model::{Batch, Change, Snapshot};
+pub use crate::store_model::{Batch, Change, ContractWrite, Snapshot};
 pub use crate::wallet::Wallet;

@@ -302,6 +302,8 @@ pub enum BuildError {
     ServiceName,
     #[error("parameters exceed {MAX_PARAMS_BYTES} bytes")]
     Params,
+    #[error("a parameter name is empty")]
+    ParamName,
     #[error("no nonce found for the proof of work")]
     Work,
 }
@@ -372,6 +374,9 @@ impl Request {
         };
         if r.service.len() > MAX_SERVICE_LEN {
             return Err(BuildError::ServiceName);
+        }
+        if r.params.iter().any(|(k, _)| k.trim().is_empty()) {
+            return Err(BuildError::ParamName);
         }
         let prefix = r.prefix().ok_or(BuildError::Params)?;
         // Start from the hash of the content so two requests rarely race

@@ -11,6 +11,17 @@ use std::collections::BTreeMap;
 use crate::msg::{Announce, Certificate, Request, Vote};
 use crate::wallet::Wallet;
 
+/// One write of a contract to its own key-value storage: sets `key` to
+/// `value`, or deletes it when `value` is `None`. A contract's state lives
+/// in the node's store, not in [`Snapshot`]: the core only carries the
+/// writes from the run to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractWrite {
+    pub contract: String,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
 /// One durable change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -44,12 +55,15 @@ pub enum Change {
         version: u64,
         cert: Box<Certificate>,
     },
-    /// ... and it has run, with this outcome.
+    /// ... and it has run, with this outcome and the contract's storage
+    /// writes (applied with the marker, in the same transaction, only if
+    /// the run is recorded; the core emits one `RunDone` per run).
     RunDone {
         idx: u32,
         version: u64,
         ok: bool,
         body: String,
+        writes: Vec<ContractWrite>,
     },
     /// Finished runs of `idx` up to `upto` are forgotten; no run of `idx`
     /// at or below `upto` that is not still owed will ever run again.
@@ -204,7 +218,11 @@ impl Snapshot {
                         done: None,
                     });
                 }
-                Change::RunDone { idx, version, ok, body } => {
+                // Contract storage is not part of the snapshot (see
+                // `ContractWrite`): the writes are the store's to apply.
+                Change::RunDone {
+                    idx, version, ok, body, ..
+                } => {
                     if let Some(run) = self.runs.get_mut(&(*idx, *version)) {
                         run.done = Some((*ok, body.clone()));
                     }

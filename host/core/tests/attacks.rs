@@ -30,9 +30,7 @@ fn replay(net: &mut Net, to: usize, m: &Message) -> Vec<Output> {
 }
 
 fn runs_asked(outs: &[Output]) -> usize {
-    outs.iter()
-        .filter(|o| matches!(o, Output::Event(Event::RunContract(_))))
-        .count()
+    outs.iter().filter(|o| matches!(o, Output::Run(_))).count()
 }
 
 fn wallets(net: &Net, at: usize) -> Vec<Wallet> {
@@ -112,11 +110,7 @@ fn a_replayed_certificate_or_proof_never_reruns_a_pruned_run() {
         net.share(1, 20); // 4 DCoin: the price and the voter reward
         net.buy(1).unwrap();
     }
-    let runs = net.nodes[0]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::RunContract(_)))
-        .count();
+    let runs = net.nodes[0].runs.len();
     assert_eq!(runs, certs_kept + 3);
     let old = captured(&net, |m| matches!(m, Message::Certificate(c) if c.new_version() == 1));
     assert!(!old.is_empty());

@@ -267,7 +267,7 @@ fn a_contract_replaced_before_its_run_refunds_instead_of_serving_another_version
         net.tick(harness::params().sync_interval_ms);
     }
     assert!(
-        !net.nodes[0].events.iter().any(|e| matches!(e, Event::RunContract(_))),
+        !!net.nodes[0].runs.is_empty(),
         "the replaced contract must not serve the purchase"
     );
     assert_agree(&net);
@@ -298,7 +298,7 @@ fn a_squatter_announcing_the_same_name_never_gets_a_purchase_by_default() {
         .buy(net.now, "espresso", None, PRICE, vec![])
         .unwrap_err();
     assert!(
-        matches!(err, BuyError::AmbiguousService { providers: 2, .. }),
+        matches!(&err, BuyError::AmbiguousService { providers, .. } if providers.len() == 2),
         "{err:?}"
     );
     let provider = net.id(0);

@@ -41,15 +41,7 @@ fn a_purchase_commits_everywhere_pays_the_provider_and_the_drawn_member() {
         assert_eq!(total_received, 4 * UNITS_PER_COIN);
     }
     // Exactly one contract run, on the provider.
-    let runs: Vec<usize> = (0..8)
-        .map(|i| {
-            net.nodes[i]
-                .events
-                .iter()
-                .filter(|e| matches!(e, Event::RunContract(_)))
-                .count()
-        })
-        .collect();
+    let runs: Vec<usize> = (0..8).map(|i| net.nodes[i].runs.len()).collect();
     assert_eq!(runs, vec![1, 0, 0, 0, 0, 0, 0, 0]);
     // The outcome reached the requester.
     assert!(
@@ -201,7 +193,7 @@ fn a_crash_between_commit_and_run_still_runs_the_contract_once() {
                     match out {
                         wallance_core::Output::Persist(b) => net.nodes[0].disk.apply(&b),
                         wallance_core::Output::Send(m) => net.queue.push_back((0, m)),
-                        wallance_core::Output::Event(Event::RunContract(_)) => {
+                        wallance_core::Output::Run(_) => {
                             crashed_disk.get_or_insert_with(|| net.nodes[0].disk.clone());
                         }
                         wallance_core::Output::Event(_) => {}
@@ -220,17 +212,14 @@ fn a_crash_between_commit_and_run_still_runs_the_contract_once() {
     );
     net.nodes[0].disk = disk;
     net.restart(0);
-    let runs = net.nodes[0]
-        .events
-        .iter()
-        .filter(|e| matches!(e, Event::RunContract(_)))
-        .count();
+    let runs = net.nodes[0].runs.len();
     assert_eq!(runs, 1, "the owed run is asked for again after the restart");
     assert!(net.nodes[0].disk.runs.values().all(|r| r.done.is_some()));
     // And a second restart owes nothing.
     net.nodes[0].events.clear();
+    net.nodes[0].runs.clear();
     net.restart(0);
-    assert!(!net.nodes[0].events.iter().any(|e| matches!(e, Event::RunContract(_))));
+    assert!(!!net.nodes[0].runs.is_empty());
 }
 
 #[test]

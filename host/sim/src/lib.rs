@@ -1146,7 +1146,8 @@ impl Sim {
                     }
                 }
                 Output::Send(m) => self.send(i, m),
-                Output::Event(e) => self.on_event(i, e, &mut runs),
+                Output::Run(cert) => self.on_run(i, cert, &mut runs),
+                Output::Event(e) => self.on_event(i, e),
             }
         }
         if !runs.is_empty() {
@@ -1161,7 +1162,7 @@ impl Sim {
                     format!("{} failed: out of beans", cert.request.service)
                 };
                 if let Some(core) = self.nodes[i].core.as_mut()
-                    && let Err(panic) = Self::guarded(|| core.contract_done(now, idx, version, ok, &body))
+                    && let Err(panic) = Self::guarded(|| core.contract_done(now, idx, version, ok, &body, Vec::new()))
                 {
                     self.panicked(i, "contract_done", &panic);
                     return;
@@ -1202,7 +1203,33 @@ impl Sim {
         draw < self.cfg.contract_failure
     }
 
-    fn on_event(&mut self, i: usize, e: Event, runs: &mut Vec<Certificate>) {
+    /// The core asked node `i` to run a contract (`Output::Run`).
+    fn on_run(&mut self, i: usize, cert: Box<Certificate>, runs: &mut Vec<Certificate>) {
+        let idx = self.membership.index_of(&cert.request.requester).expect("member");
+        let voters = cert.votes.iter().map(|v| v.voter_idx).collect();
+        let provider = self.membership.index_of(&cert.request.provider).expect("member");
+        self.certs
+            .insert((idx, cert.new_version()), (cert.request.price, provider, voters));
+        *self.run_events.entry((idx, cert.new_version())).or_default() += 1;
+        if (*self.runs_done.get(&(idx, cert.new_version())).unwrap_or(&0)) > 0 {
+            self.violate(
+                "rerun",
+                format!(
+                    "node {i}: contract for wallet {idx} version {} asked to run again after it ran ({}, handling {})",
+                    cert.new_version(),
+                    if cert.is_signed() { "signed" } else { "proof" },
+                    if self.handling.is_empty() {
+                        "a timer or restart"
+                    } else {
+                        &self.handling
+                    },
+                ),
+            );
+        }
+        runs.push(*cert);
+    }
+
+    fn on_event(&mut self, i: usize, e: Event) {
         let honest = !self.nodes[i].byzantine;
         match e {
             Event::Committed {
@@ -1250,26 +1277,6 @@ impl Sim {
                     }
                 }
                 self.check_node(i);
-            }
-            Event::RunContract(cert) => {
-                let idx = self.membership.index_of(&cert.request.requester).expect("member");
-                let voters = cert.votes.iter().map(|v| v.voter_idx).collect();
-                let provider = self.membership.index_of(&cert.request.provider).expect("member");
-                self.certs
-                    .insert((idx, cert.new_version()), (cert.request.price, provider, voters));
-                *self.run_events.entry((idx, cert.new_version())).or_default() += 1;
-                if (*self.runs_done.get(&(idx, cert.new_version())).unwrap_or(&0)) > 0 {
-                    self.violate(
-                        "rerun",
-                        format!(
-                            "node {i}: contract for wallet {idx} version {} asked to run again after it ran ({}, handling {})",
-                            cert.new_version(),
-                            if cert.is_signed() { "signed" } else { "proof" },
-                            if self.handling.is_empty() { "a timer or restart" } else { &self.handling },
-                        ),
-                    );
-                }
-                runs.push(*cert);
             }
             Event::Settled { purchase, paid, .. } => {
                 if !honest {

@@ -14,6 +14,8 @@ pub struct Node {
     pub key: Keypair,
     pub disk: Snapshot,
     pub events: Vec<Event>,
+    /// Contract runs asked of this node (`Output::Run`), in order.
+    pub runs: Vec<msg::Certificate>,
     pub config: CoreConfig,
 }
 
@@ -63,6 +65,7 @@ impl Net {
                     key,
                     disk: Snapshot::default(),
                     events: vec![],
+                    runs: vec![],
                     config,
                 }
             })
@@ -110,23 +113,20 @@ impl Net {
                     self.sent.push(m.clone());
                     self.queue.push_back((i, m));
                 }
-                Output::Event(e) => {
-                    if let Event::RunContract(cert) = &e {
-                        let idx = self.nodes[i]
-                            .config
-                            .membership
-                            .index_of(&cert.request.requester)
-                            .unwrap();
-                        let v = cert.new_version();
-                        self.nodes[i].events.push(e.clone());
-                        if let Some(ok) = self.contract_ok {
-                            let body = if ok { "one espresso" } else { "no free spot" };
-                            self.nodes[i].core.contract_done(self.now, idx, v, ok, body);
-                        }
-                        continue;
+                Output::Run(cert) => {
+                    let idx = self.nodes[i]
+                        .config
+                        .membership
+                        .index_of(&cert.request.requester)
+                        .unwrap();
+                    let v = cert.new_version();
+                    self.nodes[i].runs.push((*cert).clone());
+                    if let Some(ok) = self.contract_ok {
+                        let body = if ok { "one espresso" } else { "no free spot" };
+                        self.nodes[i].core.contract_done(self.now, idx, v, ok, body, Vec::new());
                     }
-                    self.nodes[i].events.push(e);
                 }
+                Output::Event(e) => self.nodes[i].events.push(e),
             }
         }
     }

@@ -29,9 +29,7 @@ use wallance_core::msg::{
     Announce, CertFetch, CertVote, Head, Heads, HeadsRequest, Outcome, Request, RequestDraft, ServiceOffer, ShareFetch,
     SyncDigest, Vote,
 };
-use wallance_core::{
-    Core, CoreConfig, Event, Hash, Keypair, MemberId, Message, Output, Params, Signature, Snapshot, Wallet,
-};
+use wallance_core::{Core, CoreConfig, Hash, Keypair, MemberId, Message, Output, Params, Signature, Snapshot, Wallet};
 use wallance_core::{Membership, UNITS_PER_COIN};
 
 use crate::harness::Net;
@@ -134,16 +132,18 @@ impl Recorder {
                     self.net.sent.push(m.clone());
                     self.net.queue.push_back((i, m));
                 }
-                Output::Event(Event::RunContract(cert)) => {
+                Output::Run(cert) => {
                     let idx = self.net.nodes[i]
                         .config
                         .membership
                         .index_of(&cert.request.requester)
                         .expect("member");
                     let v = cert.new_version();
-                    self.net.nodes[i].events.push(Event::RunContract(cert));
+                    self.net.nodes[i].runs.push(*cert);
                     let now = self.net.now;
-                    self.net.nodes[i].core.contract_done(now, idx, v, true, RUN_BODY);
+                    self.net.nodes[i]
+                        .core
+                        .contract_done(now, idx, v, true, RUN_BODY, Vec::new());
                 }
                 Output::Event(e) => self.net.nodes[i].events.push(e),
             }
@@ -409,7 +409,7 @@ pub struct Replica {
     key: Keypair,
     config: CoreConfig,
     pub disk: Snapshot,
-    /// RunContract events per (requester index, version).
+    /// Runs asked (`Output::Run`) per (requester index, version).
     pub runs: BTreeMap<(u32, u64), u32>,
     pub now: u64,
     /// The node has restarted (it forgot what is not on its disk).
@@ -437,7 +437,7 @@ impl Replica {
             match out {
                 Output::Persist(b) => self.disk.apply(&b),
                 Output::Send(_) => sends += 1,
-                Output::Event(Event::RunContract(cert)) => {
+                Output::Run(cert) => {
                     let idx = self
                         .config
                         .membership
@@ -445,7 +445,7 @@ impl Replica {
                         .unwrap_or(u32::MAX);
                     let v = cert.request.version.wrapping_add(1);
                     *self.runs.entry((idx, v)).or_default() += 1;
-                    self.core.contract_done(self.now, idx, v, true, RUN_BODY);
+                    self.core.contract_done(self.now, idx, v, true, RUN_BODY, Vec::new());
                 }
                 Output::Event(_) => {}
             }
@@ -1428,7 +1428,7 @@ fn judge_once(
     if let Some(((idx, v), n)) = node.runs.iter().find(|(k, n)| **n > 1 && runs_before.get(k) != Some(n)) {
         return Err((
             Check::RunTwice,
-            format!("RunContract for wallet {idx} version {v} {n} times"),
+            format!("Output::Run for wallet {idx} version {v} {n} times"),
         ));
     }
     let after = probe(&node.core);
