@@ -30,6 +30,7 @@ mod codec;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -94,6 +95,12 @@ const ESCROWS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("escrows"
 const ANNOUNCES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("announces");
 /// (contract name, key) -> value: contracts' own state.
 const CONTRACT_KV: TableDefinition<KvKey, &[u8]> = TableDefinition::new("contract_kv");
+/// Purchase id -> `seq u64 LE | record`: the node's record of a purchase
+/// it made or served (opaque to the store; the node encodes it). Created
+/// on first write, so a store from before it opens unchanged.
+const PURCHASES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("purchases");
+/// seq -> purchase id, in order of first write: the retention order.
+const PURCHASE_ORDER: TableDefinition<u64, [u8; 32]> = TableDefinition::new("purchase_order");
 
 /// Keys of the votes table: (request id, voter id).
 type VoteKey = ([u8; 32], [u8; 32]);
@@ -212,6 +219,9 @@ pub struct StoreOptions {
     /// redb's page cache, in bytes. The snapshot is held by the core
     /// anyway, so a small cache loses little.
     pub cache_bytes: usize,
+    /// How many purchase records ([`Store::commit_with_purchases`]) are
+    /// kept: beyond it the oldest (by first write) is forgotten.
+    pub purchases_kept: usize,
 }
 
 impl Default for StoreOptions {
@@ -219,6 +229,7 @@ impl Default for StoreOptions {
         Self {
             quick_repair: true,
             cache_bytes: 64 << 20,
+            purchases_kept: PURCHASES_KEPT,
         }
     }
 }
@@ -232,11 +243,20 @@ impl StoreOptions {
         self.cache_bytes = bytes;
         self
     }
+    pub fn with_purchases_kept(mut self, n: usize) -> Self {
+        self.purchases_kept = n.max(1);
+        self
+    }
 }
 
-/// The open store. One writer: `commit` takes `&mut self`.
+/// Purchase records kept by default: the newest 10 000 (a few MB).
+pub const PURCHASES_KEPT: usize = 10_000;
+
+/// The open store. One writer: `commit` takes `&mut self`. Other threads
+/// read committed data through a [`StoreReader`] (redb's readers see the
+/// last commit and never block the writer).
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     /// The first 4 bytes of each member's ID, by index: enough to catch a
     /// wallet filed under the wrong index without a second copy of the
@@ -344,7 +364,7 @@ impl Store {
                 }
             })?;
         let store = Store {
-            db,
+            db: Arc::new(db),
             path: path.to_owned(),
             id_tags: members.iter().map(id_tag).collect(),
             options,
@@ -463,28 +483,17 @@ impl Store {
     }
 
     /// Applies a whole batch in one durable transaction, exactly as
-    /// [`Snapshot::apply`] would. Returns once it is on disk.
+    /// [`Snapshot::apply`] would (a `Change::RunDone` also applies the
+    /// contract writes it carries). Returns once it is on disk.
     pub fn commit(&mut self, batch: &[Change]) -> Result<(), StoreError> {
-        self.commit_with_kv(batch, &[])
+        self.commit_all(batch, &[], &[], true)
     }
 
-    /// [`Store::commit`] plus contract key-value writes, in the same
-    /// transaction: a contract run's effects and its `Change::RunDone` are
-    /// durable together or not at all.
+    /// [`Store::commit`] plus contract key-value writes outside any run, in
+    /// the same transaction: for tools and tests. The node's contract
+    /// writes travel inside their run's `Change::RunDone`.
     pub fn commit_with_kv(&mut self, batch: &[Change], kv: &[KvWrite]) -> Result<(), StoreError> {
-        let path = &self.path;
-        let txn = begin_write(&self.db, path, &self.options)?;
-        {
-            let mut tables = Tables::new(&txn, path);
-            for change in batch {
-                tables.apply(&self.id_tags, change)?;
-            }
-            for write in kv {
-                tables.kv_write(write)?;
-            }
-        }
-        // Dropping an uncommitted transaction on an error above aborts it.
-        txn.commit().map_err(db_err(path, "commit"))
+        self.commit_all(batch, kv, &[], true)
     }
 
     /// Commits `batch` without waiting for the disk (`Durability::None`):
@@ -492,74 +501,85 @@ impl Store {
     /// next durable commit makes it durable too; the file stays consistent
     /// either way.
     pub fn commit_lazy(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        self.commit_all(batch, &[], &[], false)
+    }
+
+    /// [`Store::commit`] (or [`Store::commit_lazy`] when `durable` is false)
+    /// plus the node's purchase records, `(purchase id, record)`, in the
+    /// same transaction. A record replaces the one of the same id; beyond
+    /// [`StoreOptions::purchases_kept`] the oldest records are forgotten.
+    pub fn commit_with_purchases(
+        &mut self,
+        batch: &[Change],
+        purchases: &[([u8; 32], Vec<u8>)],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        self.commit_all(batch, &[], purchases, durable)
+    }
+
+    fn commit_all(
+        &mut self,
+        batch: &[Change],
+        kv: &[KvWrite],
+        purchases: &[([u8; 32], Vec<u8>)],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let path = &self.path;
         let mut txn = begin_write(&self.db, path, &self.options)?;
-        txn.set_durability(redb::Durability::None)
-            .map_err(db_err(path, "set durability"))?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(db_err(path, "set durability"))?;
+        }
         {
             let mut tables = Tables::new(&txn, path);
             for change in batch {
                 tables.apply(&self.id_tags, change)?;
             }
+            for (contract, key, value) in kv {
+                tables.kv_write(contract, key, value.as_deref())?;
+            }
         }
+        if !purchases.is_empty() {
+            put_purchases(&txn, path, purchases, self.options.purchases_kept)?;
+        }
+        // Dropping an uncommitted transaction on an error above aborts it.
         txn.commit().map_err(db_err(path, "commit"))
+    }
+
+    /// A handle other threads read committed data through.
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            db: self.db.clone(),
+            path: self.path.clone(),
+        }
     }
 
     /// A contract's stored value for `key`, as of the last commit.
     pub fn kv_get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = &self.path;
-        let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
-        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
-        Ok(table
-            .get((contract, key))
-            .map_err(db_err(path, "read contract_kv"))?
-            .map(|v| v.value().to_vec()))
+        self.reader().kv_get(contract, key)
     }
 
     /// Keys of `contract` starting with `prefix`, in order, at most `limit`.
     pub fn kv_keys(&self, contract: &str, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let path = &self.path;
-        let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
-        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
-        let mut out = Vec::new();
-        for row in table
-            .range((contract, prefix)..)
-            .map_err(db_err(path, "scan contract_kv"))?
-        {
-            let (k, _) = row.map_err(db_err(path, "scan contract_kv"))?;
-            let (c, key) = k.value();
-            if c != contract || !key.starts_with(prefix) || out.len() >= limit {
-                break;
-            }
-            out.push(key.to_vec());
-        }
-        Ok(out)
+        self.reader().kv_keys(contract, prefix, limit)
     }
 
     /// Bytes `contract` holds: the sum of its keys' and values' lengths.
     pub fn kv_usage(&self, contract: &str) -> Result<u64, StoreError> {
-        let path = &self.path;
-        let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
-        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
-        let mut total = 0u64;
-        for row in table
-            .range((contract, &b""[..])..)
-            .map_err(db_err(path, "scan contract_kv"))?
-        {
-            let (k, v) = row.map_err(db_err(path, "scan contract_kv"))?;
-            if k.value().0 != contract {
-                break;
-            }
-            total += (k.value().1.len() + v.value().len()) as u64;
-        }
-        Ok(total)
+        self.reader().kv_usage(contract)
     }
 
     /// Rewrites the file so pages are full and free space returns to the
     /// file system. Slow on a big store (it copies every page); for
     /// maintenance and measurements, not the commit path.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        self.db.compact().map_err(db_err(&self.path, "compact"))
+        let path = &self.path;
+        // redb compacts only with no reader open: a `StoreReader` handed
+        // out keeps the database shared.
+        let Some(db) = Arc::get_mut(&mut self.db) else {
+            return Ok(false);
+        };
+        db.compact().map_err(db_err(path, "compact"))
     }
 
     /// Space used, from redb's own accounting and the file length.
@@ -789,6 +809,164 @@ struct Tables<'t> {
     contract_kv: Option<Table<'t, KvKey, &'static [u8]>>,
 }
 
+/// Writes purchase records and forgets the oldest beyond `kept`.
+fn put_purchases(
+    txn: &WriteTransaction,
+    path: &Path,
+    purchases: &[([u8; 32], Vec<u8>)],
+    kept: usize,
+) -> Result<(), StoreError> {
+    let mut records = txn.open_table(PURCHASES).map_err(db_err(path, "open purchases"))?;
+    let mut order = txn
+        .open_table(PURCHASE_ORDER)
+        .map_err(db_err(path, "open purchase_order"))?;
+    let mut next = order
+        .last()
+        .map_err(db_err(path, "read purchase_order"))?
+        .map_or(0, |(k, _)| k.value() + 1);
+    for (id, record) in purchases {
+        let seq = match records.get(id).map_err(db_err(path, "read a purchase"))? {
+            Some(old) => {
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&old.value()[..8]);
+                u64::from_le_bytes(seq)
+            }
+            None => {
+                let seq = next;
+                next += 1;
+                order.insert(seq, id).map_err(db_err(path, "write purchase_order"))?;
+                seq
+            }
+        };
+        let mut row = Vec::with_capacity(8 + record.len());
+        row.extend_from_slice(&seq.to_le_bytes());
+        row.extend_from_slice(record);
+        records
+            .insert(id, row.as_slice())
+            .map_err(db_err(path, "write a purchase"))?;
+    }
+    let mut len = order.len().map_err(db_err(path, "count purchases"))?;
+    while len > kept as u64 {
+        let Some((_, id)) = order.pop_first().map_err(db_err(path, "forget a purchase"))? else {
+            break;
+        };
+        records.remove(id.value()).map_err(db_err(path, "forget a purchase"))?;
+        len -= 1;
+    }
+    Ok(())
+}
+
+/// Reads committed data from any thread: contract storage for the contract
+/// worker, purchase records for the API. Each call sees the last commit.
+#[derive(Clone)]
+pub struct StoreReader {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for StoreReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreReader {
+    fn begin(&self) -> Result<ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(db_err(&self.path, "begin a read"))
+    }
+
+    /// A contract's stored value for `key`, as of the last commit.
+    pub fn kv_get(&self, contract: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = &self.path;
+        let txn = self.begin()?;
+        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
+        Ok(table
+            .get((contract, key))
+            .map_err(db_err(path, "read contract_kv"))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Keys of `contract` starting with `prefix`, in order, at most `limit`.
+    pub fn kv_keys(&self, contract: &str, prefix: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let path = &self.path;
+        let txn = self.begin()?;
+        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((contract, prefix)..)
+            .map_err(db_err(path, "scan contract_kv"))?
+        {
+            let (k, _) = row.map_err(db_err(path, "scan contract_kv"))?;
+            let (c, key) = k.value();
+            if c != contract || !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(key.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Bytes `contract` holds: the sum of its keys' and values' lengths.
+    pub fn kv_usage(&self, contract: &str) -> Result<u64, StoreError> {
+        let path = &self.path;
+        let txn = self.begin()?;
+        let table = txn.open_table(CONTRACT_KV).map_err(db_err(path, "open contract_kv"))?;
+        let mut total = 0u64;
+        for row in table
+            .range((contract, &b""[..])..)
+            .map_err(db_err(path, "scan contract_kv"))?
+        {
+            let (k, v) = row.map_err(db_err(path, "scan contract_kv"))?;
+            if k.value().0 != contract {
+                break;
+            }
+            total += (k.value().1.len() + v.value().len()) as u64;
+        }
+        Ok(total)
+    }
+
+    /// The record of purchase `id`, if kept.
+    pub fn purchase(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = &self.path;
+        let txn = self.begin()?;
+        let table = match txn.open_table(PURCHASES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(path, "open purchases")(e)),
+        };
+        Ok(table
+            .get(id)
+            .map_err(db_err(path, "read a purchase"))?
+            .map(|v| v.value()[8..].to_vec()))
+    }
+
+    /// The newest `limit` purchase records, newest first.
+    pub fn recent_purchases(&self, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let path = &self.path;
+        let txn = self.begin()?;
+        let (order, records) = match (txn.open_table(PURCHASE_ORDER), txn.open_table(PURCHASES)) {
+            (Ok(o), Ok(r)) => (o, r),
+            (Err(redb::TableError::TableDoesNotExist(_)), _) | (_, Err(redb::TableError::TableDoesNotExist(_))) => {
+                return Ok(Vec::new());
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(db_err(path, "open purchases")(e)),
+        };
+        let mut out = Vec::new();
+        for row in order.iter().map_err(db_err(path, "scan purchase_order"))?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, id) = row.map_err(db_err(path, "scan purchase_order"))?;
+            if let Some(r) = records.get(id.value()).map_err(db_err(path, "read a purchase"))? {
+                out.push(r.value()[8..].to_vec());
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn table<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
     slot: &'s mut Option<Table<'t, K, V>>,
     txn: &'t WriteTransaction,
@@ -913,17 +1091,27 @@ impl<'t> Tables<'t> {
                         .map_err(write("write a run"))?;
                 }
             }
-            Change::RunDone { idx, version, ok, body } => {
+            Change::RunDone {
+                idx,
+                version,
+                ok,
+                body,
+                writes,
+            } => {
                 let pending = table(&mut self.runs, txn, path, RUNS)?
                     .get((*idx, *version))
                     .map_err(write("read a run"))?
                     .is_some();
                 // An outcome for a run never recorded is dropped, as in the
-                // core.
+                // core, and so are its contract writes: they land with the
+                // marker or not at all.
                 if pending {
                     table(&mut self.run_outcomes, txn, path, RUN_OUTCOMES)?
                         .insert((*idx, *version), codec::encode_outcome(*ok, body).as_slice())
                         .map_err(write("write a run outcome"))?;
+                    for w in writes {
+                        self.kv_write(&w.contract, &w.key, w.value.as_deref())?;
+                    }
                 }
             }
             Change::RunsPruned { idx, upto } => {
@@ -999,12 +1187,12 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn kv_write(&mut self, (contract, key, value): &KvWrite) -> Result<(), StoreError> {
+    fn kv_write(&mut self, contract: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
         let (txn, path) = (self.txn, self.path);
         let t = table(&mut self.contract_kv, txn, path, CONTRACT_KV)?;
-        let k = (contract.as_str(), key.as_slice());
+        let k = (contract, key);
         match value {
-            Some(v) => t.insert(k, v.as_slice()).map(drop),
+            Some(v) => t.insert(k, v).map(drop),
             None => t.remove(k).map(drop),
         }
         .map_err(db_err(path, "write contract_kv"))

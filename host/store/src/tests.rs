@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use wallance_core::msg::{Certificate, Request};
-use wallance_core::{Params, Signature, Wallet};
+use wallance_core::{ContractWrite, Params, Signature, Wallet};
 
 fn members() -> Vec<MemberId> {
     (1..=5u8).map(|i| MemberId([i; 32])).collect()
@@ -69,6 +69,11 @@ fn run_done(idx: u32, version: u64) -> Change {
         version,
         ok: true,
         body: format!("poured {idx}/{version}"),
+        writes: vec![ContractWrite {
+            contract: "espresso".into(),
+            key: format!("cup/{idx}/{version}").into_bytes(),
+            value: Some(b"poured".to_vec()),
+        }],
     }
 }
 
@@ -483,4 +488,58 @@ fn escrows_open_vote_settle_drop_and_survive_reopen() {
     drop(store);
     let (_, loaded) = Store::open(&path, &members()).unwrap();
     assert_eq!(loaded, model);
+}
+
+#[test]
+fn a_runs_contract_writes_land_with_its_done_marker_and_only_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    // A RunDone for a run never recorded as owed is dropped, writes too.
+    store.commit(&[run_done(1, 7)]).unwrap();
+    assert_eq!(store.kv_get("espresso", b"cup/1/7").unwrap(), None);
+    store.commit(&[run_pending(1, 7)]).unwrap();
+    let reader = store.reader();
+    store.commit(&[run_done(1, 7)]).unwrap();
+    // Another thread's reader sees the commit.
+    assert_eq!(
+        reader.kv_get("espresso", b"cup/1/7").unwrap().as_deref(),
+        Some(&b"poured"[..])
+    );
+    drop((store, reader));
+    let (store, snap) = Store::open(&path, &members()).unwrap();
+    assert!(snap.runs[&(1, 7)].done.is_some());
+    assert_eq!(
+        store.kv_get("espresso", b"cup/1/7").unwrap().as_deref(),
+        Some(&b"poured"[..])
+    );
+}
+
+#[test]
+fn purchase_records_replace_by_id_and_keep_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let opts = StoreOptions::default().with_purchases_kept(3);
+    let (mut store, _) = Store::open_with(&path, &members(), opts).unwrap();
+    let reader = store.reader();
+    assert_eq!(reader.purchase(&[1; 32]).unwrap(), None, "no table yet");
+    assert!(reader.recent_purchases(10).unwrap().is_empty());
+    let rec = |id: u8, text: &str| ([id; 32], text.as_bytes().to_vec());
+    store
+        .commit_with_purchases(&[], &[rec(1, "a"), rec(2, "b")], true)
+        .unwrap();
+    store
+        .commit_with_purchases(&[wallet(0, 1)], &[rec(1, "a2"), rec(3, "c")], false)
+        .unwrap();
+    assert_eq!(reader.purchase(&[1; 32]).unwrap().as_deref(), Some(&b"a2"[..]));
+    // Replacing keeps the first write's place: 1 is still the oldest.
+    store.commit_with_purchases(&[], &[rec(4, "d")], true).unwrap();
+    assert_eq!(reader.purchase(&[1; 32]).unwrap(), None, "the oldest is forgotten");
+    let recent: Vec<_> = reader.recent_purchases(10).unwrap();
+    assert_eq!(recent, [b"d".to_vec(), b"c".to_vec(), b"b".to_vec()]);
+    assert_eq!(reader.recent_purchases(1).unwrap(), [b"d".to_vec()]);
+    drop((store, reader));
+    let (store, snap) = Store::open_with(&path, &members(), opts).unwrap();
+    assert_eq!(snap.wallets[&0].version, 1, "the batch committed with them");
+    assert_eq!(store.reader().purchase(&[3; 32]).unwrap().as_deref(), Some(&b"c"[..]));
 }

@@ -143,6 +143,7 @@ fn run_done(slot: impl Strategy<Value = (u32, u64)>) -> impl Strategy<Value = Ch
         version,
         ok,
         body,
+        writes: Vec::new(),
     })
 }
 

@@ -147,6 +147,7 @@ pub fn decision(seq: u64, members: &[MemberId]) -> Vec<Change> {
                 version: prev,
                 ok: true,
                 body: format!("poured #{prev}"),
+                writes: Vec::new(),
             });
         }
         batch.push(Change::DropVotes(prev_req.id()));
