@@ -88,6 +88,13 @@ fn bad_purchases_are_refused_with_their_status_and_change_nothing_then_one_commi
             400,
         ),
         (
+            "empty parameter name",
+            api,
+            Some(token),
+            json!({ "service": "espresso", "price": price, "params": { " ": "x" } }).to_string(),
+            400,
+        ),
+        (
             "unknown service",
             api,
             Some(token),
@@ -127,6 +134,10 @@ fn bad_purchases_are_refused_with_their_status_and_change_nothing_then_one_commi
     assert!(body.contains("error"));
     let (status, _, _) = get_raw(api, &format!("/api/purchases/{}", "00".repeat(32))).expect("answer");
     assert_eq!(status, 404);
+    let (status, _, body) = get_raw(api, "/api/purchases/not-an-id").expect("answer");
+    assert_eq!(status, 400, "{body}");
+    let (status, _, body) = get_raw(api, &format!("/api/purchases/{}?wait=soon", "00".repeat(32))).expect("answer");
+    assert_eq!(status, 400, "{body}");
 
     // A good purchase: 202 with a handle, followed to the contract's outcome.
     let version = wallet(api, "node-2").unwrap()["version"].as_u64().unwrap();
@@ -134,12 +145,11 @@ fn bad_purchases_are_refused_with_their_status_and_change_nothing_then_one_commi
     assert_eq!(status, 202, "{answer}");
     let id = answer["request_id"].as_str().expect("request_id").to_string();
     assert_eq!(answer["follow"], format!("/api/purchases/{id}"));
-    let mut done = Value::Null;
-    net.wait("the purchase's outcome", common::STEP, |_| {
-        done = get(api, &format!("/api/purchases/{id}"))?;
-        Ok(done["status"] == "done")
-    })
-    .expect("outcome");
+    // One long poll: the node answers when the outcome is committed here.
+    let done = get(api, &format!("/api/purchases/{id}?wait=8")).expect("outcome");
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["requester"], "node-2", "{done}");
+    assert_eq!(done["params"], json!([["size", "ristretto"]]), "{done}");
     assert_eq!(done["outcome"]["ok"], true, "{done}");
     assert!(
         done["outcome"]["body"].as_str().unwrap().contains("ristretto"),

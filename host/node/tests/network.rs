@@ -50,14 +50,9 @@ fn eight_nodes_buy_a_service_and_every_wallet_agrees() {
         .collect();
     for (i, id) in &ids {
         let p = net.wait_done(*i, id);
-        assert_eq!(p["outcome"]["ok"], true, "{p}");
-        assert!(
-            p["outcome"]["body"]
-                .as_str()
-                .unwrap()
-                .contains("brewed a 40 ml espresso"),
-            "{p}"
-        );
+        let o = p.outcome.as_ref().expect("waited for");
+        assert!(o.ok, "{p:?}");
+        assert!(o.body.contains("brewed a 40 ml espresso"), "{p:?}");
     }
     net.wait_agree(&all, 30);
     for i in [1, 2, 3] {
@@ -92,7 +87,7 @@ fn a_node_killed_mid_consensus_restarts_and_catches_up() {
     net.kill9(4);
     // The others buy while it is down (4 of 5 is a quorum).
     let id2 = net.buy(1, &[]);
-    assert_eq!(net.wait_done(1, &id2)["outcome"]["ok"], true);
+    assert_eq!(net.wait_done(1, &id2).outcome.map(|o| o.ok), Some(true));
     net.start(4);
     // It restarts from its store, re-sends its pending request and catches up
     // on what it missed from certificates.
@@ -100,7 +95,21 @@ fn a_node_killed_mid_consensus_restarts_and_catches_up() {
     wait("node-5's own purchase", 60, || net.version_of(0, 4) == 1);
     net.wait_agree(&all, 60);
     assert_eq!(net.version_of(4, 1), 1);
-    let _ = id5;
+    // node-5's own purchase, asked just before the kill: its record was
+    // durable with the request, and it learns the outcome after restarting.
+    let mine = net.wait_done(4, &id5);
+    assert_eq!(mine.requester, "node-5", "{mine:?}");
+    assert!(
+        mine.requested_at_ms.is_some(),
+        "the record from before the kill: {mine:?}"
+    );
+    assert_eq!(mine.commit.as_ref().map(|c| c.version), Some(1), "{mine:?}");
+    assert_eq!(mine.outcome.as_ref().map(|o| o.ok), Some(true), "{mine:?}");
+    // Killed again, the record with its outcome is still there.
+    net.kill9(4);
+    net.start(4);
+    net.wait_ready(&all);
+    assert_eq!(net.wait_done(4, &id5), mine);
 }
 
 #[test]
@@ -314,6 +323,6 @@ fn forged_replayed_and_malformed_samples_are_rejected_and_the_network_goes_on() 
     // The network goes on: another purchase commits everywhere.
     net.wait_funds(2, price);
     let id = net.buy(2, &[]);
-    assert_eq!(net.wait_done(2, &id)["outcome"]["ok"], true);
+    assert_eq!(net.wait_done(2, &id).outcome.map(|o| o.ok), Some(true));
     net.wait_agree(&[0, 1, 2, 3], 30);
 }

@@ -11,9 +11,9 @@ use serde::Serialize;
 use wallance_core::{Params, UNITS_PER_COIN};
 use wallance_dds::netns::{Isolation, Loopback, isolate};
 
-use crate::client::{self, Conn};
+use super::client::{self, Conn};
+use super::init;
 use crate::config::NodeConfig;
-use crate::init;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

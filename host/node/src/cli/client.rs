@@ -1,10 +1,16 @@
-//! The operator's commands: talk to a node's API.
+//! The operator's commands: talk to a node's API, reading its answers into
+//! the same view types the API writes them from (`crate::http::view`).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use wallance_core::UNITS_PER_COIN;
+
+use crate::http::view::{
+    ContractState, OutcomeView, PurchaseStatus, PurchaseView, ServiceView, StatusView, WalletView,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
@@ -20,8 +26,14 @@ pub struct Conn {
 }
 
 fn agent() -> ureq::Agent {
+    agent_waiting(Duration::ZERO)
+}
+
+/// An agent whose requests may take `wait` more than the usual 10 s (long
+/// polls).
+fn agent_waiting(wait: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
+        .timeout_global(Some(Duration::from_secs(10) + wait))
         .http_status_as_error(false)
         .build()
         .into()
@@ -60,13 +72,22 @@ fn answer(url: &str, mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Resu
 }
 
 pub fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {
+    get_as(conn, path)
+}
+
+/// GETs `path` and reads the answer as `T`.
+pub fn get_as<T: DeserializeOwned>(conn: &Conn, path: &str) -> anyhow::Result<T> {
+    get_waiting(conn, path, Duration::ZERO)
+}
+
+fn get_waiting<T: DeserializeOwned>(conn: &Conn, path: &str, wait: Duration) -> anyhow::Result<T> {
     let url = url(conn, path);
-    let resp = agent().get(&url).call().map_err(|e| unreachable(conn, e))?;
+    let resp = agent_waiting(wait).get(&url).call().map_err(|e| unreachable(conn, e))?;
     let (status, body) = answer(&url, resp)?;
     if !(200..300).contains(&status) {
         bail!("{url}: {status}: {}", body["error"].as_str().unwrap_or("error"));
     }
-    Ok(body)
+    serde_json::from_value(body).with_context(|| format!("{url}: an answer this client does not understand"))
 }
 
 pub fn post(conn: &Conn, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
@@ -80,44 +101,48 @@ pub fn post(conn: &Conn, path: &str, body: &Value) -> anyhow::Result<(u16, Value
 }
 
 /// DCoin with two decimals, more when the amount needs them.
-pub fn coins(v: &Value) -> String {
-    let units = v.as_u64().unwrap_or(0);
+pub fn coins(units: u64) -> String {
     let text = format!("{}.{:06}", units / UNITS_PER_COIN, units % UNITS_PER_COIN);
     let keep = text.trim_end_matches('0').len().max(text.len() - 4);
     text[..keep].to_string()
 }
 
+/// The first `n` characters of an id, for tables.
+fn short(id: &str, n: usize) -> &str {
+    id.get(..n).unwrap_or(id)
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 pub fn wallets(conn: &Conn) -> anyhow::Result<()> {
-    let w = get(conn, "/api/wallets")?;
+    let wallets: Vec<WalletView> = get_as(conn, "/api/wallets")?;
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(&w)?);
-        return Ok(());
+        return print_json(&wallets);
     }
     println!(
         "{:<12} {:>8} {:>10} {:>10} {:>8}  {:<13} last purchase",
         "member", "version", "balance", "spendable", "shares", "state"
     );
-    for w in w.as_array().into_iter().flatten() {
-        let state = w["state"].as_str().unwrap_or("");
-        let last = &w["last_commit"];
-        let last = if last.is_object() {
+    for w in &wallets {
+        let last = w.last_commit.as_ref().map_or_else(String::new, |l| {
             format!(
                 "{} for {} DCoin ({}…)",
-                last["service"].as_str().unwrap_or("?"),
-                coins(&last["price"]),
-                &last["request_id"].as_str().unwrap_or("")[..8.min(last["request_id"].as_str().unwrap_or("").len())]
+                l.service,
+                coins(l.price),
+                short(&l.request_id, 8)
             )
-        } else {
-            String::new()
-        };
+        });
         println!(
             "{:<12} {:>8} {:>10} {:>10} {:>8}  {:<13} {}",
-            w["name"].as_str().unwrap_or("?"),
-            w["version"].as_u64().unwrap_or(0),
-            coins(&w["balance"]),
-            coins(&w["spendable"]),
-            w["shares"].as_u64().unwrap_or(0),
-            format!("{}…", &state[..12.min(state.len())]),
+            w.name,
+            w.version,
+            coins(w.balance),
+            coins(w.spendable),
+            w.shares,
+            format!("{}…", short(&w.state, 12)),
             last
         );
     }
@@ -125,111 +150,97 @@ pub fn wallets(conn: &Conn) -> anyhow::Result<()> {
 }
 
 pub fn services(conn: &Conn) -> anyhow::Result<()> {
-    let s = get(conn, "/api/services")?;
+    let services: Vec<ServiceView> = get_as(conn, "/api/services")?;
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
+        return print_json(&services);
     }
     println!("{:<20} {:>8} {:<12} contract", "service", "price", "provider");
-    for s in s.as_array().into_iter().flatten() {
+    for s in &services {
         println!(
             "{:<20} {:>8} {:<12} {}",
-            s["name"].as_str().unwrap_or("?"),
-            coins(&s["price"]),
-            s["provider"].as_str().unwrap_or("?"),
-            &s["contract_hash"].as_str().unwrap_or("")[..16.min(s["contract_hash"].as_str().unwrap_or("").len())]
+            s.name,
+            coins(s.price),
+            s.provider,
+            short(&s.contract_hash, 16)
         );
     }
     Ok(())
 }
 
 pub fn produced(conn: &Conn) -> anyhow::Result<()> {
-    let p = get(conn, "/api/produced")?;
+    let list: Vec<OutcomeView> = get_as(conn, "/api/produced")?;
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
-        return Ok(());
+        return print_json(&list);
     }
-    let list = p.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("no outcome produced since this node started");
+        println!("no outcome produced here yet");
     }
-    for o in list {
-        let verdict = if o["ok"] == true {
-            "served"
-        } else {
-            "refused (refunded)"
-        };
+    for o in &list {
+        let verdict = if o.ok { "served" } else { "refused (refunded)" };
         println!(
             "{} {} for {} v{}: {verdict}: {}",
-            &o["request_id"].as_str().unwrap_or("?")[..12.min(o["request_id"].as_str().unwrap_or("").len())],
-            o["service"].as_str().unwrap_or("?"),
-            o["requester"].as_str().unwrap_or("?"),
-            o["version"].as_u64().unwrap_or(0),
-            o["body"].as_str().unwrap_or(""),
+            short(&o.request_id, 12),
+            o.service,
+            o.requester,
+            o.version,
+            o.body,
         );
-        for line in o["logs"].as_array().into_iter().flatten() {
-            println!("    {}", line.as_str().unwrap_or(""));
+        for line in &o.logs {
+            println!("    {line}");
         }
     }
     Ok(())
 }
 
 pub fn status(conn: &Conn) -> anyhow::Result<()> {
-    let s = get(conn, "/api/status")?;
+    let s: StatusView = get_as(conn, "/api/status")?;
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
+        return print_json(&s);
     }
-    let id = s["id"].as_str().unwrap_or("");
-    println!(
-        "{} ({}…), up {} s",
-        s["me"].as_str().unwrap_or("?"),
-        &id[..8.min(id.len())],
-        s["uptime_s"]
-    );
+    println!("{} ({}…), up {} s", s.me, short(&s.id, 8), s.uptime_s);
     println!(
         "  network   {} members, quorum {}, {} DDS peers",
-        s["members"], s["quorum"], s["peers"]["dds_participants"]
+        s.members, s.quorum, s.peers.dds_participants
     );
-    let st = &s["stats"];
+    let st = &s.stats;
     println!(
         "  consensus {} pending, {} commits, votes {} sent / {} received",
-        s["pending"], st["commits"], st["votes_sent"], st["votes_received"]
+        s.pending, st.commits, st.votes_sent, st.votes_received
     );
     println!(
         "  services  {} on the network; contract runs {} ({} failed)",
-        s["services"], st["contract_runs"], st["contract_failures"]
+        s.services, st.contract_runs, st.contract_failures
     );
     println!(
         "  traffic   {} shares, {} DDS samples ({} malformed), store {} bytes",
-        st["shares_received"], st["dds_received"], st["dds_malformed"], st["store_bytes"]
+        st.shares_received, st.dds_received, st.dds_malformed, st.store_bytes
     );
-    if let Some(rejected) = st["rejected"].as_object().filter(|r| !r.is_empty()) {
-        let parts: Vec<String> = rejected.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    if !st.rejected.is_empty() {
+        let parts: Vec<String> = st.rejected.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!("  rejected  {}", parts.join(", "));
     }
-    let contracts = s["contracts"].as_array().cloned().unwrap_or_default();
     println!(
         "  contracts {} file(s) in {}",
-        contracts.len(),
-        s["contracts_dir"].as_str().unwrap_or("the contracts folder")
+        s.contracts.len(),
+        s.contracts_dir.as_deref().unwrap_or("the contracts folder")
     );
-    for c in &contracts {
-        let file = c["file"].as_str().unwrap_or("?");
-        let file = file.rsplit('/').next().unwrap_or(file);
-        match c["status"].as_str() {
-            Some("loaded") => println!(
-                "    {file}: loaded, service {} at {} DCoin",
-                c["service"].as_str().unwrap_or("?"),
-                coins(&c["price"])
-            ),
-            _ => println!("    {file}: REJECTED: {}", c["error"].as_str().unwrap_or("?")),
-        }
+    for c in &s.contracts {
+        print_contract(c);
     }
     Ok(())
 }
 
-/// Buys and waits until the contract's outcome is back.
+fn print_contract(c: &ContractState) {
+    let file = c.file.rsplit('/').next().unwrap_or(&c.file);
+    match (c.status.as_str(), &c.service, c.price) {
+        ("loaded", Some(service), Some(price)) => {
+            println!("    {file}: loaded, service {service} at {} DCoin", coins(price))
+        }
+        _ => println!("    {file}: REJECTED: {}", c.error.as_deref().unwrap_or("?")),
+    }
+}
+
+/// Buys and waits until the contract's outcome (or the verdict) is back.
 pub fn buy(
     conn: &Conn,
     service: &str,
@@ -237,7 +248,7 @@ pub fn buy(
     price_coins: f64,
     params: &[String],
     wait_s: u64,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<PurchaseView> {
     buy_quiet(conn, service, provider, price_coins, params, wait_s, false)
 }
 
@@ -250,7 +261,37 @@ pub fn buy_quiet(
     params: &[String],
     wait_s: u64,
     quiet: bool,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<PurchaseView> {
+    let id = request(conn, service, provider, price_coins, params)?;
+    if !conn.json && !quiet {
+        println!("request {}… sent, waiting for consensus", short(&id, 12));
+    }
+    let p = wait_for(conn, &id, wait_s)?;
+    if !quiet {
+        if conn.json {
+            print_json(&p)?;
+        } else {
+            print_purchase(&p);
+        }
+    }
+    match &p.outcome {
+        Some(o) if o.ok => Ok(p),
+        Some(o) if !quiet => bail!("the purchase committed but the contract refused: {}", o.body),
+        None if !quiet && p.status == PurchaseStatus::Settled => {
+            bail!("the purchase committed but no outcome came back; its price was refunded")
+        }
+        _ => Ok(p),
+    }
+}
+
+/// Sends a purchase; returns its id once the node has made it durable.
+pub fn request(
+    conn: &Conn,
+    service: &str,
+    provider: Option<&str>,
+    price_coins: f64,
+    params: &[String],
+) -> anyhow::Result<String> {
     let mut map = serde_json::Map::new();
     for p in params {
         let (k, v) = p
@@ -278,43 +319,83 @@ pub fn buy_quiet(
         };
         bail!("purchase refused ({status}): {reason}{hint}");
     }
-    let id = body["request_id"]
+    Ok(body["request_id"]
         .as_str()
         .context("no request id in the answer")?
-        .to_string();
-    if !conn.json && !quiet {
-        println!("request {}… sent, waiting for consensus", &id[..12]);
-    }
-    let started = Instant::now();
+        .to_string())
+}
+
+/// Waits (long polls, no polling loop) until purchase `id` has its outcome
+/// or verdict at the node, or `wait_s` has passed.
+pub fn wait_for(conn: &Conn, id: &str, wait_s: u64) -> anyhow::Result<PurchaseView> {
+    let deadline = Instant::now() + Duration::from_secs(wait_s);
     loop {
-        // 404 until the node has seen its own request: keep asking.
-        if let Ok(p) = get(conn, &format!("/api/purchases/{id}"))
-            && p["status"] == "done"
-        {
-            if quiet {
-            } else if conn.json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
-            } else {
-                println!(
-                    "committed in {} ms (wallet version {}), outcome from {}: {}{}",
-                    p["commit"]["latency_ms"],
-                    p["commit"]["version"],
-                    p["outcome"]["provider"].as_str().unwrap_or("?"),
-                    if p["outcome"]["ok"] == true { "" } else { "REFUSED: " },
-                    p["outcome"]["body"].as_str().unwrap_or("")
-                );
-            }
-            if p["outcome"]["ok"] != true && !quiet {
-                bail!(
-                    "the purchase committed but the contract refused: {}",
-                    p["outcome"]["body"].as_str().unwrap_or("?")
-                );
-            }
+        let left = deadline.saturating_duration_since(Instant::now());
+        // The node holds each poll open for at most 60 s.
+        let p: PurchaseView = get_waiting(
+            conn,
+            &format!("/api/purchases/{id}?wait={}", left.as_secs().max(1)),
+            left,
+        )?;
+        if p.finished() {
             return Ok(p);
         }
-        if started.elapsed() > Duration::from_secs(wait_s) {
-            bail!("no outcome after {wait_s} s; follow it with GET /api/purchases/{id}");
+        if Instant::now() >= deadline {
+            bail!(
+                "no outcome after {wait_s} s (status {:?}); follow it with `wallance purchase {id} --wait 60`",
+                p.status
+            );
         }
-        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `wallance purchase <id>`: the node's record of a purchase.
+pub fn purchase(conn: &Conn, id: &str, wait_s: u64) -> anyhow::Result<PurchaseView> {
+    let p = if wait_s > 0 {
+        match wait_for(conn, id, wait_s) {
+            Ok(p) => p,
+            Err(_) => get_as(conn, &format!("/api/purchases/{id}"))?,
+        }
+    } else {
+        get_as(conn, &format!("/api/purchases/{id}"))?
+    };
+    if conn.json {
+        print_json(&p)?;
+    } else {
+        print_purchase(&p);
+    }
+    Ok(p)
+}
+
+fn print_purchase(p: &PurchaseView) {
+    println!(
+        "{} {} from {} for {} DCoin: {:?}",
+        short(&p.request_id, 12),
+        p.service,
+        p.provider,
+        coins(p.price),
+        p.status
+    );
+    if let Some(c) = &p.commit {
+        println!("  committed in {} ms (wallet version {})", c.latency_ms, c.version);
+    }
+    if let Some(o) = &p.outcome {
+        let after = p.commit.as_ref().map(|c| o.at_ms.saturating_sub(c.at_ms));
+        println!(
+            "  outcome{}: {}{}",
+            after.map_or_else(String::new, |ms| format!(" {ms} ms after the commit")),
+            if o.ok { "" } else { "REFUSED: " },
+            o.body
+        );
+    }
+    if let Some(v) = &p.verdict {
+        println!(
+            "  verdict: {}",
+            if v.paid {
+                "the provider is paid"
+            } else {
+                "the price is refunded"
+            }
+        );
     }
 }

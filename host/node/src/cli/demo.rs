@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::Value;
 use wallance_core::{Params, UNITS_PER_COIN};
 
-use crate::client::{self, Conn, coins};
+use super::client::{self, Conn, coins};
+use super::init;
 use crate::config::NodeConfig;
-use crate::init;
+use crate::http::view::{ServiceView, StatusView, View, WalletView};
 use wallance_runtime::{DeviceConfig, SimulatedKind};
 
 /// The espresso contract, built from `contracts/espresso` by build.rs.
@@ -216,51 +216,42 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     print!("Waiting for the nodes to discover each other and the espresso service ...");
     wait_for("discovery", timeout, || {
         for c in &net.conns {
-            let s = client::get(c, "/api/status")?;
-            if s["services"].as_u64().unwrap_or(0) < 1
-                || s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 < n as u64
-            {
+            let s: StatusView = client::get_as(c, "/api/status")?;
+            if s.services < 1 || s.peers.dds_participants + 1 < n {
                 return Ok(false);
             }
         }
         Ok(true)
     })?;
     println!(" done in {:.1} s.", started.elapsed().as_secs_f64());
-    let services = client::get(&net.conns[1], "/api/services")?;
+    let services: Vec<ServiceView> = client::get_as(&net.conns[1], "/api/services")?;
     let espresso = services
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == "espresso"))
-        .context("node-2 does not see the espresso service")?
-        .clone();
-    let price = espresso["price"].as_u64().context("price")?;
-    let reward = client::get(&net.conns[1], "/api/view")?["reward_units"]
-        .as_u64()
-        .context("reward_units")?;
+        .into_iter()
+        .find(|s| s.name == "espresso")
+        .context("node-2 does not see the espresso service")?;
+    let price = espresso.price;
+    let reward = client::get_as::<View>(&net.conns[1], "/api/view")?.reward_units;
     println!(
         "node-2 sees service espresso from {} at {} DCoin (contract {}…).",
-        espresso["provider"].as_str().unwrap_or("?"),
-        coins(&espresso["price"]),
-        &espresso["contract_hash"].as_str().unwrap_or("")[..12]
+        espresso.provider,
+        coins(price),
+        espresso.contract_hash.get(..12).unwrap_or("")
     );
     println!("Sensors share readings (5 per second, 0.2 DCoin each); node-2 earns its espresso:");
     let mut last = 0;
     wait_for("node-2 to earn the price and the voter reward", timeout, || {
-        let w = client::get(&net.conns[1], "/api/wallets")?;
-        let me = w
-            .as_array()
-            .and_then(|a| a.iter().find(|w| w["name"] == "node-2"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let spendable = me["spendable"].as_u64().unwrap_or(0);
-        if spendable != last {
-            println!("  node-2: {} shares, {} DCoin", me["shares"], coins(&me["spendable"]));
-            last = spendable;
+        let wallets: Vec<WalletView> = client::get_as(&net.conns[1], "/api/wallets")?;
+        let Some(me) = wallets.iter().find(|w| w.name == "node-2") else {
+            return Ok(false);
+        };
+        if me.spendable != last {
+            println!("  node-2: {} shares, {} DCoin", me.shares, coins(me.spendable));
+            last = me.spendable;
         }
         // The price plus the voter reward (paid by the buyer), and a margin.
-        Ok(spendable >= price + reward + UNITS_PER_COIN / 2)
+        Ok(me.spendable >= price + reward + UNITS_PER_COIN / 2)
     })?;
     println!("node-2 buys an espresso (size=ristretto) through consensus ...");
-    let t = Instant::now();
     let p = client::buy_quiet(
         &net.conns[1],
         "espresso",
@@ -270,30 +261,25 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
         timeout.as_secs(),
         true,
     )?;
+    let (Some(commit), Some(outcome)) = (&p.commit, &p.outcome) else {
+        bail!("the purchase ended without an outcome: {:?}", p.status);
+    };
     println!(
-        "Committed in {} ms (the requester's view; the paper: 300 ms with 8 Pis), outcome back after {} ms.",
-        p["commit"]["latency_ms"],
-        t.elapsed().as_millis()
+        "Committed in {} ms (the requester's view; the paper: 300 ms with 8 Pis); the outcome reached node-2 {} ms after its commit.",
+        commit.latency_ms,
+        outcome.at_ms.saturating_sub(commit.at_ms)
     );
-    if p["outcome"]["ok"] != true {
-        bail!("the espresso contract refused: {}", p["outcome"]["body"]);
+    if !outcome.ok {
+        bail!("the espresso contract refused: {}", outcome.body);
     }
-    println!(
-        "  ☕ {}: {}",
-        p["outcome"]["provider"].as_str().unwrap_or("?"),
-        p["outcome"]["body"].as_str().unwrap_or("")
-    );
+    println!("  ☕ {}: {}", p.provider, outcome.body);
 
     // Every node commits the purchase and settles the provider's certificate.
-    let version = p["commit"]["version"].as_u64().unwrap_or(1);
+    let version = commit.version;
     wait_for("every node to commit", timeout, || {
         for c in &net.conns {
-            let w = client::get(c, "/api/wallets")?;
-            let v = w
-                .as_array()
-                .and_then(|a| a.iter().find(|w| w["name"] == "node-2"))
-                .and_then(|w| w["version"].as_u64())
-                .unwrap_or(0);
+            let wallets: Vec<WalletView> = client::get_as(c, "/api/wallets")?;
+            let v = wallets.iter().find(|w| w.name == "node-2").map_or(0, |w| w.version);
             if v < version {
                 return Ok(false);
             }
@@ -302,28 +288,16 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
     })?;
     // Committed fields (version, State, balance) are identical everywhere;
     // the sensor tallies keep moving while the sensors run.
-    let mut views = Vec::new();
+    let mut views: Vec<Vec<WalletView>> = Vec::new();
     for c in &net.conns {
-        views.push(client::get(c, "/api/wallets")?);
+        views.push(client::get_as(c, "/api/wallets")?);
     }
-    let key = |w: &Value| {
-        (
-            w["version"].as_u64(),
-            w["state"].as_str().map(str::to_string),
-            w["balance"].as_u64(),
-        )
-    };
-    let reference: BTreeMap<String, _> = views[0]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|w| (w["name"].as_str().unwrap_or("?").to_string(), key(w)))
-        .collect();
+    let key = |w: &WalletView| (w.version, w.state.clone(), w.balance);
+    let reference: BTreeMap<String, _> = views[0].iter().map(|w| (w.name.clone(), key(w))).collect();
     for (i, v) in views.iter().enumerate() {
-        for w in v.as_array().into_iter().flatten() {
-            let name = w["name"].as_str().unwrap_or("?");
-            if reference.get(name) != Some(&key(w)) {
-                bail!("node-{} disagrees with node-1 on {name}'s wallet", i + 1);
+        for w in v {
+            if reference.get(&w.name) != Some(&key(w)) {
+                bail!("node-{} disagrees with node-1 on {}'s wallet", i + 1, w.name);
             }
         }
     }
@@ -333,15 +307,15 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
         "{:<10} {:>8} {:>10} {:>10} {:>7}  state",
         "member", "version", "balance", "spendable", "shares"
     );
-    for w in views[1].as_array().into_iter().flatten() {
+    for w in &views[1] {
         println!(
             "{:<10} {:>8} {:>10} {:>10} {:>7}  {}…",
-            w["name"].as_str().unwrap_or("?"),
-            w["version"].as_u64().unwrap_or(0),
-            coins(&w["balance"]),
-            coins(&w["spendable"]),
-            w["shares"].as_u64().unwrap_or(0),
-            &w["state"].as_str().unwrap_or("")[..16]
+            w.name,
+            w.version,
+            coins(w.balance),
+            coins(w.spendable),
+            w.shares,
+            w.state.get(..16).unwrap_or("")
         );
     }
     println!(

@@ -1,128 +1,43 @@
 //! `wallance node`: one member of a real network.
 //!
-//! One thread owns the [`Core`] and the store and runs the loop:
-//! take what arrived (DDS samples, API commands, finished contract runs),
-//! feed the core, then carry out its outputs — one durable redb commit for
-//! everything the step persisted, *then* the sends, then the events. The
-//! DDS reader thread, the HTTP API and the contract worker only talk to it
-//! through a channel, so the protocol stays single-threaded and replayable.
+//! One thread owns the [`Core`] and is the store's only writer; it runs the
+//! loop: take what arrived (DDS samples, API commands, finished contract
+//! runs), feed the core, then carry out its outputs — one redb commit for
+//! everything the step persisted (with the purchase records it changed),
+//! *then* the sends, the contract runs it owes and the events. The DDS
+//! reader thread, the HTTP API and the contract worker talk to it only
+//! through a channel ([`Cmd`]); they read committed data through a
+//! `StoreReader`. So the protocol stays single-threaded and replayable.
+//!
+//! Contract runs ([`worker`]), purchase records ([`purchases`]) and the
+//! virtual sensor ([`sensor`]) are in their own modules.
+
+mod purchases;
+mod sensor;
+mod worker;
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tracing::{debug, info, warn};
 use wallance_core::msg::{Certificate, ServiceOffer};
-use wallance_core::{Core, CoreConfig, Event, Hash, Keypair, MemberId, Output};
+use wallance_core::{BuyError, Core, CoreConfig, Event, Hash, Keypair, MemberId, Output};
 use wallance_dds::{Networks, Transport, TransportConfig};
-use wallance_runtime::{
-    ContractStorage, DeviceGrants, Purchase, RegistryEvent, Runtime, RuntimeConfig, StorageError, StorageWrite,
-};
-use wallance_store::{KvWrite, Store};
+use wallance_runtime::{DeviceGrants, RegistryEvent, Runtime, RuntimeConfig};
+use wallance_store::Store;
 
+use crate::cmd::{BuyReply, Cmd, RunDone, now_ms};
 use crate::config::{Interfaces, Loaded, NodeConfig, load_or_create_key};
-use crate::sensor::Sensor;
-use crate::view::{self, ContractState, SharedView};
+use crate::http::view::{self, ContractState, SharedView};
+use sensor::Sensor;
 
-/// Wall clock in ms since the Unix epoch: the only clock the core sees.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Where a purchase's request id (or refusal) goes once it is durable.
-pub type BuyReply = tokio::sync::oneshot::Sender<Result<Hash, String>>;
-
-/// What the loop is woken by.
-#[derive(Debug)]
-pub enum Cmd {
-    /// DDS samples are waiting.
-    Net,
-    Buy {
-        service: String,
-        provider: Option<MemberId>,
-        price: u64,
-        params: Vec<(String, String)>,
-        reply: BuyReply,
-    },
-    ContractDone(Box<RunResult>),
-}
-
-/// A finished contract run, with the storage writes to commit with it.
-#[derive(Debug)]
-pub struct RunResult {
-    idx: u32,
-    version: u64,
-    ok: bool,
-    body: String,
-    /// For the provider's own list of the outcomes it produced.
-    service: String,
-    requester: MemberId,
-    request_id: wallance_core::Hash,
-    /// The contract's log lines (bounded and escaped by the runtime).
-    logs: Vec<String>,
-    writes: Vec<KvWrite>,
-    fuel_used: u64,
-    elapsed_us: u64,
-    ack: SyncSender<()>,
-}
-
-/// Contract storage over the node's redb store. Reads go to the store;
-/// writes are held until the run's "done" marker commits with them, so a
-/// run's effects land exactly once even across a crash.
-struct NodeStorage {
-    store: Arc<RwLock<Store>>,
-    held: Mutex<Vec<KvWrite>>,
-}
-
-impl ContractStorage for NodeStorage {
-    fn get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let store = self
-            .store
-            .read()
-            .map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
-        store
-            .kv_get(service, key.as_bytes())
-            .map_err(|e| StorageError::Backend(e.to_string()))
-    }
-    fn keys(&self, service: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StorageError> {
-        let store = self
-            .store
-            .read()
-            .map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
-        let keys = store
-            .kv_keys(service, prefix.as_bytes(), limit)
-            .map_err(|e| StorageError::Backend(e.to_string()))?;
-        Ok(keys.into_iter().filter_map(|k| String::from_utf8(k).ok()).collect())
-    }
-    fn usage_bytes(&self, service: &str) -> Result<u64, StorageError> {
-        let store = self
-            .store
-            .read()
-            .map_err(|_| StorageError::Backend("store lock poisoned".into()))?;
-        store
-            .kv_usage(service)
-            .map_err(|e| StorageError::Backend(e.to_string()))
-    }
-    fn commit(&self, service: &str, writes: &[StorageWrite]) -> Result<(), StorageError> {
-        let mut held = self
-            .held
-            .lock()
-            .map_err(|_| StorageError::Backend("lock poisoned".into()))?;
-        held.extend(
-            writes
-                .iter()
-                .map(|w| (service.to_string(), w.key.as_bytes().to_vec(), w.value.clone())),
-        );
-        Ok(())
-    }
-}
+/// How many commits and outcomes the view lists (newest first).
+const SHOWN: usize = 200;
 
 /// Options the `demo` and tests pass besides the config file.
 #[derive(Debug, Clone, Default)]
@@ -143,7 +58,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> anyhow::Result<()> {
 struct Node {
     core: Core,
     key: Keypair,
-    store: Arc<RwLock<Store>>,
+    store: Store,
     transport: Transport,
     runtime: Runtime,
     registry_events: Receiver<RegistryEvent>,
@@ -163,9 +78,9 @@ struct Node {
     /// Outcomes this node produced as a provider (newest first, 200).
     produced: VecDeque<view::OutcomeView>,
     contracts: Vec<ContractState>,
-    kv_pending: Vec<KvWrite>,
+    purchases: purchases::Book,
     acks: Vec<SyncSender<()>>,
-    replies: Vec<(BuyReply, Result<Hash, String>)>,
+    replies: Vec<(BuyReply, Result<Hash, BuyError>)>,
     started: Instant,
     last_view: Instant,
     dirty: bool,
@@ -255,34 +170,55 @@ impl Node {
         }
         let transport = Transport::new(tcfg).context("cannot join the DDS domain")?;
 
-        let store = Arc::new(RwLock::new(store));
         // Device calls are journaled in the data folder: the purchase id
         // keys them, so a run re-executed after a crash reuses the answer.
         let devices_dir = loaded.data_dir.join("devices");
         let grants = DeviceGrants::from_config_journaled(&loaded.config.devices, &devices_dir)
             .with_context(|| format!("cannot open the device call journals in {}", devices_dir.display()))?;
-        let jobs = spawn_contract_worker(
+        let jobs = worker::spawn(
             runtime.clone(),
-            Arc::new(NodeStorage {
-                store: store.clone(),
-                held: Mutex::new(Vec::new()),
-            }),
+            worker::NodeStorage { reader: store.reader() },
             grants,
             core.membership().clone(),
             core.params().outcome_timeout_ms,
             tx.clone(),
         );
         let view: SharedView = view::Hub::new();
-        crate::api::spawn(
+        crate::http::spawn(
             loaded.config.api_listen,
             loaded.config.api_token.clone(),
             view.clone(),
             tx.clone(),
             Some(loaded.contracts_dir.clone()),
+            Some(store.reader()),
         )?;
         let sensor_period =
             (loaded.config.sensor.rate_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / loaded.config.sensor.rate_hz));
         let sensor = Sensor::new(&loaded.config.sensor)?;
+        // The dashboard's lists of outcomes start from the store's records,
+        // so a restart does not empty them.
+        let purchases = purchases::Book::new(store.reader(), key.id());
+        let (mut outcomes, mut produced) = (VecDeque::new(), VecDeque::new());
+        for p in purchases.recent(SHOWN) {
+            let Some(o) = &p.outcome else { continue };
+            let v = view::OutcomeView {
+                request_id: p.request_id.clone(),
+                provider: p.provider.clone(),
+                requester: p.requester.clone(),
+                version: p.commit.as_ref().map_or(0, |c| c.version),
+                ok: o.ok,
+                body: o.body.clone(),
+                at_ms: o.at_ms,
+                service: p.service.clone(),
+                logs: o.logs.clone(),
+            };
+            if p.provider_id == key.id().to_hex() {
+                produced.push_back(v.clone());
+            }
+            if p.requester_id == key.id().to_hex() {
+                outcomes.push_back(v);
+            }
+        }
         let me = loaded.network.name_of(&key.id()).unwrap_or("?").to_string();
         info!(member = %me, id = %key.id().to_hex(), api = %loaded.config.api_listen, "node started");
         Ok(Self {
@@ -304,10 +240,10 @@ impl Node {
             stop,
             opts,
             commits: VecDeque::new(),
-            outcomes: VecDeque::new(),
-            produced: VecDeque::new(),
+            outcomes,
+            produced,
             contracts,
-            kv_pending: Vec::new(),
+            purchases,
             acks: Vec::new(),
             replies: Vec::new(),
             started: Instant::now(),
@@ -392,51 +328,51 @@ impl Node {
                 let r = self
                     .core
                     .buy(now_ms(), &service, provider, price, params)
-                    .map(|r| r.id())
-                    .map_err(|e| e.to_string());
-                if let Ok(id) = &r {
-                    info!(service = %service, price, id = %hex::encode(&id[..6]), "purchase requested");
-                }
+                    .map(|request| {
+                        let id = request.id();
+                        info!(service = %service, price, id = %hex::encode(&id[..6]), "purchase requested");
+                        // Recorded in the same commit as the request itself.
+                        self.purchases.bought(&request, &self.loaded.network);
+                        id
+                    });
                 // Answered after the next commit: an acknowledged purchase
                 // is durable and survives a crash.
                 self.replies.push((reply, r));
             }
-            Cmd::ContractDone(done) => {
+            Cmd::RunDone(done) => {
                 self.dirty = true;
-                let RunResult {
+                let RunDone {
                     idx,
                     version,
                     ok,
-                    body,
-                    service,
-                    requester,
-                    request_id,
-                    logs,
-                    writes,
+                    ref body,
                     fuel_used,
                     elapsed_us,
-                    ack,
+                    ..
                 } = *done;
                 info!(
                     requester = idx,
                     version, ok, fuel_used, elapsed_us, "contract ran: {body}"
                 );
-                self.core.contract_done(now_ms(), idx, version, ok, &body);
-                let produced = view::OutcomeView {
-                    request_id: hex::encode(request_id),
+                self.purchases.ran(&done);
+                let done = *done;
+                self.produced.push_front(view::OutcomeView {
+                    request_id: hex::encode(done.request_id),
                     provider: self.name(&self.key.id()),
-                    requester: self.name(&requester),
+                    requester: self.name(&done.requester),
                     version,
                     ok,
-                    body,
+                    body: done.body.clone(),
                     at_ms: now_ms(),
-                    service,
-                    logs,
-                };
-                self.produced.push_front(produced);
-                self.produced.truncate(200);
-                self.kv_pending.extend(writes);
-                self.acks.push(ack);
+                    service: done.service,
+                    logs: done.logs,
+                });
+                self.produced.truncate(SHOWN);
+                // The writes become durable in the run's `RunDone`, with
+                // the next commit, or not at all (a run not owed).
+                self.core
+                    .contract_done(now_ms(), idx, version, ok, &done.body, done.writes);
+                self.acks.push(done.ack);
             }
         }
     }
@@ -474,31 +410,39 @@ impl Node {
         self.core.set_services(now_ms(), offers(&self.runtime));
     }
 
-    /// Carries out the core's outputs: durable first, then sends, then events.
+    /// Carries out the core's outputs: durable first (the core's batch and
+    /// the purchase records it changed, in one transaction), then sends,
+    /// then the runs owed, then the events.
     fn flush(&mut self) -> anyhow::Result<()> {
         let mut batch = Vec::new();
         let mut sends = Vec::new();
+        let mut runs = Vec::new();
         let mut events = Vec::new();
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Persist(b) => batch.extend(b),
                 Output::Send(m) => sends.push(m),
+                Output::Run(cert) => runs.push(cert),
                 Output::Event(e) => events.push(e),
             }
         }
-        if !batch.is_empty() || !self.kv_pending.is_empty() {
-            let kv = std::mem::take(&mut self.kv_pending);
-            let mut store = self.store.write().map_err(|_| anyhow::anyhow!("store lock poisoned"))?;
+        for e in &events {
+            self.purchases.on_event(e, &self.loaded.network);
+        }
+        let records = self.purchases.take();
+        if !batch.is_empty() || !records.is_empty() {
             // A store that cannot commit must stop the node: sending what is
             // not durable could make it vote twice after a restart. Steps
-            // that decide nothing (votes heard, share tallies) skip the fsync.
-            let durable = !kv.is_empty() || batch.iter().any(|c| c.needs_durability());
-            let result = if durable {
-                store.commit_with_kv(&batch, &kv)
-            } else {
-                store.commit_lazy(&batch)
-            };
-            result.with_context(|| format!("store commit failed ({})", store.path().display()))?;
+            // that decide nothing (votes heard, share tallies) skip the
+            // fsync; a purchase record (what a buyer is told) does not.
+            let durable = !records.is_empty() || batch.iter().any(|c| c.needs_durability());
+            self.store
+                .commit_with_purchases(&batch, &records, durable)
+                .with_context(|| format!("store commit failed ({})", self.store.path().display()))?;
+        }
+        if !records.is_empty() {
+            // Long polls on these purchases answer now, not at the next view.
+            self.view.purchases_changed();
         }
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
@@ -510,6 +454,11 @@ impl Node {
             if let Err(e) = self.transport.send(m) {
                 warn!(kind = m.kind(), "send failed: {e}");
             }
+        }
+        // Each run is durable (`RunPending`) before it is handed over: one
+        // the worker never reports is owed again after a restart.
+        for cert in runs {
+            let _ = self.jobs.send(cert);
         }
         for e in events {
             self.on_event(e);
@@ -546,6 +495,7 @@ impl Node {
                     request_id: hex::encode(request_id),
                     service: service.clone(),
                     provider: self.name(&provider),
+                    provider_id: provider.to_hex(),
                     price,
                     remaining,
                     latency_ms,
@@ -560,10 +510,7 @@ impl Node {
                 }
                 info!(requester = %c.requester, version, service = %service, latency_ms, "committed");
                 self.commits.push_front(c);
-                self.commits.truncate(200);
-            }
-            Event::RunContract(cert) => {
-                let _ = self.jobs.send(cert);
+                self.commits.truncate(SHOWN);
             }
             Event::Outcome(o) => {
                 let v = view::OutcomeView {
@@ -582,7 +529,7 @@ impl Node {
                 }
                 info!(provider = %v.provider, ok = v.ok, "outcome: {}", v.body);
                 self.outcomes.push_front(v);
-                self.outcomes.truncate(200);
+                self.outcomes.truncate(SHOWN);
             }
             Event::Settled {
                 purchase,
@@ -618,7 +565,7 @@ impl Node {
             &self.produced,
             &self.contracts,
             &self.transport,
-            &self.store,
+            self.store.path(),
             self.started,
         );
         self.view.publish(v);
@@ -635,149 +582,4 @@ fn offers(runtime: &Runtime) -> Vec<ServiceOffer> {
             contract_hash: s.contract_hash,
         })
         .collect()
-}
-
-/// Runs contracts one at a time, off the consensus loop. Each run waits for
-/// its effects to be committed before the next one reads the store.
-fn spawn_contract_worker(
-    runtime: Runtime,
-    storage: Arc<NodeStorage>,
-    grants: DeviceGrants,
-    membership: wallance_core::Membership,
-    outcome_timeout_ms: u64,
-    tx: Sender<Cmd>,
-) -> Sender<Box<Certificate>> {
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Box<Certificate>>();
-    std::thread::Builder::new()
-        .name("contracts".into())
-        .spawn(move || {
-            let dyn_storage: Arc<dyn ContractStorage> = storage.clone();
-            // Runs owed from before a restart arrive while the folder is
-            // still being loaded in the background: a purchase must not be
-            // refunded as "not loaded" only because its file was not
-            // compiled yet. Bounded, since a run later than half its outcome
-            // window is refunded anyway.
-            let mut scanned = false;
-            for cert in jobs_rx {
-                if !scanned {
-                    scanned = true;
-                    if !runtime.wait_for_first_scans(Duration::from_millis(outcome_timeout_ms / 4)) {
-                        warn!("the contracts folder is still loading; running owed purchases with what is loaded");
-                    }
-                }
-                let Some(idx) = membership.index_of(&cert.request.requester) else {
-                    continue;
-                };
-                let version = cert.new_version();
-                let purchase = Purchase {
-                    buyer: cert.request.requester.0,
-                    price: cert.request.price,
-                    consensus_time_ms: cert.request.time_ms,
-                    certificate: cert.digest(),
-                    params: cert.request.params.clone(),
-                };
-                let service = cert.request.service.clone();
-                let devices = grants.for_service(&service);
-                if let Ok(mut held) = storage.held.lock() {
-                    held.clear();
-                }
-                // The purchase pinned a contract: a file replaced since
-                // (hot reload) must not serve it. Refused, so refunded.
-                let pinned = runtime
-                    .service(&service)
-                    .is_some_and(|s| s.contract_hash == cert.request.contract_hash);
-                // Members vote the refund once the outcome window ends: a run
-                // started after half of it (a long queue, a slow board) is
-                // refunded instead, exactly as the core refuses to ask for it.
-                let late = now_ms() > cert.request.time_ms.saturating_add(outcome_timeout_ms / 2);
-                let mut logs = Vec::new();
-                let (ok, body, fuel_used, elapsed_us) = if late {
-                    (
-                        false,
-                        "not run: the purchase waited past half its outcome window; its price is refunded".to_string(),
-                        0,
-                        0,
-                    )
-                } else if !pinned {
-                    (
-                        false,
-                        format!(
-                            "not run: the contract of {service:?} bought (announcement {}) is no longer loaded; its price is refunded",
-                            cert.request.announce_seq
-                        ),
-                        0,
-                        0,
-                    )
-                } else {
-                    match runtime.invoke(&service, &purchase, &dyn_storage, &devices) {
-                        Ok(outcome) => {
-                            let fuel = outcome.fuel_used;
-                            let us = outcome.elapsed.as_micros() as u64;
-                            logs = render_logs(&outcome.logs);
-                            match outcome.result {
-                                Ok(out) => (true, render_output(&out), fuel, us),
-                                Err(refusal) => (false, refusal, fuel, us),
-                            }
-                        }
-                        Err(e) => {
-                            if let wallance_runtime::InvokeError::Failed { logs: l, .. } = &e {
-                                logs = render_logs(l);
-                            }
-                            (false, format!("the contract failed: {e}"), 0, 0)
-                        }
-                    }
-                };
-                let writes = storage
-                    .held
-                    .lock()
-                    .map(|mut h| std::mem::take(&mut *h))
-                    .unwrap_or_default();
-                let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-                let done = RunResult {
-                    idx,
-                    version,
-                    ok,
-                    body,
-                    service: service.clone(),
-                    requester: cert.request.requester,
-                    request_id: cert.request.id(),
-                    logs,
-                    writes,
-                    fuel_used,
-                    elapsed_us,
-                    ack: ack_tx,
-                };
-                if tx.send(Cmd::ContractDone(Box::new(done))).is_err() {
-                    return;
-                }
-                if ack_rx.recv().is_err() {
-                    return;
-                }
-            }
-        })
-        .expect("spawning a thread only fails when the OS is out of resources");
-    jobs_tx
-}
-
-fn render_logs(logs: &[wallance_runtime::LogEntry]) -> Vec<String> {
-    use wallance_runtime::LogLevel;
-    logs.iter()
-        .map(|l| {
-            let level = match l.level {
-                LogLevel::Debug => "debug",
-                LogLevel::Info => "info",
-                LogLevel::Warn => "warn",
-                LogLevel::Error => "error",
-            };
-            format!("{level}: {}", l.message)
-        })
-        .collect()
-}
-
-fn render_output(out: &wallance_runtime::ContractOutput) -> String {
-    if out.data.is_empty() {
-        return out.message.clone();
-    }
-    let data: Vec<String> = out.data.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{} ({})", out.message, data.join(", "))
 }

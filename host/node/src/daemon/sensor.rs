@@ -46,7 +46,7 @@ impl Sensor {
             })?;
             return Ok(Sensor::Fifo(rx));
         }
-        let seed = std::process::id() as u64 ^ crate::daemon::now_ms();
+        let seed = std::process::id() as u64 ^ crate::cmd::now_ms();
         Ok(Sensor::Virtual {
             value: 21.0,
             state: seed | 1,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,11 +20,13 @@ use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use wallance_core::MemberId;
+use wallance_core::msg::BuildError;
+use wallance_core::{BuyError, MemberId};
+use wallance_store::StoreReader;
 
-use crate::daemon::Cmd;
-use crate::metrics::Metrics;
-use crate::view::SharedView;
+use super::metrics::Metrics;
+use super::view::{PurchaseCommit, PurchaseStatus, PurchaseView, SharedView, StatusView};
+use crate::cmd::Cmd;
 
 #[derive(Clone)]
 struct Api {
@@ -33,6 +35,8 @@ struct Api {
     token: Option<String>,
     metrics: Arc<Metrics>,
     contracts_dir: Option<PathBuf>,
+    /// The store's committed purchase records.
+    store: Option<StoreReader>,
 }
 
 /// Starts the API on its own thread with a small tokio runtime.
@@ -42,6 +46,7 @@ pub fn spawn(
     view: SharedView,
     tx: Sender<Cmd>,
     contracts_dir: Option<PathBuf>,
+    store: Option<StoreReader>,
 ) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(listen).with_context(|| format!("cannot listen for the API on {listen}"))?;
@@ -52,6 +57,7 @@ pub fn spawn(
         token: token.filter(|t| !t.is_empty()),
         metrics: Arc::new(Metrics::default()),
         contracts_dir,
+        store,
     };
     std::thread::Builder::new().name("api".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -83,9 +89,9 @@ const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 fn router(api: Api) -> Router {
     Router::new()
-        .route("/", get(crate::dashboard::page))
-        .route("/assets/dashboard.css", get(crate::dashboard::style))
-        .route("/assets/dashboard.js", get(crate::dashboard::script))
+        .route("/", get(super::dashboard::page))
+        .route("/assets/dashboard.css", get(super::dashboard::style))
+        .route("/assets/dashboard.js", get(super::dashboard::script))
         .route("/api/view", get(view))
         .route("/api/status", get(status))
         .route("/api/wallets", get(wallets))
@@ -117,7 +123,7 @@ async fn no_such_endpoint(Path(rest): Path<String>) -> Response {
 
 async fn metrics(State(api): State<Api>) -> Response {
     let text = api.metrics.render(&api.view.get());
-    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+    ([(axum::http::header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response()
 }
 
 async fn view(State(api): State<Api>) -> Response {
@@ -126,13 +132,20 @@ async fn view(State(api): State<Api>) -> Response {
 
 async fn status(State(api): State<Api>) -> Response {
     let v = api.view.get();
-    Json(json!({
-        "me": v.me, "id": v.id, "uptime_s": v.uptime_s, "members": v.members, "quorum": v.quorum,
-        "pending": v.pending.len(), "peers": v.peers, "stats": v.stats,
-        "services": v.services.len(), "contracts": v.contracts,
-        "contracts_dir": api.contracts_dir.as_ref().map(|d| d.display().to_string()),
-        "token_configured": api.token.is_some(),
-    }))
+    Json(StatusView {
+        me: v.me.clone(),
+        id: v.id.clone(),
+        uptime_s: v.uptime_s,
+        members: v.members,
+        quorum: v.quorum,
+        pending: v.pending.len(),
+        peers: v.peers.clone(),
+        stats: v.stats.clone(),
+        services: v.services.len(),
+        contracts: v.contracts.clone(),
+        contracts_dir: api.contracts_dir.as_ref().map(|d| d.display().to_string()),
+        token_configured: api.token.is_some(),
+    })
     .into_response()
 }
 
@@ -160,20 +173,105 @@ async fn produced(State(api): State<Api>) -> Response {
     Json(api.view.get().produced.clone()).into_response()
 }
 
-/// Where a purchase is: pending, committed, and the contract's outcome.
-async fn purchase(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    let v = api.view.get();
-    let id = id.to_lowercase();
-    let pending = v.pending.iter().find(|p| p.request_id == id);
-    let commit = v.commits.iter().find(|c| c.request_id == id);
-    let outcome = v.outcomes.iter().find(|o| o.request_id == id);
-    let status = match (pending, commit, outcome) {
-        (_, _, Some(_)) => "done",
-        (_, Some(_), None) => "committed",
-        (Some(_), None, None) => "pending",
-        (None, None, None) => return error(StatusCode::NOT_FOUND, format!("no purchase {id} known here")),
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    /// Seconds to wait for the outcome or the verdict (at most 60).
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The longest a long poll is held open.
+const WAIT_MAX_S: u64 = 60;
+
+/// Where a purchase is: its record if this node made or served it (kept in
+/// the store across restarts), else what the view shows of it. With
+/// `?wait=<s>` the answer comes as soon as the outcome or the verdict is
+/// committed here, or when the wait ends.
+async fn purchase(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "malformed query: use ?wait=<seconds>");
     };
-    Json(json!({ "request_id": id, "status": status, "commit": commit, "outcome": outcome })).into_response()
+    let id_text = id.to_lowercase();
+    let Some(id) = hex::decode(&id_text).ok().and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id_text:?} is not a purchase id (64 hex digits)"),
+        );
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(query.wait.min(WAIT_MAX_S));
+    let mut changes = api.view.purchases.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let found = match recorded(&api, &id) {
+            Ok(found) => found.or_else(|| seen(&api, &id_text)),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+        let finished = found.as_ref().is_some_and(PurchaseView::finished);
+        if finished || tokio::time::Instant::now() >= deadline {
+            return match found {
+                Some(p) => Json(p).into_response(),
+                None => error(StatusCode::NOT_FOUND, format!("no purchase {id_text} known here")),
+            };
+        }
+        // Woken by the loop as soon as purchase records are committed.
+        if tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+        }
+    }
+}
+
+/// The record of a purchase this node made or served.
+fn recorded(api: &Api, id: &[u8; 32]) -> Result<Option<PurchaseView>, String> {
+    let Some(store) = &api.store else {
+        return Ok(None);
+    };
+    let Some(bytes) = store.purchase(id).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format!("unreadable purchase record: {e}"))
+}
+
+/// Another member's purchase, as far as the view shows it.
+fn seen(api: &Api, id: &str) -> Option<PurchaseView> {
+    let v = api.view.get();
+    if let Some(c) = v.commits.iter().find(|c| c.request_id == id) {
+        return Some(PurchaseView {
+            request_id: c.request_id.clone(),
+            status: PurchaseStatus::Committed,
+            service: c.service.clone(),
+            provider: c.provider.clone(),
+            provider_id: c.provider_id.clone(),
+            requester: c.requester.clone(),
+            requester_id: c.requester_id.clone(),
+            price: c.price,
+            commit: Some(PurchaseCommit {
+                version: c.version,
+                at_ms: c.at_ms,
+                latency_ms: c.latency_ms,
+                from_certificate: c.from_certificate,
+            }),
+            ..PurchaseView::default()
+        });
+    }
+    let p = v.pending.iter().find(|p| p.request_id == id)?;
+    Some(PurchaseView {
+        request_id: p.request_id.clone(),
+        status: PurchaseStatus::Pending,
+        service: p.service.clone(),
+        requester: p.requester.clone(),
+        price: p.price,
+        ..PurchaseView::default()
+    })
 }
 
 /// Server-sent events: the whole view each time it changes.
@@ -239,6 +337,54 @@ fn dcoin(units: u64) -> String {
     format!("{} DCoin ({units} units)", &text[..keep])
 }
 
+/// The HTTP status and text for the core's refusal of a purchase, from its
+/// type (amounts in DCoin, members by name).
+fn refusal(e: &BuyError, v: &super::view::View) -> (StatusCode, String) {
+    let name = |id: &MemberId| {
+        let hex = id.to_hex();
+        v.wallets
+            .iter()
+            .find(|w| w.id == hex)
+            .map_or_else(|| id.short(), |w| w.name.clone())
+    };
+    match e {
+        BuyError::UnknownService(service) => (StatusCode::NOT_FOUND, format!("no provider offers service {service:?}")),
+        BuyError::AmbiguousService { service, providers } => (
+            StatusCode::CONFLICT,
+            format!(
+                "{} providers offer service {service:?} ({}): name the one to buy from (\"provider\")",
+                providers.len(),
+                providers.iter().map(name).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        BuyError::PriceTooLow { offered, listed } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("price {} is below the listed price {}", dcoin(*offered), dcoin(*listed)),
+        ),
+        BuyError::InsufficientBalance { available, cost } => (
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "insufficient balance: {} spendable, the purchase costs {} (price plus voter reward {})",
+                dcoin(*available),
+                dcoin(*cost),
+                dcoin(v.reward_units)
+            ),
+        ),
+        BuyError::Pending => (
+            StatusCode::CONFLICT,
+            "a purchase is already pending on this wallet's State: wait for it to commit".into(),
+        ),
+        BuyError::NotMember => (StatusCode::FORBIDDEN, e.to_string()),
+        BuyError::Build(BuildError::ServiceName | BuildError::Params | BuildError::ParamName) => {
+            (StatusCode::BAD_REQUEST, format!("malformed request: {e}"))
+        }
+        BuyError::Build(BuildError::Work) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        // `BuyError` may grow: a refusal this node does not know is still
+        // the client's to fix.
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    }
+}
+
 /// Compares without stopping at the first difference, so the time taken
 /// does not tell an attacker how much of a guess was right.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
@@ -259,15 +405,7 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("malformed request: {}", e.body_text())),
     };
-    if body.service.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "malformed request: service is empty");
-    }
-    if let Some(k) = body.params.keys().find(|k| k.trim().is_empty()) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("malformed request: parameter name {k:?} is empty"),
-        );
-    }
+    // Names are the node's configuration; every other check is the core's.
     let v = api.view.get();
     let provider = match &body.provider {
         None => None,
@@ -281,59 +419,6 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
             None => return error(StatusCode::BAD_REQUEST, format!("unknown provider {p:?}")),
         },
     };
-    let offers: Vec<_> = v
-        .services
-        .iter()
-        .filter(|s| s.name == body.service && provider.is_none_or(|p| p.to_hex() == s.provider_id))
-        .collect();
-    let listed = match offers.as_slice() {
-        [] => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no provider offers service {:?}", body.service),
-            );
-        }
-        [one] => one.price,
-        many => {
-            let names: Vec<&str> = many.iter().map(|s| s.provider.as_str()).collect();
-            return error(
-                StatusCode::CONFLICT,
-                format!(
-                    "{} providers offer service {:?} ({}): name the one to buy from (\"provider\")",
-                    many.len(),
-                    body.service,
-                    names.join(", ")
-                ),
-            );
-        }
-    };
-    if body.price < listed {
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!(
-                "price {} is below the listed price {}",
-                dcoin(body.price),
-                dcoin(listed)
-            ),
-        );
-    }
-    // The core checks again (it is the authority); this answer names DCoin.
-    // A purchase costs its price plus the voter reward.
-    let cost = body.price.saturating_add(v.reward_units);
-    if let Some(me) = v.wallets.iter().find(|w| w.id == v.id)
-        && me.spendable < cost
-    {
-        return error(
-            StatusCode::PAYMENT_REQUIRED,
-            format!(
-                "insufficient balance: {} spendable, the purchase costs {} (price {} plus voter reward {})",
-                dcoin(me.spendable),
-                dcoin(cost),
-                dcoin(body.price),
-                dcoin(v.reward_units)
-            ),
-        );
-    }
     let (reply, rx) = tokio::sync::oneshot::channel();
     let cmd = Cmd::Buy {
         service: body.service,
@@ -354,11 +439,10 @@ async fn buy(State(api): State<Api>, headers: HeaderMap, body: Result<Json<BuyBo
             )
                 .into_response()
         }
-        Ok(Err(e)) if e.contains("insufficient") => error(StatusCode::PAYMENT_REQUIRED, e),
-        Ok(Err(e)) if e.contains("pending") => error(StatusCode::CONFLICT, e),
-        Ok(Err(e)) if e.contains("no provider offers") => error(StatusCode::NOT_FOUND, e),
-        Ok(Err(e)) if e.contains("providers offer service") => error(StatusCode::CONFLICT, e),
-        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Ok(Err(e)) => {
+            let (status, message) = refusal(&e, &v);
+            error(status, message)
+        }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
     }
 }

@@ -6,9 +6,9 @@
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
 
-const PAGE: &str = include_str!("../assets/dashboard.html");
-const STYLE: &str = include_str!("../assets/dashboard.css");
-const SCRIPT: &str = include_str!("../assets/dashboard.js");
+const PAGE: &str = include_str!("../../assets/dashboard.html");
+const STYLE: &str = include_str!("../../assets/dashboard.css");
+const SCRIPT: &str = include_str!("../../assets/dashboard.js");
 
 pub async fn page() -> Html<&'static str> {
     Html(PAGE)

@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::view::{SharedView, View};
+use super::view::{SharedView, View};
 
 /// The content type of what [`Metrics::render`] returns.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -249,7 +249,7 @@ fn to_i64(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::view::CommitView;
+    use crate::http::view::CommitView;
 
     fn commit(id: &str, latency_ms: u64) -> CommitView {
         CommitView {
@@ -259,6 +259,7 @@ mod tests {
             request_id: id.into(),
             service: "espresso".into(),
             provider: "node-1".into(),
+            provider_id: String::new(),
             price: 1,
             remaining: 1,
             latency_ms,
@@ -303,11 +304,11 @@ mod tests {
 
     #[test]
     fn the_grafana_example_only_queries_metrics_the_node_exports() {
-        let grafana = include_str!("../../../examples/grafana/wallance.json");
+        let grafana = include_str!("../../../../examples/grafana/wallance.json");
         let mut v = View::default();
         v.commits.push(commit("a", 300));
         v.stats.rejected.insert("stale".into(), 1);
-        v.wallets.push(crate::view::WalletView {
+        v.wallets.push(crate::http::view::WalletView {
             name: "node-1".into(),
             id: "00".into(),
             version: 0,

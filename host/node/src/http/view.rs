@@ -1,16 +1,17 @@
 //! What the node shows: a snapshot the loop rebuilds after changes and the
-//! API serves as JSON (the loop never blocks on a reader).
+//! API serves as JSON (the loop never blocks on a reader), and the record
+//! of each purchase this node made or served ([`PurchaseView`], kept in the
+//! store). The CLI and the tests read the same types back.
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wallance_core::{Core, Keypair};
 use wallance_dds::Transport;
 use wallance_runtime::ServiceInfo;
-use wallance_store::Store;
 
 use crate::config::NetworkFile;
 
@@ -21,6 +22,9 @@ pub type SharedView = Arc<Hub>;
 pub struct Hub {
     pub view: RwLock<Arc<View>>,
     pub version: tokio::sync::watch::Sender<u64>,
+    /// Bumped as soon as purchase records are committed (not at the next
+    /// view): what a long poll on `/api/purchases/{id}` waits on.
+    pub purchases: tokio::sync::watch::Sender<u64>,
 }
 
 impl Hub {
@@ -28,7 +32,11 @@ impl Hub {
         Arc::new(Self {
             view: RwLock::new(Arc::new(View::default())),
             version: tokio::sync::watch::channel(0).0,
+            purchases: tokio::sync::watch::channel(0).0,
         })
+    }
+    pub fn purchases_changed(&self) {
+        self.purchases.send_modify(|n| *n += 1);
     }
     pub fn publish(&self, v: View) {
         if let Ok(mut w) = self.view.write() {
@@ -41,7 +49,7 @@ impl Hub {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct View {
     pub me: String,
     pub id: String,
@@ -62,7 +70,7 @@ pub struct View {
     pub stats: StatsView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WalletView {
     pub name: String,
     pub id: String,
@@ -76,7 +84,7 @@ pub struct WalletView {
     pub last_commit: Option<LastCommit>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LastCommit {
     pub request_id: String,
     pub service: String,
@@ -84,7 +92,7 @@ pub struct LastCommit {
     pub at_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingView {
     pub request_id: String,
     pub requester: String,
@@ -95,7 +103,7 @@ pub struct PendingView {
     pub time_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitView {
     pub requester: String,
     pub requester_id: String,
@@ -103,6 +111,7 @@ pub struct CommitView {
     pub request_id: String,
     pub service: String,
     pub provider: String,
+    pub provider_id: String,
     pub price: u64,
     pub remaining: u64,
     pub latency_ms: u64,
@@ -110,7 +119,7 @@ pub struct CommitView {
     pub at_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutcomeView {
     pub request_id: String,
     pub provider: String,
@@ -125,7 +134,97 @@ pub struct OutcomeView {
     pub logs: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What this node recorded of a purchase it made (as the buyer) or served
+/// (as the provider): kept in the store, across restarts, for the newest
+/// `wallance_store::PURCHASES_KEPT` purchases. `GET /api/purchases/{id}`
+/// (with `?wait=<s>` it answers as soon as the outcome or verdict is here).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseView {
+    pub request_id: String,
+    pub status: PurchaseStatus,
+    pub service: String,
+    pub provider: String,
+    pub provider_id: String,
+    pub requester: String,
+    pub requester_id: String,
+    /// In units (1 DCoin = 1 000 000).
+    pub price: u64,
+    /// The contract's parameters (known at the buyer).
+    #[serde(default)]
+    pub params: Vec<(String, String)>,
+    /// When this node's wallet asked (at the buyer).
+    pub requested_at_ms: Option<u64>,
+    pub commit: Option<PurchaseCommit>,
+    pub outcome: Option<PurchaseOutcome>,
+    pub verdict: Option<PurchaseVerdict>,
+}
+
+/// `pending` until committed, `committed` until the outcome or the verdict,
+/// then `done` (the outcome is here) or `settled` (a verdict without an
+/// outcome here: the provider never answered, the price was refunded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurchaseStatus {
+    #[default]
+    Pending,
+    Committed,
+    Done,
+    Settled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseCommit {
+    /// The requester's wallet version the purchase moved it to.
+    pub version: u64,
+    pub at_ms: u64,
+    /// From the request's time to this node's commit.
+    pub latency_ms: u64,
+    /// Learned from a certificate rather than this node's own quorum.
+    pub from_certificate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseOutcome {
+    pub ok: bool,
+    pub body: String,
+    /// When it reached this node (at the provider: when the run finished).
+    pub at_ms: u64,
+    /// The contract's log lines (at the provider).
+    #[serde(default)]
+    pub logs: Vec<String>,
+    /// Fuel and time of the run (at the provider).
+    pub fuel_used: Option<u64>,
+    pub elapsed_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseVerdict {
+    /// The price went to the provider (`true`) or back to the requester.
+    pub paid: bool,
+    pub at_ms: u64,
+}
+
+impl PurchaseView {
+    /// The outcome or the verdict is known: nothing more to wait for.
+    pub fn finished(&self) -> bool {
+        self.outcome.is_some() || self.verdict.is_some()
+    }
+
+    /// Sets `status` from what the record holds.
+    pub fn refresh_status(&mut self) {
+        self.status = if self.outcome.is_some() {
+            PurchaseStatus::Done
+        } else if self.verdict.is_some() {
+            PurchaseStatus::Settled
+        } else if self.commit.is_some() {
+            PurchaseStatus::Committed
+        } else {
+            PurchaseStatus::Pending
+        };
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceView {
     pub name: String,
     pub price: u64,
@@ -135,7 +234,7 @@ pub struct ServiceView {
 }
 
 /// A file in the contracts folder: loaded, or rejected and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContractState {
     pub file: String,
     pub service: Option<String>,
@@ -143,7 +242,7 @@ pub struct ContractState {
     pub description: Option<String>,
     pub version: Option<String>,
     pub contract_hash: Option<String>,
-    pub status: &'static str,
+    pub status: String,
     pub error: Option<String>,
     pub at_ms: u64,
 }
@@ -161,9 +260,9 @@ impl ContractState {
             description: Some(info.description.clone()),
             version: Some(info.version.clone()),
             contract_hash: Some(hex::encode(info.contract_hash)),
-            status: "loaded",
+            status: "loaded".into(),
             error: None,
-            at_ms: crate::daemon::now_ms(),
+            at_ms: crate::cmd::now_ms(),
         }
     }
     pub fn rejected(path: &Path, error: &str) -> Self {
@@ -174,19 +273,38 @@ impl ContractState {
             description: None,
             version: None,
             contract_hash: None,
-            status: "rejected",
+            status: "rejected".into(),
             error: Some(error.to_string()),
-            at_ms: crate::daemon::now_ms(),
+            at_ms: crate::cmd::now_ms(),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// `GET /api/status`: a node's health at a glance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub me: String,
+    pub id: String,
+    pub uptime_s: u64,
+    pub members: usize,
+    pub quorum: usize,
+    /// Requests waiting for their quorum.
+    pub pending: usize,
+    pub peers: PeersView,
+    pub stats: StatsView,
+    /// Services on the network.
+    pub services: usize,
+    pub contracts: Vec<ContractState>,
+    pub contracts_dir: Option<String>,
+    pub token_configured: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PeersView {
     pub dds_participants: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StatsView {
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub votes_sent: u64,
@@ -218,19 +336,14 @@ pub fn build(
     produced: &VecDeque<OutcomeView>,
     contracts: &[ContractState],
     transport: &Transport,
-    store: &RwLock<Store>,
+    store_path: &Path,
     started: Instant,
 ) -> View {
     let name = |id: &wallance_core::MemberId| network.name_of(id).map(str::to_string).unwrap_or_else(|| id.short());
     let params = core.params();
     let s = core.stats();
     let t = transport.stats();
-    let store_bytes = store
-        .read()
-        .ok()
-        .and_then(|s| std::fs::metadata(s.path()).ok())
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let store_bytes = std::fs::metadata(store_path).map(|m| m.len()).unwrap_or(0);
     let runs = core.runs();
     View {
         me: name(&key.id()),

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wallance::cli::client::{self, Conn};
+use wallance::http::view::PurchaseView;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wallance");
 pub const ESPRESSO: &str = env!("WALLANCE_ESPRESSO_WASM");
@@ -204,13 +206,20 @@ impl Net {
         });
     }
 
-    pub fn wait_done(&self, i: usize, id: &str) -> Value {
-        let mut last = Value::Null;
-        wait("purchase outcome", 60, || {
-            last = self.get(i, &format!("/api/purchases/{id}")).unwrap_or(Value::Null);
-            last["status"] == "done"
+    /// Waits (the CLI's long poll, no polling loop) for purchase `id`'s
+    /// outcome at node `i`, and returns the node's record of it.
+    pub fn wait_done(&self, i: usize, id: &str) -> PurchaseView {
+        let conn = Conn {
+            api: self.nodes[i].api.clone(),
+            token: None,
+            json: false,
+        };
+        let p = client::wait_for(&conn, id, 60).unwrap_or_else(|e| {
+            self.dump_logs();
+            panic!("purchase {id} at node {i}: {e:#}")
         });
-        last
+        assert!(p.outcome.is_some(), "purchase {id} settled without an outcome: {p:?}");
+        p
     }
 
     /// Committed fields of every wallet at node `i`.
