@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the main job (a local network buying an espresso).
 //! `cargo xtask ci`: everything CI checks, in the order a developer wants
-//! to hear about it. `cargo xtask setup` installs what a fresh machine lacks
+//! to hear about it, starting with `cargo xtask tidy` (docs true to the
+//! code, the core free of the OS: see tidy.rs). `cargo xtask setup` installs what a fresh machine lacks
 //! (the wasm32 target; Debian packages when run as root).
 //! `cargo xtask cross-determinism`: the same purchases on x86-64 and on
 //! aarch64 (under qemu-user), outcomes, storage and fuel compared bit for bit.
@@ -10,6 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+mod tidy;
 
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
     eprintln!("$ {program} {}", args.join(" "));
@@ -57,6 +60,7 @@ fn setup() -> anyhow::Result<()> {
 
 fn ci() -> anyhow::Result<()> {
     setup()?;
+    tidy::tidy(&tidy::repository_root())?;
     run("cargo", &["fmt", "--all", "--check"])?;
     run(
         "cargo",
@@ -247,6 +251,7 @@ fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {
         Some("ci") => ci(),
         Some("setup") => setup(),
+        Some("tidy") => tidy::tidy(&tidy::repository_root()),
         Some("cross-determinism") => cross_determinism(),
         Some("test") => {
             setup()?;
@@ -261,6 +266,6 @@ fn main() -> anyhow::Result<()> {
             args.extend(extra.iter().map(String::as_str));
             run("cargo", &args)
         }
-        _ => bail!("usage: cargo xtask demo | ci | setup | test | cross-determinism"),
+        _ => bail!("usage: cargo xtask demo | ci | tidy | setup | test | cross-determinism"),
     }
 }

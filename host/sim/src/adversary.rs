@@ -1,4 +1,4 @@
-//! The network adversary of the threat model (docs/threat-model.md): it sees
+//! The network adversary of the threat model (shared/docs/threat-model.md): it sees
 //! every message any node sends, keeps a bounded sample of them, and at
 //! random times re-injects them to any node: exact old copies, bursts of
 //! duplicates, copies with one field mutated (keeping the old signature,

@@ -8,7 +8,7 @@
 //! it checks the invariants; a failure names its seed, and
 //! `WALLANCE_SIM_SEED=<seed>` replays it.
 //!
-//! The attacker of `docs/threat-model.md` is built in: a network adversary
+//! The attacker of `shared/docs/threat-model.md` is built in: a network adversary
 //! ([`AdversaryConfig`], `adversary.rs`) that records everything sent and
 //! re-injects exact copies, duplicate bursts, mutated and re-signed copies
 //! and flipped bytes to any node; a Byzantine provider; contracts that fail;
