@@ -86,7 +86,8 @@ impl Wallet {
         mark(&mut self.settled, &mut self.settled_above, version)
     }
 
-    /// Canonical encoding (also the store's value format).
+    /// Canonical encoding: what the State chain and the digests hash. The
+    /// store keeps wallets in its own compact format (see `wallance-store`).
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(&self.id.0)

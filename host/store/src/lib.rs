@@ -19,12 +19,17 @@
 //! }
 //! ```
 //!
-//! Every commit is `Durability::Immediate` with redb's quick repair, so a
-//! `kill -9` loses no acknowledged commit and the next open does not walk
-//! the whole file. Commit semantics equal [`Snapshot::apply`] exactly (a
-//! property test checks it). Contract key-value writes can join a batch in
-//! the same transaction ([`Store::commit_with_kv`]), which makes a contract
-//! run and its `RunDone` land together or not at all.
+//! A durable commit (`commit`) is `Durability::Immediate` with redb's quick
+//! repair, so a `kill -9` loses no acknowledged commit and the next open
+//! does not walk the whole file; `commit_lazy` skips the fsync for batches
+//! a crash may lose (`Change::needs_durability`), made durable by the next
+//! durable commit. Commit semantics equal [`Snapshot::apply`] exactly (a
+//! property test checks it). A `Change::RunDone` carries the contract's
+//! key-value writes, applied in the same transaction, which makes a
+//! contract run and its "done" marker land together or not at all. One
+//! thread writes (`&mut Store`); others read committed data through a
+//! [`StoreReader`]. The node's purchase records ride along in the same
+//! transaction ([`Store::commit_with_purchases`]).
 
 mod codec;
 

@@ -440,10 +440,6 @@ impl Node {
                 .commit_with_purchases(&batch, &records, durable)
                 .with_context(|| format!("store commit failed ({})", self.store.path().display()))?;
         }
-        if !records.is_empty() {
-            // Long polls on these purchases answer now, not at the next view.
-            self.view.purchases_changed();
-        }
         for ack in self.acks.drain(..) {
             let _ = ack.send(());
         }
@@ -462,6 +458,13 @@ impl Node {
         }
         for e in events {
             self.on_event(e);
+        }
+        if !records.is_empty() {
+            // Long polls on these purchases answer now, not at the next
+            // periodic view, and find the view already showing what they
+            // were woken for.
+            self.publish_view();
+            self.view.purchases_changed();
         }
         Ok(())
     }
