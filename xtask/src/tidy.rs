@@ -731,6 +731,10 @@ pub fn check_doc_paths(doc: &Doc, tree: &dyn Tree) -> (Vec<String>, Vec<Problem>
         // `fuzz/` names a folder: checked like `fuzz/x`.
         if m.text.contains('/') {
             let first = t.split('/').next().unwrap_or("");
+            // Build outputs (`target/...`) exist only after a build.
+            if first == "target" {
+                continue;
+            }
             let is_repo_path = first == ".." || bases.iter().any(|b| join(b, first).is_some_and(|d| tree.is_dir(&d)));
             if !is_repo_path {
                 continue;
