@@ -14,6 +14,7 @@ use wallance_dds::netns::{Isolation, Loopback, isolate};
 use super::client::{self, Conn};
 use super::init;
 use crate::config::NodeConfig;
+use crate::http::view::{CommitView, StatusView};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -154,10 +155,8 @@ fn start(n: usize, data_in: Option<&Path>) -> anyhow::Result<Cluster> {
     let started = Instant::now();
     loop {
         let ready = cluster.conns.iter().all(|c| {
-            client::get(c, "/api/status").is_ok_and(|s| {
-                s["services"].as_u64().unwrap_or(0) >= 1
-                    && s["peers"]["dds_participants"].as_u64().unwrap_or(0) + 1 >= n as u64
-            })
+            client::get_as::<StatusView>(c, "/api/status")
+                .is_ok_and(|s| s.services >= 1 && s.peers.dds_participants + 1 >= n)
         });
         if ready {
             break;
@@ -172,24 +171,15 @@ fn start(n: usize, data_in: Option<&Path>) -> anyhow::Result<Cluster> {
 }
 
 fn buy(c: &Conn) -> anyhow::Result<String> {
-    let (status, v) = client::post(
-        c,
-        "/api/buy",
-        &serde_json::json!({"service": "espresso", "price": 2 * UNITS_PER_COIN}),
-    )?;
-    if status != 202 {
-        bail!("buy refused ({status}): {v}");
-    }
-    Ok(v["request_id"].as_str().context("id")?.to_string())
+    client::request(c, "espresso", None, 2.0, &[])
 }
 
 /// Latency at every node (ms from the request's time to its commit there).
 fn commit_latencies(cluster: &Cluster, id: &str) -> Option<Vec<u64>> {
     let mut out = Vec::new();
     for c in &cluster.conns {
-        let commits = client::get(c, "/api/commits").ok()?;
-        let found = commits.as_array()?.iter().find(|x| x["request_id"] == id)?.clone();
-        out.push(found["latency_ms"].as_u64()?);
+        let commits: Vec<CommitView> = client::get_as(c, "/api/commits").ok()?;
+        out.push(commits.iter().find(|x| x.request_id == id)?.latency_ms);
     }
     Some(out)
 }
@@ -274,9 +264,8 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     });
     if n == 8 && args.throughput_secs > 0 {
         // Every member buys as fast as its one-request-per-State rule lets it.
-        let before = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"]
-            .as_u64()
-            .unwrap_or(0);
+        let commits = || client::get_as::<StatusView>(&cluster.conns[0], "/api/status").map(|s| s.stats.commits);
+        let before = commits()?;
         let deadline = Instant::now() + Duration::from_secs(args.throughput_secs);
         std::thread::scope(|s| {
             for c in &cluster.conns {
@@ -291,9 +280,7 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             }
         });
         std::thread::sleep(Duration::from_secs(2));
-        let after = client::get(&cluster.conns[0], "/api/status")?["stats"]["commits"]
-            .as_u64()
-            .unwrap_or(0);
+        let after = commits()?;
         let rate = (after - before) as f64 / args.throughput_secs as f64;
         rows.push(Row {
             name: "committed purchases per second, 8 nodes, all buying".into(),

@@ -71,10 +71,6 @@ fn answer(url: &str, mut resp: ureq::http::Response<ureq::Body>) -> anyhow::Resu
     Ok((status, body))
 }
 
-pub fn get(conn: &Conn, path: &str) -> anyhow::Result<Value> {
-    get_as(conn, path)
-}
-
 /// GETs `path` and reads the answer as `T`.
 pub fn get_as<T: DeserializeOwned>(conn: &Conn, path: &str) -> anyhow::Result<T> {
     get_waiting(conn, path, Duration::ZERO)

@@ -261,13 +261,15 @@ fn demo(net: &Network, n: usize, timeout: Duration) -> anyhow::Result<()> {
         timeout.as_secs(),
         true,
     )?;
+    let returned_ms = crate::cmd::now_ms();
     let (Some(commit), Some(outcome)) = (&p.commit, &p.outcome) else {
         bail!("the purchase ended without an outcome: {:?}", p.status);
     };
     println!(
-        "Committed in {} ms (the requester's view; the paper: 300 ms with 8 Pis); the outcome reached node-2 {} ms after its commit.",
+        "Committed in {} ms (the requester's view; the paper: 300 ms with 8 Pis); the outcome reached node-2 {} ms after its commit, and the buyer {} ms after that.",
         commit.latency_ms,
-        outcome.at_ms.saturating_sub(commit.at_ms)
+        outcome.at_ms.saturating_sub(commit.at_ms),
+        returned_ms.saturating_sub(outcome.at_ms)
     );
     if !outcome.ok {
         bail!("the espresso contract refused: {}", outcome.body);
