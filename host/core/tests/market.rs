@@ -267,7 +267,7 @@ fn a_contract_replaced_before_its_run_refunds_instead_of_serving_another_version
         net.tick(harness::params().sync_interval_ms);
     }
     assert!(
-        !!net.nodes[0].runs.is_empty(),
+        net.nodes[0].runs.is_empty(),
         "the replaced contract must not serve the purchase"
     );
     assert_agree(&net);

@@ -219,7 +219,7 @@ fn a_crash_between_commit_and_run_still_runs_the_contract_once() {
     net.nodes[0].events.clear();
     net.nodes[0].runs.clear();
     net.restart(0);
-    assert!(!!net.nodes[0].runs.is_empty());
+    assert!(net.nodes[0].runs.is_empty());
 }
 
 #[test]
