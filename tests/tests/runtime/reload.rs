@@ -7,11 +7,12 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use wallance_runtime::{
-    DeviceGrants, Devices, EspressoMachine, InvokeError, Limits, LoadError, RegistryEvent, Runtime, RuntimeConfig,
+    ContractStorage, DeviceGrants, Devices, EspressoMachine, InvokeError, Limits, LoadError, RegistryEvent, Runtime,
+    RuntimeConfig,
 };
 use wallance_tests::{COMPUTE_RENTAL, ECHO_V1, ECHO_V2, ESPRESSO, RADIO_RENTAL, SQUATTER};
 
-use crate::support::{purchase, runtime, runtime_with, storage};
+use crate::support::{memory, purchase, runtime, runtime_with, storage};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -289,18 +290,20 @@ fn a_file_announcing_another_files_service_is_refused_at_start_up_exactly_as_at_
     let mut grants = DeviceGrants::new();
     let machine = Arc::new(EspressoMachine::new(1_000, 100));
     grants.add("espresso".into(), machine.clone(), vec!["espresso".into()]);
-    let storage = storage();
+    let storage = memory();
+    let backend: Arc<dyn ContractStorage> = storage.clone();
     let buy = |runtime: &Runtime, n: u8| {
-        runtime
+        let outcome = runtime
             .invoke(
                 "espresso",
                 &purchase(n, 2, u64::from(n), &[]),
-                &storage,
+                &backend,
                 &grants.for_service("espresso"),
             )
-            .expect("espresso runs")
-            .result
-            .expect("espresso serves")
+            .expect("espresso runs");
+        // As the node does: the run's writes land with its outcome.
+        storage.apply("espresso", &outcome.writes);
+        outcome.result.expect("espresso serves")
     };
 
     let runtime = runtime();
