@@ -18,6 +18,9 @@ use wallance_runtime::{
     ContractStorage, Devices, EspressoMachine, MemoryStorage, Purchase, RegistryEvent, Runtime, RuntimeConfig,
 };
 
+/// 1 DCoin in units: contract prices are in units (`wallance_sdk::coins`).
+const UNITS: u64 = 1_000_000;
+
 const CONTRACTS: [(&str, &str); 3] = [
     ("espresso", "espresso.wasm"),
     ("radio-rental", "radio_rental.wasm"),
@@ -163,7 +166,7 @@ fn main() -> Result<()> {
 
     // Fuel overhead on CPU-bound work.
     let heavy = Purchase {
-        price: 4,
+        price: 4 * UNITS,
         ..purchase(&[("task", "sha256-chain"), ("input", "x"), ("rounds", "40000")])
     };
     let no_fuel = Runtime::new(RuntimeConfig {
@@ -249,7 +252,7 @@ fn main() -> Result<()> {
 fn purchase(params: &[(&str, &str)]) -> Purchase {
     Purchase {
         buyer: [1; 32],
-        price: 2,
+        price: 2 * UNITS,
         consensus_time_ms: 1_000,
         certificate: [2; 32],
         params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
