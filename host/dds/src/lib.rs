@@ -32,11 +32,13 @@
 //! private network namespace ([`netns`]): discovery multicasts on every
 //! interface it may use.
 
+pub mod log_limit;
 pub mod netns;
 pub mod topics;
 pub mod transport;
 pub mod wire;
 
+pub use log_limit::{LogLimiter, Report};
 pub use topics::{TopicId, TopicSpec};
 pub use transport::{
     Networks, OnReceive, Receiver, Receiving, SendError, TopicStats, Transport, TransportConfig, TransportError,
