@@ -397,12 +397,17 @@ struct Writers {
 
 /// A DDS participant speaking the Wallance topics.
 pub struct Transport {
-    participant: DomainParticipant,
+    // Fields drop in this order, and the participant must go last: a
+    // rustdds writer or reader dropped after it cannot deregister from the
+    // participant's stopped event loop, and rustdds logs an ERROR for each
+    // ("Cannot remove Writer ..."). `Drop` stops the reader thread (and so
+    // drops the readers) before any field goes.
     writers: Writers,
     receiver: Receiver,
     stats: Arc<Stats>,
     /// The reader thread of [`Receiving::Thread`].
     thread: Option<ReaderThread>,
+    participant: DomainParticipant,
 }
 
 struct ReaderThread {
@@ -779,11 +784,11 @@ impl Transport {
         };
 
         Ok(Self {
-            participant,
             writers,
             receiver,
             stats,
             thread,
+            participant,
         })
     }
 
@@ -922,6 +927,11 @@ impl Drop for Transport {
             let _ = t.waker.wake();
             t.inbox.not_full.notify_all();
             let _ = t.handle.join();
+        }
+        // A `Receiver` clone may outlive the transport: its readers must
+        // not outlive the participant (see the field order above).
+        if let Source::Direct(set) = &self.receiver.source {
+            lock(set).readers.clear();
         }
     }
 }
