@@ -169,6 +169,8 @@ struct Node {
     started: Instant,
     last_view: Instant,
     dirty: bool,
+    /// rustdds' own lines are off by default: the peer count is logged here.
+    peer_log: crate::logging::PeerLog,
 }
 
 impl Node {
@@ -313,6 +315,7 @@ impl Node {
             started: Instant::now(),
             last_view: Instant::now() - Duration::from_secs(1),
             dirty: true,
+            peer_log: Default::default(),
         })
     }
 
@@ -370,6 +373,8 @@ impl Node {
                 self.core.handle_timeout(now);
             }
             self.flush()?;
+            self.peer_log
+                .update(Instant::now(), || self.transport.discovered_participants());
             if self.dirty && self.last_view.elapsed() >= Duration::from_millis(50) {
                 self.publish_view();
             }

@@ -10,6 +10,7 @@ mod daemon;
 mod dashboard;
 mod demo;
 mod init;
+mod logging;
 mod metrics;
 mod sensor;
 mod simulate;
@@ -85,12 +86,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Node { .. }) {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rustdds=warn".into()),
-            )
-            .with_writer(std::io::stderr)
-            .init();
+        logging::init();
     }
     match cli.command {
         Command::Demo(args) => demo::run(args),
