@@ -456,16 +456,14 @@ impl Node {
     fn on_registry(&mut self, ev: RegistryEvent) {
         self.dirty = true;
         match &ev {
+            // The runtime has logged why (sanitized), once per file and reason.
             RegistryEvent::LoadFailed { path, error } => {
-                warn!(
-                    "contract {} rejected, the previous version keeps serving: {error}",
-                    path.display()
-                );
                 self.contracts.retain(|c| c.file != path.display().to_string());
                 self.contracts.push(ContractState::rejected(path, error));
             }
             RegistryEvent::Added(info) | RegistryEvent::Replaced { current: info, .. } => {
-                info!(service = %info.name, price = info.price, "contract (re)loaded");
+                let hash = hex::encode(info.contract_hash);
+                info!(service = %info.name, price = info.price, %hash, "contract (re)loaded");
                 self.contracts.retain(|c| c.service.as_deref() != Some(&info.name));
                 if let Some(src) = &info.source {
                     self.contracts.retain(|c| c.file != src.display().to_string());
