@@ -26,20 +26,25 @@
 //!
 //! The transport checks shapes and bounds only; signatures, proof of work and
 //! protocol rules stay in the core. A sample that does not decode, or breaks a
-//! bound, is counted in [`TransportStats`] and dropped, never a panic.
+//! bound, is counted in [`TransportStats`] by topic and by [`Malformed`]
+//! reason and dropped, never a panic. The log gets the first sample of each
+//! reason and then at most one count per reason every 10 s ([`log_limit`]),
+//! however fast a peer sends them.
 //!
 //! Anything that starts a participant in a test, benchmark or demo runs in a
 //! private network namespace ([`netns`]): discovery multicasts on every
 //! interface it may use.
 
+pub mod log_limit;
 pub mod netns;
 pub mod topics;
 pub mod transport;
 pub mod wire;
 
+pub use log_limit::{LogLimiter, Report};
 pub use topics::{TopicId, TopicSpec};
 pub use transport::{
-    Networks, OnReceive, Receiver, Receiving, SendError, TopicStats, Transport, TransportConfig, TransportError,
-    TransportStats,
+    Malformed, Networks, OnReceive, Receiver, Receiving, SendError, TopicStats, Transport, TransportConfig,
+    TransportError, TransportStats,
 };
 pub use wire::{WireError, WireMessage};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustdds::dds::result::WriteError;
+use rustdds::dds::result::{ReadError, WriteError};
 use rustdds::mio1::{Events, Interest, Poll, Token, Waker};
 use rustdds::{
     CDRDeserializerAdapter, CDRSerializerAdapter, DomainParticipant, DomainParticipantBuilder, GUID, RTPSEntity,
@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use wallance_core::Message;
 
+use crate::log_limit::{LogLimiter, Report};
 use crate::topics::TopicId;
 use crate::wire::{self, WireError, WireMessage};
 
@@ -139,6 +140,24 @@ pub enum SendError {
     Dds { kind: &'static str, reason: String },
 }
 
+impl SendError {
+    /// Every value of [`SendError::reason`].
+    pub const REASONS: [&'static str; 3] = ["window_full", "dds_error", "not_encodable"];
+
+    /// A fixed short name of the failure, to count and rate-limit it by.
+    pub fn reason(&self) -> &'static str {
+        Self::REASONS[self.reason_index()]
+    }
+
+    fn reason_index(&self) -> usize {
+        match self {
+            SendError::WouldBlock(_) => 0,
+            SendError::Dds { .. } => 1,
+            SendError::Wire { .. } => 2,
+        }
+    }
+}
+
 /// Counters of one topic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TopicStats {
@@ -151,12 +170,94 @@ pub struct TopicStats {
     pub own_skipped: u64,
 }
 
+/// Why a received sample was dropped: the `reason` label of the node's
+/// `wallance_dds_malformed_samples_total`. A fixed set, so a peer cannot
+/// invent label values or log keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// The bytes do not decode as the topic's type (CDR), or use an
+    /// encoding rustdds does not read.
+    Undecodable,
+    /// A string, byte sequence or list over its bound.
+    TooLong,
+    /// A name (an IDL string) with a NUL byte inside.
+    NulByte,
+    /// Free text that is not UTF-8.
+    NotUtf8,
+    /// A certificate whose key is not its request's requester.
+    KeyMismatch,
+    /// A dispose of an instance the reader does not know.
+    UnknownInstance,
+    /// rustdds could not read its own cache (poisoned lock, internal error):
+    /// not the peer's doing.
+    ReadFailed,
+}
+
+impl Malformed {
+    pub const ALL: [Malformed; 7] = [
+        Malformed::Undecodable,
+        Malformed::TooLong,
+        Malformed::NulByte,
+        Malformed::NotUtf8,
+        Malformed::KeyMismatch,
+        Malformed::UnknownInstance,
+        Malformed::ReadFailed,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Malformed::Undecodable => "undecodable",
+            Malformed::TooLong => "too_long",
+            Malformed::NulByte => "nul_byte",
+            Malformed::NotUtf8 => "not_utf8",
+            Malformed::KeyMismatch => "key_mismatch",
+            Malformed::UnknownInstance => "unknown_instance",
+            Malformed::ReadFailed => "read_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Malformed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&WireError> for Malformed {
+    fn from(e: &WireError) -> Self {
+        match e {
+            WireError::TooLong { .. } => Malformed::TooLong,
+            WireError::Nul(_) => Malformed::NulByte,
+            WireError::Utf8(_) => Malformed::NotUtf8,
+            WireError::KeyMismatch { .. } => Malformed::KeyMismatch,
+        }
+    }
+}
+
+impl From<&ReadError> for Malformed {
+    fn from(e: &ReadError) -> Self {
+        match e {
+            ReadError::Deserialization { .. } => Malformed::Undecodable,
+            ReadError::UnknownKey { .. } => Malformed::UnknownInstance,
+            _ => Malformed::ReadFailed,
+        }
+    }
+}
+
 /// A snapshot of [`Transport::stats`].
 #[derive(Debug, Clone, Default)]
 pub struct TransportStats {
     pub topics: Vec<(TopicId, TopicStats)>,
     /// Per topic, why its latest malformed sample was dropped.
     pub last_malformed: Vec<(TopicId, String)>,
+    /// Malformed samples over all topics, by reason: every reason of
+    /// [`Malformed::ALL`], in that order, zeros included.
+    pub malformed_by_reason: Vec<(Malformed, u64)>,
+    /// Failed sends over all topics by [`SendError::reason`]: every reason
+    /// of [`SendError::REASONS`], zeros included. Unlike the per-topic
+    /// `send_failed`, this counts messages that could not be encoded too.
+    pub send_failed_by_reason: Vec<(&'static str, u64)>,
 }
 
 impl TransportStats {
@@ -176,6 +277,13 @@ impl TransportStats {
     pub fn malformed(&self) -> u64 {
         self.topics.iter().map(|(_, s)| s.malformed).sum()
     }
+    /// Malformed samples over all topics dropped for `reason`.
+    pub fn malformed_for(&self, reason: Malformed) -> u64 {
+        self.malformed_by_reason
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
     pub fn received(&self) -> u64 {
         self.topics.iter().map(|(_, s)| s.received).sum()
     }
@@ -193,6 +301,14 @@ struct Counters {
 struct Stats {
     topics: Vec<Counters>,
     last_malformed: Mutex<Vec<(TopicId, String)>>,
+    /// Indexed like [`Malformed::ALL`].
+    by_reason: [AtomicU64; Malformed::ALL.len()],
+    /// Indexed like [`SendError::REASONS`].
+    send_failed_by_reason: [AtomicU64; SendError::REASONS.len()],
+    /// A peer can send malformed samples as fast as the network carries
+    /// them: the log gets the first of each reason, then a count per reason
+    /// at most once per interval.
+    log: Mutex<LogLimiter<Malformed>>,
 }
 
 impl Stats {
@@ -200,20 +316,57 @@ impl Stats {
         Self {
             topics: TopicId::ALL.iter().map(|_| Counters::default()).collect(),
             last_malformed: Mutex::new(Vec::new()),
+            by_reason: Default::default(),
+            send_failed_by_reason: Default::default(),
+            log: Mutex::new(LogLimiter::default()),
         }
     }
     fn of(&self, t: TopicId) -> &Counters {
         &self.topics[t as usize]
     }
-    fn malformed(&self, t: TopicId, reason: String) {
+    fn malformed(&self, t: TopicId, reason: Malformed, detail: &dyn std::fmt::Display) {
         self.of(t).malformed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(topic = t.name(), %reason, "dropped a malformed sample");
-        if let Ok(mut last) = self.last_malformed.lock() {
-            match last.iter_mut().find(|(topic, _)| *topic == t) {
-                Some(slot) => slot.1 = reason,
-                None => last.push((t, reason)),
-            }
+        self.by_reason[reason as usize].fetch_add(1, Ordering::Relaxed);
+        let detail = detail.to_string();
+        let report = lock(&self.log).record(reason, Instant::now());
+        match report {
+            Some(Report::First) => tracing::warn!(
+                topic = t.name(),
+                %reason,
+                "dropped a malformed DDS sample: {}; more for this reason are counted and summarised every {} s",
+                detail.escape_debug(),
+                LogLimiter::<Malformed>::DEFAULT_INTERVAL.as_secs()
+            ),
+            Some(summary) => log_summary(reason, summary),
+            None => {}
         }
+        let mut last = lock(&self.last_malformed);
+        match last.iter_mut().find(|(topic, _)| *topic == t) {
+            Some(slot) => slot.1 = detail,
+            None => last.push((t, detail)),
+        }
+    }
+    /// Logs the summaries due (all of them when `stopping`).
+    fn log_due(&self, stopping: bool) {
+        let now = Instant::now();
+        let due = {
+            let mut log = lock(&self.log);
+            if stopping { log.finish(now) } else { log.due(now) }
+        };
+        for (reason, summary) in due {
+            log_summary(reason, summary);
+        }
+    }
+}
+
+fn log_summary(reason: Malformed, summary: Report) {
+    if let Report::Summary { count, over } = summary {
+        tracing::warn!(
+            %reason,
+            count,
+            "{count} more malformed DDS samples ({reason}) in the last {} s",
+            over.as_secs_f64().round()
+        );
     }
 }
 
@@ -317,6 +470,8 @@ struct ReaderSet {
     readers: Vec<Box<dyn Drain>>,
     /// Readers to drain next.
     ready: Vec<bool>,
+    /// For the malformed-sample summaries, logged from `wait`.
+    stats: Arc<Stats>,
 }
 
 impl ReaderSet {
@@ -328,6 +483,7 @@ impl ReaderSet {
             Err(e) if e.kind() != std::io::ErrorKind::Interrupted => return Err(e),
             _ => {}
         }
+        self.stats.log_due(false);
         if self.events.is_empty() {
             self.ready.fill(true);
         }
@@ -397,12 +553,17 @@ struct Writers {
 
 /// A DDS participant speaking the Wallance topics.
 pub struct Transport {
-    participant: DomainParticipant,
+    // Fields drop in this order, and the participant must go last: a
+    // rustdds writer or reader dropped after it cannot deregister from the
+    // participant's stopped event loop, and rustdds logs an ERROR for each
+    // ("Cannot remove Writer ..."). `Drop` stops the reader thread (and so
+    // drops the readers) before any field goes.
     writers: Writers,
     receiver: Receiver,
     stats: Arc<Stats>,
     /// The reader thread of [`Receiving::Thread`].
     thread: Option<ReaderThread>,
+    participant: DomainParticipant,
 }
 
 struct ReaderThread {
@@ -452,7 +613,7 @@ impl Ctx {
                 c.received.fetch_add(1, Ordering::Relaxed);
                 out.push(m);
             }
-            Err(e) => self.stats.malformed(self.topic, e.to_string()),
+            Err(e) => self.stats.malformed(self.topic, Malformed::from(&e), &e),
         }
     }
 }
@@ -483,7 +644,7 @@ impl<W: DeserializeOwned + Send + 'static> Drain for NoKeyReader<W> {
                 // try_take_one has already moved past the bad sample.
                 Err(e) => {
                     n += 1;
-                    self.ctx.stats.malformed(self.ctx.topic, e.to_string());
+                    self.ctx.stats.malformed(self.ctx.topic, Malformed::from(&e), &e);
                 }
             }
         }
@@ -531,7 +692,7 @@ where
                 }
                 Err(e) => {
                     n += 1;
-                    self.ctx.stats.malformed(self.ctx.topic, e.to_string());
+                    self.ctx.stats.malformed(self.ctx.topic, Malformed::from(&e), &e);
                 }
             }
         }
@@ -740,6 +901,7 @@ impl Transport {
             events: Events::with_capacity(64),
             readers,
             ready,
+            stats: stats.clone(),
         };
         let (receiver, thread) = match config.receiving {
             Receiving::Direct => (
@@ -779,16 +941,24 @@ impl Transport {
         };
 
         Ok(Self {
-            participant,
             writers,
             receiver,
             stats,
             thread,
+            participant,
         })
     }
 
     /// Publishes `msg` on its topic. Never blocks longer than `send_block`.
     pub fn send(&self, msg: &Message) -> Result<(), SendError> {
+        let result = self.write(msg);
+        if let Err(e) = &result {
+            self.stats.send_failed_by_reason[e.reason_index()].fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn write(&self, msg: &Message) -> Result<(), SendError> {
         let kind = msg.kind();
         let topic = topic_of(msg);
         let wire = WireMessage::from_message(msg).map_err(|source| SendError::Wire { kind, source })?;
@@ -854,7 +1024,16 @@ impl Transport {
                     )
                 })
                 .collect(),
-            last_malformed: self.stats.last_malformed.lock().map(|l| l.clone()).unwrap_or_default(),
+            last_malformed: lock(&self.stats.last_malformed).clone(),
+            malformed_by_reason: Malformed::ALL
+                .iter()
+                .map(|&r| (r, self.stats.by_reason[r as usize].load(Ordering::Relaxed)))
+                .collect(),
+            send_failed_by_reason: SendError::REASONS
+                .iter()
+                .zip(&self.stats.send_failed_by_reason)
+                .map(|(&r, n)| (r, n.load(Ordering::Relaxed)))
+                .collect(),
         }
     }
 
@@ -923,6 +1102,12 @@ impl Drop for Transport {
             t.inbox.not_full.notify_all();
             let _ = t.handle.join();
         }
+        // A `Receiver` clone may outlive the transport: its readers must
+        // not outlive the participant (see the field order above).
+        if let Source::Direct(set) = &self.receiver.source {
+            lock(set).readers.clear();
+        }
+        self.stats.log_due(true);
     }
 }
 

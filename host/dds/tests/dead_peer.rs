@@ -95,6 +95,15 @@ fn dead_peer_holds_the_window_until_its_lease_expires() {
     };
     let got = recv_n(&b, 1, Duration::from_secs(10));
     assert_eq!(got, vec![vote(i)]);
+    // Every failure so far was the window: counted under that reason.
+    let stats = a.stats();
+    let failed = stats.topic(TopicId::Vote).send_failed;
+    assert_eq!(failed, i - window);
+    assert_eq!(err.reason(), "window_full");
+    assert_eq!(
+        stats.send_failed_by_reason,
+        vec![("window_full", failed), ("dds_error", 0), ("not_encodable", 0)]
+    );
     println!(
         "dead peer: window of {window} went through, then WouldBlock; sending recovered \
          {recovered:?} after the kill; failed sends counted: {}",

@@ -10,7 +10,7 @@ use common::{certificate, key, one_of_each, recv_n, recv_n_from, transport, tran
 use serde::Serialize;
 use wallance_core::msg::{Announce, Message, ServiceOffer, Vote};
 use wallance_dds::netns::{self, Loopback};
-use wallance_dds::{Receiving, TopicId, TransportStats, wire};
+use wallance_dds::{Malformed, Receiving, TopicId, TransportStats, wire};
 
 const DISCOVERY: Duration = Duration::from_secs(20);
 
@@ -185,6 +185,9 @@ fn malformed_samples_are_counted_and_dropped() {
     let share_writer = publisher
         .create_datawriter_no_key_cdr::<wire::Share>(&topic(TopicId::Share), Some(qos(TopicId::Share)))
         .expect("writer");
+    let outcome_writer = publisher
+        .create_datawriter_no_key_cdr::<wire::Outcome>(&topic(TopicId::Outcome), Some(qos(TopicId::Outcome)))
+        .expect("writer");
     let started = Instant::now();
     let raw_sees = |t: TopicId| {
         raw.discovered_readers()
@@ -192,7 +195,7 @@ fn malformed_samples_are_counted_and_dropped() {
             .filter(|r| r.subscription_topic_data.topic_name() == t.name())
             .count()
     };
-    while raw_sees(TopicId::Vote) == 0 || raw_sees(TopicId::Share) == 0 {
+    while raw_sees(TopicId::Vote) == 0 || raw_sees(TopicId::Share) == 0 || raw_sees(TopicId::Outcome) == 0 {
         assert!(started.elapsed() < DISCOVERY, "no discovery");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -201,16 +204,34 @@ fn malformed_samples_are_counted_and_dropped() {
     garbage_writer
         .write(Garbage { bytes: [0xAB; 10] }, None)
         .expect("write");
-    // 2: decodes, but its topic name breaks the 64-byte bound.
+    // 2: decodes, but its topic name breaks the 64-byte bound; 3: a name
+    // with a NUL inside.
     let sig = [0u8; 64];
-    share_writer
+    for topic in ["t".repeat(100), "a\0b".to_string()] {
+        share_writer
+            .write(
+                wire::Share {
+                    sender: [1; 32],
+                    seq: 1,
+                    time_ms: 2,
+                    topic,
+                    value: 1.0,
+                    sig,
+                },
+                None,
+            )
+            .expect("write");
+    }
+    // 4: an outcome whose text is not UTF-8.
+    outcome_writer
         .write(
-            wire::Share {
-                sender: [1; 32],
-                seq: 1,
-                time_ms: 2,
-                topic: "t".repeat(100),
-                value: 1.0,
+            wire::Outcome {
+                provider: [1; 32],
+                requester: [2; 32],
+                request_id: [3; 32],
+                version: 1,
+                ok: true,
+                body: vec![0xff, 0xfe],
                 sig,
             },
             None,
@@ -229,17 +250,34 @@ fn malformed_samples_are_counted_and_dropped() {
     assert_eq!(got, want);
     let started = Instant::now();
     let mut stats: TransportStats = b.stats();
-    while stats.malformed() < 2 && started.elapsed() < Duration::from_secs(5) {
+    while stats.malformed() < 4 && started.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(10));
         stats = b.stats();
     }
     println!("stats: {stats:?}");
     assert_eq!(stats.topic(TopicId::Vote).malformed, 1);
-    assert_eq!(stats.topic(TopicId::Share).malformed, 1);
+    assert_eq!(stats.topic(TopicId::Share).malformed, 2);
     assert_eq!(stats.topic(TopicId::Share).received, 0);
+    assert_eq!(stats.topic(TopicId::Outcome).malformed, 1);
+    let by_reason: Vec<(Malformed, u64)> = stats
+        .malformed_by_reason
+        .iter()
+        .copied()
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    assert_eq!(
+        by_reason,
+        vec![
+            (Malformed::Undecodable, 1),
+            (Malformed::TooLong, 1),
+            (Malformed::NulByte, 1),
+            (Malformed::NotUtf8, 1),
+        ]
+    );
+    assert_eq!(stats.malformed_by_reason.len(), Malformed::ALL.len());
     let share_reason = stats.last_malformed(TopicId::Share).unwrap_or_default();
     assert!(
-        share_reason.contains("share topic is 100 long, limit is 64"),
+        share_reason.contains("share topic contains a NUL byte"),
         "{share_reason}"
     );
     let vote_reason = stats.last_malformed(TopicId::Vote).unwrap_or_default();

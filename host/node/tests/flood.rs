@@ -1,16 +1,23 @@
-//! Bounded under attack: a non-member records every Wallance sample while
-//! the network trades, then replays it - exact and mutated copies - at a
-//! high rate for 30 s. Each node's memory and CPU are sampled from /proc once
-//! a second, and a legitimate purchase must commit meanwhile.
+//! Bounded under attack.
 //!
-//! The attacker is Eclipse Cyclone DDS from Python (`tests/flood_attacker.py`),
-//! so this needs a Python with `cyclonedds`, like the interop test:
+//! 1. A non-member records every Wallance sample while the network trades,
+//!    then replays it - exact and mutated copies - at a high rate for 30 s.
+//!    Each node's memory and CPU are sampled from /proc once a second, and a
+//!    legitimate purchase must commit meanwhile. The attacker is Eclipse
+//!    Cyclone DDS from Python (`tests/flood_attacker.py`), so this needs a
+//!    Python with `cyclonedds`, like the interop test:
 //!
-//! ```text
-//! python3 -m venv /tmp/cyc && /tmp/cyc/bin/pip install cyclonedds
-//! WALLANCE_INTEROP_PYTHON=/tmp/cyc/bin/python \
-//!     cargo test -p wallance --test flood -- --ignored --nocapture
-//! ```
+//!    ```text
+//!    python3 -m venv /tmp/cyc && /tmp/cyc/bin/pip install cyclonedds
+//!    WALLANCE_INTEROP_PYTHON=/tmp/cyc/bin/python \
+//!        cargo test -p wallance --test flood -- --ignored --nocapture
+//!    ```
+//!
+//! 2. A raw rustdds participant floods malformed samples (one kind per
+//!    malformed reason) at nodes running with their default log filter and
+//!    stderr in a file: the log stays a few lines, without colour codes or
+//!    ERROR lines through a clean stop, and `/metrics` counts the flood by
+//!    reason. Runs by default.
 
 mod net;
 
@@ -20,8 +27,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use net::*;
+use serde::Serialize;
 use serde_json::{Value, json};
 use wallance_dds::netns::{Loopback, test_inside};
+use wallance_dds::{TopicId, wire};
 
 /// How long the attacker replays (`WALLANCE_FLOOD_SECONDS` overrides).
 const FLOOD_S: u64 = 30;
@@ -44,6 +53,10 @@ const BASELINE_S: usize = 5;
 const RSS_GROWTH: f64 = 0.25;
 /// ...or by this much, whichever is larger.
 const RSS_SLACK_KB: u64 = 16 * 1024;
+/// What a node may log from the start of the replay flood to its stop: its
+/// own purchases' lines. Measured 0.8-1.5 KB per node (30 s at 3 000/s);
+/// 4-45 KB before rustdds' lines were off by default.
+const REPLAY_LOG_BOUND: u64 = 16 * 1024;
 /// Legitimate purchases during the flood: (seconds into it, buyer index).
 /// Node-1 (index 0) is the provider; both buyers are other members.
 const PURCHASES: [(usize, usize); 2] = [(BASELINE_S, 3), (15, 1)];
@@ -66,8 +79,9 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
 
     // 1. Three of four nodes (a quorum) trade once before the attacker exists.
     let mut net = Net::init(4, 20.0);
+    // As deployed: the node's default log filter, stderr to a file.
     for i in 0..3 {
-        net.start(i);
+        net.start_default_log(i);
     }
     net.wait_ready(&[0, 1, 2]);
     // `wait_funds` waits for the price plus the voter reward.
@@ -84,7 +98,7 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
     wait("the nodes to discover the attacker", 30, || {
         participants(&net, &[0, 1, 2]) >= 3
     });
-    net.start(3);
+    net.start_default_log(3);
     wait("every node to see 3 peers and the attacker", 60, || {
         participants(&net, &all) >= 4
     });
@@ -97,6 +111,7 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
     }
     let before: Vec<Value> = all.iter().map(|&i| net.get(i, "/api/status").unwrap()).collect();
     let load_before = loadavg();
+    let logged_before: Vec<u64> = net.nodes.iter().map(|n| file_len(&n.log)).collect();
 
     // 3. Flood, sampling /proc each second; buy during it.
     let recorded_for = recording.elapsed();
@@ -248,6 +263,39 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
     for i in 0..4 {
         net.stop(i);
     }
+    for (i, node) in net.nodes.iter().enumerate() {
+        let log = std::fs::read(&node.log).unwrap();
+        let logged = log.len() as u64 - logged_before[i];
+        println!("node-{}: {logged} bytes logged during the flood and the stop", i + 1);
+        assert_plain_without_errors(i, &log);
+        assert!(
+            logged <= REPLAY_LOG_BOUND,
+            "node-{} logged {logged} bytes during the flood (bound {REPLAY_LOG_BOUND}):\n{}",
+            i + 1,
+            head(&log)
+        );
+    }
+}
+
+/// A node's log in a file: no colour codes, and no ERROR line (a clean stop
+/// included).
+fn assert_plain_without_errors(i: usize, log: &[u8]) {
+    assert!(
+        !log.windows(2).any(|w| w == b"\x1b["),
+        "node-{}'s log (a file) has ANSI escapes:\n{}",
+        i + 1,
+        head(log)
+    );
+    let text = String::from_utf8_lossy(log);
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "node-{} logged errors: {errors:#?}", i + 1);
+}
+
+/// The first lines of a log, for a failure message.
+fn head(log: &[u8]) -> String {
+    let text = String::from_utf8_lossy(log);
+    let lines: Vec<&str> = text.lines().take(40).collect();
+    lines.join("\n")
 }
 
 struct Row {
@@ -431,4 +479,186 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
+}
+
+/// How long the malformed flood lasts: past one 10 s log interval, so a
+/// summary line is due during it.
+const MALFORMED_FLOOD_S: u64 = 12;
+/// Malformed samples per second, over all kinds.
+const MALFORMED_RATE: u64 = 2_000;
+/// The most a node may log during the malformed flood (24 000 samples) and
+/// its stop, all lines included. Measured: 2.4 KB, 12 lines about malformed
+/// samples (per reason: the first, a count at 10 s, a count at the stop) and
+/// the stop. Before the log was rate-limited the same flood wrote one
+/// 150-270-byte line per sample, ~4.5 MB.
+const MALFORMED_LOG_BOUND: u64 = 16 * 1024;
+
+/// Not a `wallance::Vote`: 10 bytes where 136 are due.
+#[derive(Debug, Serialize)]
+struct Garbage {
+    bytes: [u8; 10],
+}
+
+#[test]
+fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
+    if !test_inside(
+        "a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain",
+        Loopback::Multicast,
+    ) {
+        return;
+    }
+    let mut net = Net::init(2, 5.0);
+    for i in 0..2 {
+        net.start_default_log(i);
+    }
+    net.wait_ready(&[0, 1]);
+    let logged_before: Vec<u64> = net.nodes.iter().map(|n| file_len(&n.log)).collect();
+
+    // A non-member writing our topics with our type names and bad contents.
+    let raw = rustdds::DomainParticipantBuilder::new(7)
+        .with_only_networks([std::net::IpAddr::from([127, 0, 0, 1])])
+        .build()
+        .expect("raw participant");
+    let qos = |t: TopicId| t.qos(Duration::from_secs(1));
+    let topic = |t: TopicId| {
+        raw.create_topic(t.name().into(), t.spec().type_name.into(), &qos(t), t.kind())
+            .expect("topic")
+    };
+    let publisher = raw.create_publisher(&qos(TopicId::Vote)).expect("publisher");
+    let garbage = publisher
+        .create_datawriter_no_key_cdr::<Garbage>(
+            &topic(TopicId::Vote),
+            Some(TopicId::Vote.writer_qos(Duration::from_secs(1))),
+        )
+        .expect("writer");
+    let shares = publisher
+        .create_datawriter_no_key_cdr::<wire::Share>(
+            &topic(TopicId::Share),
+            Some(TopicId::Share.writer_qos(Duration::from_secs(1))),
+        )
+        .expect("writer");
+    let outcomes = publisher
+        .create_datawriter_no_key_cdr::<wire::Outcome>(
+            &topic(TopicId::Outcome),
+            Some(TopicId::Outcome.writer_qos(Duration::from_secs(1))),
+        )
+        .expect("writer");
+    let readers_of = |t: TopicId| {
+        raw.discovered_readers()
+            .iter()
+            .filter(|r| r.subscription_topic_data.topic_name() == t.name())
+            .count()
+    };
+    wait("both nodes' readers", 30, || {
+        [TopicId::Vote, TopicId::Share, TopicId::Outcome]
+            .iter()
+            .all(|&t| readers_of(t) >= 2)
+    });
+    let share = |topic: String| wire::Share {
+        sender: [1; 32],
+        seq: 1,
+        time_ms: 2,
+        topic,
+        value: 1.0,
+        sig: [0; 64],
+    };
+    let outcome = wire::Outcome {
+        provider: [1; 32],
+        requester: [2; 32],
+        request_id: [3; 32],
+        version: 1,
+        ok: true,
+        body: vec![0xff, 0xfe],
+        sig: [0; 64],
+    };
+    // reason label -> samples written.
+    let mut sent: Vec<(&str, u64)> = vec![("undecodable", 0), ("too_long", 0), ("nul_byte", 0), ("not_utf8", 0)];
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed() < Duration::from_secs(MALFORMED_FLOOD_S) {
+        let due = t0.elapsed().as_millis() as u64 * MALFORMED_RATE / 1000;
+        if n >= due {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let k = (n % 4) as usize;
+        let ok = match k {
+            0 => garbage.write(Garbage { bytes: [0xAB; 10] }, None).is_ok(),
+            1 => shares.write(share("t".repeat(100)), None).is_ok(),
+            2 => shares.write(share("a\0b".into()), None).is_ok(),
+            _ => outcomes.write(outcome.clone(), None).is_ok(),
+        };
+        if ok {
+            sent[k].1 += 1;
+        }
+        n += 1;
+    }
+    println!("malformed samples written: {sent:?} in {:?}", t0.elapsed());
+
+    // /metrics counts each kind under its reason, on both nodes.
+    let counted = |i: usize, reason: &str| -> u64 {
+        let text = get_text(&net.nodes[i].api, "/metrics").unwrap_or_default();
+        let want = format!("wallance_dds_malformed_samples_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&want))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let all_counted = || (0..2).all(|i| sent.iter().all(|&(r, n)| counted(i, r) >= n));
+    let started = Instant::now();
+    while !all_counted() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..2 {
+        let got: Vec<(&str, u64)> = sent.iter().map(|&(r, _)| (r, counted(i, r))).collect();
+        println!("node-{} counted {got:?}", i + 1);
+        for (&(reason, n), &(_, c)) in sent.iter().zip(&got) {
+            // Reliable topics, taken at once: every sample arrives, none twice.
+            assert_eq!(c, n, "node-{}: {reason} counted {c} of {n} written", i + 1);
+        }
+    }
+    for i in 0..2 {
+        net.stop(i);
+    }
+
+    for (i, node) in net.nodes.iter().enumerate() {
+        let log = std::fs::read(&node.log).unwrap();
+        let text = String::from_utf8_lossy(&log);
+        let during = log.len() as u64 - logged_before[i];
+        println!(
+            "node-{}: {} bytes logged before the flood, {during} during it and the stop",
+            i + 1,
+            logged_before[i]
+        );
+        assert_plain_without_errors(i, &log);
+        assert!(
+            text.contains("node started") && text.contains("stopping:"),
+            "{}",
+            head(&log)
+        );
+        let malformed_lines = text.lines().filter(|l| l.contains("malformed DDS sample")).count();
+        // Per reason: the first sample, one count per 10 s interval, one at the stop.
+        let line_bound = sent.len() * (1 + MALFORMED_FLOOD_S.div_ceil(10) as usize + 1);
+        assert!(
+            malformed_lines <= line_bound,
+            "node-{}: {malformed_lines} malformed-sample lines, bound {line_bound}",
+            i + 1
+        );
+        assert!(
+            text.contains("more malformed DDS samples"),
+            "node-{}: no count of the suppressed samples",
+            i + 1
+        );
+        assert!(
+            during <= MALFORMED_LOG_BOUND,
+            "node-{} logged {during} bytes during the flood (bound {MALFORMED_LOG_BOUND}):\n{}",
+            i + 1,
+            head(&log)
+        );
+        println!("{text}");
+    }
+}
+
+fn file_len(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }

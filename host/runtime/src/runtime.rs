@@ -673,7 +673,9 @@ impl Runtime {
         *self.shared.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         let mut subscribers = lock(&self.shared.subscribers);
         for event in events {
-            tracing::info!(?event, "services changed");
+            // The embedder reports these its own way (the node logs one
+            // line per contract loaded, replaced or removed).
+            tracing::debug!(?event, "services changed");
             subscribers.retain(|s| s.send(event.clone()).is_ok());
         }
     }

@@ -248,7 +248,7 @@ fn reload(runtime: &Runtime, path: &Path) {
         // Gone (or hidden): withdraw what it provided, forget its entry.
         None => {
             if let Some(info) = runtime.unload_file(path) {
-                tracing::info!(path = %path.display(), service = %info.name, "contract removed");
+                tracing::debug!(path = %path.display(), service = %info.name, "contract removed");
             }
             runtime.clear_not_loaded(path);
             return;
@@ -264,7 +264,7 @@ fn reload(runtime: &Runtime, path: &Path) {
     });
     match result {
         Ok(Some(report)) => {
-            tracing::info!(
+            tracing::debug!(
                 path = %path.display(),
                 service = %report.info.name,
                 hash = %hex::encode(report.info.contract_hash),
@@ -279,7 +279,7 @@ fn reload(runtime: &Runtime, path: &Path) {
             if matches!(error, LoadError::NotLoaded(_))
                 && let Some(info) = runtime.unload_file(path)
             {
-                tracing::info!(path = %path.display(), service = %info.name, "contract removed");
+                tracing::debug!(path = %path.display(), service = %info.name, "contract removed");
             }
             runtime.report_not_loaded(path, &error);
         }

@@ -140,7 +140,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let child = Command::new(&exe)
             .args(["node", "--config"])
             .arg(cfg)
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

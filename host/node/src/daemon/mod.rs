@@ -27,7 +27,7 @@ use anyhow::{Context, bail};
 use tracing::{debug, info, warn};
 use wallance_core::msg::{Certificate, ServiceOffer};
 use wallance_core::{BuyError, Core, CoreConfig, Event, Hash, Keypair, MemberId, Output};
-use wallance_dds::{Networks, Transport, TransportConfig};
+use wallance_dds::{LogLimiter, Networks, Report, SendError, Transport, TransportConfig};
 use wallance_runtime::{DeviceGrants, RegistryEvent, Runtime, RuntimeConfig};
 use wallance_store::Store;
 
@@ -84,6 +84,12 @@ struct Node {
     started: Instant,
     last_view: Instant,
     dirty: bool,
+    /// Sends fail per message while a peer holds a reliable window (one
+    /// that died without a goodbye, until its lease ends): logged by
+    /// (kind, reason) with a count at most every 10 s, not once each.
+    send_log: LogLimiter<(&'static str, &'static str)>,
+    /// rustdds' own lines are off by default: the peer count is logged here.
+    peer_log: crate::logging::PeerLog,
 }
 
 impl Node {
@@ -249,6 +255,8 @@ impl Node {
             started: Instant::now(),
             last_view: Instant::now() - Duration::from_secs(1),
             dirty: true,
+            send_log: LogLimiter::default(),
+            peer_log: Default::default(),
         })
     }
 
@@ -306,10 +314,14 @@ impl Node {
                 self.core.handle_timeout(now);
             }
             self.flush()?;
+            self.log_send_failures(false);
+            self.peer_log
+                .update(Instant::now(), || self.transport.discovered_participants());
             if self.dirty && self.last_view.elapsed() >= Duration::from_millis(50) {
                 self.publish_view();
             }
         }
+        self.log_send_failures(true);
         info!("stopping: every acknowledged decision is already durable");
         Ok(())
     }
@@ -380,16 +392,14 @@ impl Node {
     fn on_registry(&mut self, ev: RegistryEvent) {
         self.dirty = true;
         match &ev {
+            // The runtime has logged why (sanitized), once per file and reason.
             RegistryEvent::LoadFailed { path, error } => {
-                warn!(
-                    "contract {} rejected, the previous version keeps serving: {error}",
-                    path.display()
-                );
                 self.contracts.retain(|c| c.file != path.display().to_string());
                 self.contracts.push(ContractState::rejected(path, error));
             }
             RegistryEvent::Added(info) | RegistryEvent::Replaced { current: info, .. } => {
-                info!(service = %info.name, price = info.price, "contract (re)loaded");
+                let hash = hex::encode(info.contract_hash);
+                info!(service = %info.name, price = info.price, %hash, "contract (re)loaded");
                 self.contracts.retain(|c| c.service.as_deref() != Some(&info.name));
                 if let Some(src) = &info.source {
                     self.contracts.retain(|c| c.file != src.display().to_string());
@@ -448,7 +458,7 @@ impl Node {
         }
         for m in &sends {
             if let Err(e) = self.transport.send(m) {
-                warn!(kind = m.kind(), "send failed: {e}");
+                self.send_failed(m.kind(), &e);
             }
         }
         // Each run is durable (`RunPending`) before it is handed over: one
@@ -467,6 +477,32 @@ impl Node {
             self.view.purchases_changed();
         }
         Ok(())
+    }
+
+    fn send_failed(&mut self, kind: &'static str, e: &SendError) {
+        match self.send_log.record((kind, e.reason()), Instant::now()) {
+            Some(Report::First) => warn!(
+                kind,
+                reason = e.reason(),
+                "send failed: {e}; more for this reason are counted and summarised every {} s",
+                self.send_log.interval().as_secs()
+            ),
+            Some(summary) => log_send_summary((kind, e.reason()), summary),
+            None => {}
+        }
+    }
+
+    /// Logs the send-failure summaries due (all of them when `stopping`).
+    fn log_send_failures(&mut self, stopping: bool) {
+        let now = Instant::now();
+        let due = if stopping {
+            self.send_log.finish(now)
+        } else {
+            self.send_log.due(now)
+        };
+        for (key, summary) in due {
+            log_send_summary(key, summary);
+        }
     }
 
     fn name(&self, id: &MemberId) -> String {
@@ -572,6 +608,18 @@ impl Node {
             self.started,
         );
         self.view.publish(v);
+    }
+}
+
+fn log_send_summary((kind, reason): (&'static str, &'static str), summary: Report) {
+    if let Report::Summary { count, over } = summary {
+        warn!(
+            kind,
+            reason,
+            count,
+            "{count} more {kind} sends failed ({reason}) in the last {} s",
+            over.as_secs_f64().round()
+        );
     }
 }
 

@@ -159,11 +159,28 @@ impl Metrics {
             to_i64(s.escrows_open),
         );
         counter(&mut r, "dds_received_samples", "DDS samples received", s.dds_received);
-        counter(
-            &mut r,
+        let malformed = Family::<Labels, Counter>::default();
+        // Every reason, zeros included: a fixed label set.
+        for reason in wallance_dds::Malformed::ALL.map(|r| r.as_str()) {
+            malformed
+                .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                .inc_by(s.dds_malformed_by_reason.get(reason).copied().unwrap_or(0));
+        }
+        r.register(
             "dds_malformed_samples",
-            "DDS samples that did not decode",
-            s.dds_malformed,
+            "DDS samples dropped before the core (did not decode or broke a bound), by reason",
+            malformed,
+        );
+        let send_failures = Family::<Labels, Counter>::default();
+        for reason in wallance_dds::SendError::REASONS {
+            send_failures
+                .get_or_create(&vec![("reason".to_string(), reason.to_string())])
+                .inc_by(s.dds_send_failures.get(reason).copied().unwrap_or(0));
+        }
+        r.register(
+            "dds_send_failures",
+            "Messages this node failed to send over DDS, by reason",
+            send_failures,
         );
         gauge(
             &mut r,
@@ -293,8 +310,21 @@ mod tests {
         let mut v = View::default();
         v.stats.votes_sent = 7;
         v.stats.rejected.insert("bad signature".into(), 3);
+        v.stats.dds_malformed_by_reason.insert("too_long".into(), 5);
         let text = m.render(&v);
         assert!(text.contains("wallance_votes_sent_total 7"), "{text}");
+        assert!(
+            text.contains("wallance_dds_malformed_samples_total{reason=\"too_long\"} 5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wallance_dds_malformed_samples_total{reason=\"undecodable\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wallance_dds_send_failures_total{reason=\"window_full\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains("wallance_rejected_messages_total{reason=\"bad signature\"} 3"),
             "{text}"

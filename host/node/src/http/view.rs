@@ -316,6 +316,10 @@ pub struct StatsView {
     pub messages_sent: u64,
     pub dds_received: u64,
     pub dds_malformed: u64,
+    /// `dds_malformed` by reason (`wallance_dds::Malformed`), zeros included.
+    pub dds_malformed_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Failed DDS sends by reason (`wallance_dds::SendError::reason`).
+    pub dds_send_failures: std::collections::BTreeMap<String, u64>,
     pub store_bytes: u64,
     pub contract_runs: u64,
     pub contract_failures: u64,
@@ -414,6 +418,16 @@ pub fn build(
             messages_sent: s.messages_sent,
             dds_received: t.received(),
             dds_malformed: t.malformed(),
+            dds_malformed_by_reason: t
+                .malformed_by_reason
+                .iter()
+                .map(|(r, n)| (r.as_str().to_string(), *n))
+                .collect(),
+            dds_send_failures: t
+                .send_failed_by_reason
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect(),
             store_bytes,
             contract_runs: runs.values().filter(|r| r.done.is_some()).count() as u64,
             contract_failures: runs.values().filter(|r| matches!(&r.done, Some((false, _)))).count() as u64,

@@ -98,6 +98,16 @@ impl Net {
 
     /// Starts node `i` (0-based); `prefix` wraps the command (e.g. `ip netns exec ns`).
     pub fn start_with(&mut self, i: usize, prefix: &[&str]) {
+        self.spawn(i, prefix, Some("info,rustdds=warn"));
+    }
+
+    /// Starts node `i` as an operator would: no `RUST_LOG`, so the node's
+    /// own default filter.
+    pub fn start_default_log(&mut self, i: usize) {
+        self.spawn(i, &[], None);
+    }
+
+    fn spawn(&mut self, i: usize, prefix: &[&str], rust_log: Option<&str>) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -111,14 +121,12 @@ impl Net {
             c.args(&prefix[1..]).arg(BIN);
             c
         };
-        let child = cmd
-            .args(["node", "--config"])
-            .arg(&node.config)
-            .env("RUST_LOG", "info,rustdds=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        cmd.args(["node", "--config"]).arg(&node.config);
+        match rust_log {
+            Some(filter) => cmd.env("RUST_LOG", filter),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         node.child = Some(child);
     }
 
@@ -302,6 +310,15 @@ pub fn get(api: &str, path: &str) -> Option<Value> {
         return None;
     }
     r.body_mut().read_json().ok()
+}
+
+/// A 200 answer's body as text (e.g. `/metrics`).
+pub fn get_text(api: &str, path: &str) -> Option<String> {
+    let mut r = agent().get(&format!("{api}{path}")).call().ok()?;
+    if r.status() != 200 {
+        return None;
+    }
+    r.body_mut().read_to_string().ok()
 }
 
 pub fn post(api: &str, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
