@@ -14,6 +14,7 @@
 
 mod purchases;
 mod sensor;
+mod view;
 mod worker;
 
 use std::collections::VecDeque;
@@ -33,7 +34,7 @@ use wallance_store::Store;
 
 use crate::cmd::{BuyReply, Cmd, RunDone, now_ms};
 use crate::config::{Interfaces, Loaded, NodeConfig, load_or_create_key};
-use crate::http::view::{self, ContractState, SharedView};
+use crate::http::view::{CommitView, ContractState, OutcomeView, SharedView};
 use sensor::Sensor;
 
 /// How many commits and outcomes the view lists (newest first).
@@ -73,10 +74,10 @@ struct Node {
     loaded: Loaded,
     stop: Arc<AtomicBool>,
     opts: RunOptions,
-    commits: VecDeque<view::CommitView>,
-    outcomes: VecDeque<view::OutcomeView>,
+    commits: VecDeque<CommitView>,
+    outcomes: VecDeque<OutcomeView>,
     /// Outcomes this node produced as a provider (newest first, 200).
-    produced: VecDeque<view::OutcomeView>,
+    produced: VecDeque<OutcomeView>,
     contracts: Vec<ContractState>,
     purchases: purchases::Book,
     acks: Vec<SyncSender<()>>,
@@ -189,7 +190,7 @@ impl Node {
             core.params().outcome_timeout_ms,
             tx.clone(),
         );
-        let view: SharedView = view::Hub::new();
+        let view: SharedView = crate::http::view::Hub::new();
         crate::http::spawn(
             loaded.config.api_listen,
             loaded.config.api_token.clone(),
@@ -207,7 +208,7 @@ impl Node {
         let (mut outcomes, mut produced) = (VecDeque::new(), VecDeque::new());
         for p in purchases.recent(SHOWN) {
             let Some(o) = &p.outcome else { continue };
-            let v = view::OutcomeView {
+            let v = OutcomeView {
                 request_id: p.request_id.clone(),
                 provider: p.provider.clone(),
                 requester: p.requester.clone(),
@@ -368,7 +369,7 @@ impl Node {
                 );
                 self.purchases.ran(&done);
                 let done = *done;
-                self.produced.push_front(view::OutcomeView {
+                self.produced.push_front(OutcomeView {
                     request_id: hex::encode(done.request_id),
                     provider: self.name(&self.key.id()),
                     requester: self.name(&done.requester),
@@ -395,7 +396,7 @@ impl Node {
             // The runtime has logged why (sanitized), once per file and reason.
             RegistryEvent::LoadFailed { path, error } => {
                 self.contracts.retain(|c| c.file != path.display().to_string());
-                self.contracts.push(ContractState::rejected(path, error));
+                self.contracts.push(view::contract_rejected(path, error));
             }
             RegistryEvent::Added(info) | RegistryEvent::Replaced { current: info, .. } => {
                 let hash = hex::encode(info.contract_hash);
@@ -404,7 +405,7 @@ impl Node {
                 if let Some(src) = &info.source {
                     self.contracts.retain(|c| c.file != src.display().to_string());
                 }
-                self.contracts.push(ContractState::loaded(info));
+                self.contracts.push(view::contract_loaded(info));
             }
             RegistryEvent::Removed(info) => {
                 info!(service = %info.name, "contract removed");
@@ -527,7 +528,7 @@ impl Node {
                 latency_ms,
                 from_certificate,
             } => {
-                let c = view::CommitView {
+                let c = CommitView {
                     requester: self.name(&requester),
                     requester_id: requester.to_hex(),
                     version,
@@ -552,7 +553,7 @@ impl Node {
                 self.commits.truncate(SHOWN);
             }
             Event::Outcome(o) => {
-                let v = view::OutcomeView {
+                let v = OutcomeView {
                     request_id: hex::encode(o.request_id),
                     provider: self.name(&o.provider),
                     requester: self.name(&o.requester),
