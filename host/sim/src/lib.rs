@@ -14,18 +14,19 @@
 //! and flipped bytes to any node; a Byzantine provider; contracts that fail;
 //! light nodes. The checks it must not break: a State chain and conservation
 //! of money per wallet after every commit ([`MoneyRule`]); at the end,
-//! agreement on every field of every wallet (light nodes included), money
-//! created only by shares, contracts run exactly once, no panic in any core
-//! call, no amplification, no honest member blamed for a forgery, bounded
-//! pending queues, and liveness after healing. Violations are counted by
-//! class in the [`Report`].
+//! agreement on every field of every wallet (light nodes included, and their
+//! settlement marks of the wallets they do not keep), money created only by
+//! shares, contracts run exactly once, no panic in any core call, no
+//! amplification, no honest member blamed for a forgery, bounded pending
+//! queues, and liveness after healing. Violations are counted by class in
+//! the [`Report`]; what each node and purchase ended with is in it too.
 //!
 //! Time is simulated in microseconds: nothing here reads a clock.
 
 mod adversary;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -154,6 +155,9 @@ pub struct Faults {
     pub partition_every_ms: Option<u64>,
     pub partition_ms: (u64, u64),
     pub max_clock_skew_ms: u64,
+    /// Clocks set by hand: (node, skew in ms), in place of the random draw
+    /// (which is still made, so the rest of a seed's run is unchanged).
+    pub skews_ms: Vec<(usize, i64)>,
     pub until_ms: u64,
 }
 
@@ -166,6 +170,7 @@ impl Faults {
             partition_every_ms: None,
             partition_ms: (0, 0),
             max_clock_skew_ms: 0,
+            skews_ms: Vec::new(),
             until_ms: 0,
         }
     }
@@ -177,6 +182,7 @@ impl Faults {
             partition_every_ms: Some(8_000),
             partition_ms: (1_000, 5_000),
             max_clock_skew_ms: 2_000,
+            skews_ms: Vec::new(),
             until_ms,
         }
     }
@@ -439,6 +445,79 @@ pub struct Report {
     pub liveness_checks: u64,
     /// Every wallet as the first honest full node sees it at the end.
     pub wallets: Vec<WalletRow>,
+    /// Messages the network lost, and the extra copies it delivered.
+    pub messages_lost: u64,
+    pub messages_duplicated: u64,
+    /// Every node at the end, by index (what tests look into).
+    #[serde(skip)]
+    pub node_rows: Vec<NodeRow>,
+    /// Every purchase an honest node committed, by (requester, version).
+    #[serde(skip)]
+    pub purchases: Vec<PurchaseRow>,
+}
+
+/// One node at the end of a run.
+#[derive(Debug, Clone)]
+pub struct NodeRow {
+    pub byzantine: bool,
+    pub light: bool,
+    /// Running at the end (not down after a crash).
+    pub up: bool,
+    /// Its clock minus simulated time, in ms.
+    pub skew_ms: i64,
+    /// The wallets it is configured to keep (`None`: every one).
+    pub tracked: Option<BTreeSet<u32>>,
+    /// The wallets its core keeps at the end, by member index.
+    pub wallets: BTreeMap<u32, Wallet>,
+    /// Member indexes with a wallet row on its disk.
+    pub stored_wallets: BTreeSet<u32>,
+    /// Settlement marks on its disk (for wallets it does not keep):
+    /// member index -> (settled, settled_above).
+    pub stored_marks: BTreeMap<u32, (u64, Vec<u64>)>,
+    /// Times it crashed (and restarted from its disk).
+    pub crashes: u64,
+    /// Its core's counters since its last start: refusals by reason, and
+    /// duplicates.
+    pub rejected: BTreeMap<String, u64>,
+    pub duplicates: u64,
+    /// Requests it refused over the whole run, by (requester index, reason).
+    pub requests_refused: BTreeMap<(u32, String), u64>,
+}
+
+impl NodeRow {
+    /// How many messages of one refusal reason (`"kind: reason"`) it counted.
+    pub fn refused(&self, reason: &str) -> u64 {
+        self.rejected.get(reason).copied().unwrap_or(0)
+    }
+
+    /// How many requests of `requester` it refused for `reason`.
+    pub fn refused_requests_of(&self, requester: usize, reason: &str) -> u64 {
+        self.requests_refused
+            .get(&(requester as u32, reason.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// One purchase honest nodes committed.
+#[derive(Debug, Clone)]
+pub struct PurchaseRow {
+    pub requester: u32,
+    /// The requester's wallet version it committed.
+    pub version: u64,
+    pub provider: u32,
+    pub price: u64,
+    /// The honest nodes that committed it (those keeping the requester's wallet).
+    pub committed_by: BTreeSet<usize>,
+    /// From `Core::buy` to the requester's own commit, in ms of simulated
+    /// time (`None`: the requester did not commit it itself).
+    pub requester_latency_ms: Option<u64>,
+    /// The `ok` of its contract run once its provider finished it (or
+    /// refused it, which refunds).
+    pub run_ok: Option<bool>,
+    /// Its verdict as honest nodes settled it: `true` paid the provider,
+    /// `false` refunded the requester, `None` still in escrow.
+    pub verdict: Option<bool>,
 }
 
 /// One wallet in a report.
@@ -542,6 +621,9 @@ struct SimNode {
     recv_bytes: u64,
     seen_requests: Vec<Request>,
     replay: Vec<Rc<Message>>,
+    crashes: u64,
+    /// Requests it refused, by (requester idx, reason), over the whole run.
+    requests_refused: BTreeMap<(u32, String), u64>,
     /// A Byzantine node's view of the votes, by decision: what it can put
     /// in a second certificate.
     votes_seen: HashMap<Hash, BTreeMap<u32, CertVote>>,
@@ -577,6 +659,10 @@ pub struct Sim {
     /// Certificates issued, by (requester idx, version).
     certs: HashMap<(u32, u64), (u64, u32, Vec<u32>)>,
     runs_done: HashMap<(u32, u64), u32>,
+    /// The `ok` of each finished run, by (requester idx, version).
+    runs_ok: HashMap<(u32, u64), bool>,
+    messages_lost: u64,
+    messages_duplicated: u64,
     /// Purchase -> its verdict (true: the provider was paid), as the first
     /// honest node settled it; every other honest node must settle the same.
     verdicts: HashMap<Hash, bool>,
@@ -674,11 +760,17 @@ impl Sim {
                     keep.insert(i as u32);
                     tracked = Some(keep);
                 }
-                let skew = if cfg.faults.max_clock_skew_ms > 0 {
+                let drawn = if cfg.faults.max_clock_skew_ms > 0 {
                     rng.gen_range(-(cfg.faults.max_clock_skew_ms as i64)..=cfg.faults.max_clock_skew_ms as i64)
                 } else {
                     0
                 };
+                let skew = cfg
+                    .faults
+                    .skews_ms
+                    .iter()
+                    .find(|(node, _)| *node == i)
+                    .map_or(drawn, |(_, ms)| *ms);
                 SimNode {
                     key,
                     core: None,
@@ -702,6 +794,8 @@ impl Sim {
                     recv_bytes: 0,
                     seen_requests: Vec::new(),
                     replay: Vec::new(),
+                    crashes: 0,
+                    requests_refused: BTreeMap::new(),
                     votes_seen: HashMap::default(),
                 }
             })
@@ -720,6 +814,9 @@ impl Sim {
             chain: HashMap::default(),
             certs: HashMap::default(),
             runs_done: HashMap::default(),
+            runs_ok: HashMap::default(),
+            messages_lost: 0,
+            messages_duplicated: 0,
             verdicts: HashMap::default(),
             request_owner: HashMap::default(),
             created_us: HashMap::default(),
@@ -905,6 +1002,13 @@ impl Sim {
                     Payload::Msg(m) => m.kind(),
                     Payload::Bytes(_) => "bytes",
                 };
+                let requester = match &payload {
+                    Payload::Msg(m) => match &**m {
+                        Message::Request(r) => self.membership.index_of(&r.requester),
+                        _ => None,
+                    },
+                    Payload::Bytes(_) => None,
+                };
                 let result = match payload {
                     Payload::Msg(m) => {
                         if let Message::Request(r) = &*m
@@ -944,6 +1048,12 @@ impl Sim {
                     }
                     Ok(r) => r.err(),
                 };
+                if let (Some(requester), Some(r)) = (requester, &reject) {
+                    *self.nodes[to]
+                        .requests_refused
+                        .entry((requester, r.reason.to_string()))
+                        .or_default() += 1;
+                }
                 self.drain(to);
                 self.handling.clear();
                 let honest = !self.nodes[to].byzantine;
@@ -1133,8 +1243,9 @@ impl Sim {
             match out {
                 Output::Persist(batch) => {
                     for change in &batch {
-                        if let Change::RunDone { idx, version, .. } = change {
+                        if let Change::RunDone { idx, version, ok, .. } = change {
                             *self.runs_done.entry((*idx, *version)).or_default() += 1;
+                            self.runs_ok.insert((*idx, *version), *ok);
                         }
                     }
                     self.nodes[i].disk.apply(&batch);
@@ -1372,8 +1483,10 @@ impl Sim {
                 continue;
             }
             let copies = if self.rng.gen_bool(self.cfg.net.loss) {
+                self.messages_lost += 1;
                 0
             } else if self.rng.gen_bool(self.cfg.net.duplicate) {
+                self.messages_duplicated += 1;
                 2
             } else {
                 1
@@ -1487,6 +1600,7 @@ impl Sim {
     fn crash(&mut self, i: usize) {
         self.crashes += 1;
         let node = &mut self.nodes[i];
+        node.crashes += 1;
         node.core = None;
         node.epoch += 1;
         node.timer_at_us = u64::MAX;
@@ -2184,6 +2298,32 @@ impl Sim {
                 }
             }
         }
+        // A light node settles every commit once, whoever the requester:
+        // for the wallets it does not keep, its settlement marks are the
+        // full node's `settled` and `settled_above`.
+        if self.cfg.money == MoneyRule::RequesterPaysReward {
+            for i in (0..n).filter(|i| self.nodes[*i].light && !self.nodes[*i].byzantine) {
+                let Some(core) = self.nodes[i].core.as_ref() else {
+                    continue;
+                };
+                for a in &reference {
+                    if core.wallet(&a.id).is_some() {
+                        continue;
+                    }
+                    let owner = self.membership.index_of(&a.id).expect("member");
+                    let marks = self.nodes[i].disk.marks.get(&owner).cloned().unwrap_or_default();
+                    if marks != (a.settled, a.settled_above.clone()) {
+                        problems.push((
+                            "light-disagreement",
+                            format!(
+                                "wallet {owner} once quiet: node {first} settled {} above {:?}, light node {i}'s marks {} above {:?}",
+                                a.settled, a.settled_above, marks.0, marks.1
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
         for (class, p) in problems {
             self.violate(class, p);
         }
@@ -2322,7 +2462,13 @@ impl Sim {
         };
         let pending_requests_max = honest_cores().map(|c| c.pending_requests().count()).max().unwrap_or(0);
         let pending_decisions_max = honest_cores().map(|c| c.pending_decisions()).max().unwrap_or(0);
+        let node_rows = self.node_rows();
+        let purchases = self.purchase_rows();
         Report {
+            messages_lost: self.messages_lost,
+            messages_duplicated: self.messages_duplicated,
+            node_rows,
+            purchases,
             wallets,
             violation_classes: self.violation_classes,
             injected: self.injected,
@@ -2354,6 +2500,54 @@ impl Sim {
             steps: self.steps,
             violations: self.violations,
         }
+    }
+
+    fn node_rows(&self) -> Vec<NodeRow> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let index = |w: &Wallet| self.membership.index_of(&w.id).expect("member");
+                let wallets = node
+                    .core
+                    .as_ref()
+                    .map(|c| c.wallets().map(|w| (index(w), w.clone())).collect())
+                    .unwrap_or_default();
+                let stats = node.core.as_ref().map(|c| c.stats().clone()).unwrap_or_default();
+                NodeRow {
+                    byzantine: node.byzantine,
+                    light: node.light,
+                    up: node.core.is_some(),
+                    skew_ms: node.skew_ms,
+                    tracked: node.config.tracked.as_ref().map(|t| t.iter().copied().collect()),
+                    wallets,
+                    stored_wallets: node.disk.wallets.keys().copied().collect(),
+                    stored_marks: node.disk.marks.clone(),
+                    crashes: node.crashes,
+                    rejected: stats.rejected,
+                    duplicates: stats.duplicates,
+                    requests_refused: node.requests_refused.clone(),
+                }
+            })
+            .collect()
+    }
+
+    fn purchase_rows(&self) -> Vec<PurchaseRow> {
+        let mut rows: Vec<PurchaseRow> = self
+            .decided
+            .iter()
+            .map(|(&(requester, version), d)| PurchaseRow {
+                requester,
+                version,
+                provider: d.provider,
+                price: d.price,
+                committed_by: d.commits.iter().copied().collect(),
+                requester_latency_ms: d.requester_commit_us.map(|t| (t - d.created_us) / 1000),
+                run_ok: self.runs_ok.get(&(requester, version)).copied(),
+                verdict: self.verdicts.get(&d.request_id).copied(),
+            })
+            .collect();
+        rows.sort_unstable_by_key(|p| (p.requester, p.version));
+        rows
     }
 
     /// Per decision every expected node committed, the time from the
