@@ -1,6 +1,8 @@
 //! Simulated networks, one scenario per test. Each runs a fixed seed set;
 //! `WALLANCE_SIM_SEED=<n>` replays one seed (a failure prints it).
 
+mod common;
+
 use wallance_sim::*;
 
 /// The money rule these scenarios hold the core to: the requester pays
@@ -75,12 +77,140 @@ fn partitions_heal_and_purchases_resume() {
     }
 }
 
+/// The refusals a skewed clock can cause (docs/protocol.md: a request from
+/// beyond `max_clock_skew_ms` ahead; a digest, heads request or heads from
+/// beyond `max(max_clock_skew_ms, sync_interval_ms)` either way).
+const IN_THE_FUTURE: &str = "time is in the future";
+const TIME_TOO_FAR: &str = "time too far from this node's clock (a replay?)";
+
+fn refused_for_time(n: &NodeRow) -> u64 {
+    n.refused(&format!("request: {IN_THE_FUTURE}"))
+        + ["digest", "heads-request", "heads"]
+            .iter()
+            .map(|kind| n.refused(&format!("{kind}: {TIME_TOO_FAR}")))
+            .sum::<u64>()
+}
+
+/// Clocks up to 10 s apart either way, within the 30 s the protocol allows:
+/// nothing is refused for its time, every node's purchases commit on every
+/// node, and the wallets agree.
 #[test]
 fn clock_skew_between_nodes() {
     for seed in seeds_from_env(40..44) {
         let mut c = SimConfig::new(8, seed);
         c.faults.max_clock_skew_ms = 10_000;
-        check(c);
+        assert!(2 * c.faults.max_clock_skew_ms <= c.params.max_clock_skew_ms);
+        let r = check(c);
+        let why = describe(&r);
+        let skews: Vec<i64> = r.node_rows.iter().map(|n| n.skew_ms).collect();
+        let spread = skews.iter().max().unwrap() - skews.iter().min().unwrap();
+        assert!(spread > 5_000, "clocks hardly skewed: {skews:?}");
+        for (i, n) in r.node_rows.iter().enumerate() {
+            assert_eq!(
+                refused_for_time(n),
+                0,
+                "node {i} (skew {} ms) refused for time: {why}",
+                n.skew_ms
+            );
+            let own = r.purchases.iter().filter(|p| p.requester == i as u32).count();
+            assert!(
+                own > 0,
+                "node {i} (skew {} ms): no purchase committed: {why}",
+                n.skew_ms
+            );
+        }
+        for p in &r.purchases {
+            assert_eq!(
+                p.committed_by.len(),
+                8,
+                "{}/v{} not committed everywhere: {why}",
+                p.requester,
+                p.version
+            );
+        }
+    }
+}
+
+/// Clocks beyond the protocol's bound (here 5 s), among nodes within it;
+/// clocks are given relative to the majority's:
+/// - a node 8 s ahead: every other node refuses its requests as from the
+///   future while their time is more than the bound ahead of the voter's
+///   clock (docs/protocol.md, Request), so each commits only once it is not,
+///   3 s later, from a re-sent copy;
+/// - a node 8 s behind: its requests are in the others' past, and there is
+///   deliberately no "too old" (docs/protocol.md, Expiry), so they commit at
+///   once; it refuses everybody else's as from the future;
+/// - a node 40 s behind: its purchases commit but reach the provider after
+///   half their outcome window, so it never runs them and refunds each;
+/// - nodes 2 s ahead and behind: refused only by nodes more than the bound
+///   behind them, like everybody.
+///
+/// Who refuses whose requests is checked pair by pair. Every purchase
+/// commits on every node, skewed or not, and every wallet agrees.
+#[test]
+fn a_clock_beyond_the_bound_is_refused_and_the_others_agree() {
+    const NODES: usize = 10;
+    const BASE: i64 = 40_000;
+    const BOUND: i64 = 5_000;
+    const AHEAD: usize = 1;
+    const BEHIND: usize = 2;
+    const FAR_BEHIND: usize = 5;
+    let within = [(3, 2_000), (4, -2_000)];
+    for seed in seeds_from_env(45..47) {
+        let mut c = SimConfig::new(NODES, seed);
+        c.params.max_clock_skew_ms = BOUND as u64;
+        assert!(c.params.sync_interval_ms <= c.params.max_clock_skew_ms);
+        assert!(40_000 > c.params.outcome_timeout_ms / 2);
+        c.faults.skews_ms = (0..NODES).map(|i| (i, BASE)).collect();
+        for (i, ms) in [(AHEAD, 8_000), (BEHIND, -8_000), (FAR_BEHIND, -40_000)]
+            .into_iter()
+            .chain(within)
+        {
+            c.faults.skews_ms[i].1 = BASE + ms;
+        }
+        let r = check(c);
+        let why = describe(&r);
+        let rows = &r.node_rows;
+        let mine = |i: usize| r.purchases.iter().filter(move |p| p.requester == i as u32);
+        for i in 0..NODES {
+            assert!(mine(i).count() > 0, "node {i}: no purchase committed: {why}");
+            for p in mine(i) {
+                assert_eq!(p.committed_by.len(), NODES, "node {i}'s v{}: {why}", p.version);
+                let latency = p.requester_latency_ms.expect("the requester committed");
+                if i == AHEAD {
+                    assert!(
+                        latency >= (8_000 - BOUND) as u64,
+                        "node {i}'s v{} in {latency} ms: {why}",
+                        p.version
+                    );
+                } else {
+                    assert!(latency < 1_000, "node {i}'s v{} in {latency} ms: {why}", p.version);
+                }
+            }
+        }
+        // Who refused whose requests as from the future: exactly the pairs
+        // where the requester's clock is more than the bound ahead.
+        for (i, voter) in rows.iter().enumerate() {
+            for (j, requester) in rows.iter().enumerate().filter(|(j, _)| *j != i) {
+                let refused = voter.refused_requests_of(j, IN_THE_FUTURE);
+                let beyond = requester.skew_ms - voter.skew_ms > BOUND;
+                assert_eq!(
+                    refused > 0,
+                    beyond,
+                    "node {i} (clock {} ms) refused {refused} requests of node {j} (clock {} ms): {why}",
+                    voter.skew_ms - BASE,
+                    requester.skew_ms - BASE
+                );
+            }
+        }
+        // Served and paid, except the node far behind: refunded, never run.
+        for i in 0..NODES {
+            let far = i == FAR_BEHIND;
+            assert!(
+                mine(i).all(|p| p.run_ok == Some(!far) && p.verdict == Some(!far)),
+                "node {i}: {why}"
+            );
+        }
     }
 }
 
@@ -95,12 +225,24 @@ fn byzantine_members_below_a_third() {
     }
 }
 
+/// Light nodes keep only the wallets they track (here the even members and
+/// their own) and agree with full nodes on those and on the settlement of
+/// all others (`common::check_light_nodes`). On this quiet network every
+/// node keeping a wallet commits each of its purchases.
 #[test]
 fn light_nodes_keep_half_the_wallets() {
     for seed in seeds_from_env(60..63) {
         let mut c = SimConfig::new(9, seed);
         c.light = 2;
-        check(c);
+        let r = check(c);
+        common::check_light_nodes(&r, 2);
+        let why = describe(&r);
+        for p in &r.purchases {
+            let keepers: std::collections::BTreeSet<usize> = (0..9)
+                .filter(|i| r.node_rows[*i].wallets.contains_key(&p.requester))
+                .collect();
+            assert_eq!(p.committed_by, keepers, "{}/v{}: {why}", p.requester, p.version);
+        }
     }
 }
 
