@@ -15,6 +15,8 @@
 //! seed. `cargo run -p wallance-sim --example sweep -- everything 1000`
 //! runs the same scenario and tallies the violations by class instead.
 
+mod common;
+
 use std::time::Instant;
 
 use wallance_sim::*;
@@ -58,6 +60,34 @@ fn everything_at_once_with_the_network_adversary() {
         assert!(r.injected.keys().any(|k| k.starts_with("mutate/")), "{}", describe(r));
         assert!(r.injected.keys().any(|k| k.starts_with("replay/")), "{}", describe(r));
         assert!(r.injected.keys().any(|k| k.starts_with("flip/")), "{}", describe(r));
+        let light = r.node_rows.iter().filter(|n| n.light).count();
+        assert!(light > 0, "{}", describe(r));
+        common::check_light_nodes(r, light);
+    }
+}
+
+/// Kinds of injection the adversary made in a run (`replay`, `burst`, ...).
+fn injected(r: &Report, kind: &str) -> u64 {
+    r.injected
+        .iter()
+        .filter(|(k, _)| k.split('/').next() == Some(kind))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Every committed purchase of an honest provider ran (or was refused to
+/// run) once, and its verdict follows the run: paid when it served,
+/// refunded when it did not.
+fn verdicts_follow_runs(r: &Report, provider: u32) {
+    for p in r.purchases.iter().filter(|p| p.provider == provider) {
+        assert!(
+            p.run_ok.is_some(),
+            "{}/v{} never ran: {}",
+            p.requester,
+            p.version,
+            describe(r)
+        );
+        assert_eq!(p.verdict, p.run_ok, "{}/v{}: {}", p.requester, p.version, describe(r));
     }
 }
 
@@ -65,24 +95,55 @@ fn scenario(name: &str) -> impl Fn(u64) -> SimConfig + '_ {
     move |seed| SimConfig::scenario(name, seed).expect("a known scenario")
 }
 
+/// Exact copies and bursts of duplicates were injected (to light nodes
+/// too, which must not settle an old certificate twice: their marks equal
+/// the full nodes' settlement), and nothing changed: every check holds.
 #[test]
 fn replayed_copies_and_duplicate_bursts_change_nothing() {
-    run_seeds("replay", 200..206, scenario("replay"));
+    for r in run_seeds("replay", 200..206, scenario("replay")) {
+        assert!(
+            injected(&r, "replay") > 0 && injected(&r, "burst") > 0,
+            "{}",
+            describe(&r)
+        );
+        assert!(r.money_checks > 0, "{}", describe(&r));
+        common::check_light_nodes(&r, 2);
+    }
 }
 
+/// Purchases were made from both providers and the Byzantine one bent its
+/// certificates and outcomes; money and runs held (`run_seeds`), and every
+/// purchase from the honest provider was paid or refunded as its run went.
 #[test]
 fn a_byzantine_provider_cannot_bend_money_or_runs() {
-    run_seeds("byzantine-provider", 300..306, scenario("byzantine-provider"));
+    for r in run_seeds("byzantine-provider", 300..306, scenario("byzantine-provider")) {
+        // The Byzantine provider is the first Byzantine member.
+        let bent = r.node_rows.iter().position(|n| n.byzantine).expect("Byzantine members") as u32;
+        assert!(injected(&r, "byzantine-provider") > 0, "{}", describe(&r));
+        assert!(r.purchases.iter().any(|p| p.provider == bent), "{}", describe(&r));
+        assert!(r.purchases.iter().any(|p| p.provider == 0), "{}", describe(&r));
+        assert!(r.money_checks > 0, "{}", describe(&r));
+        verdicts_follow_runs(&r, 0);
+    }
 }
 
+/// Half the runs fail: each purchase runs once (`run_seeds`) and costs
+/// what its run earned: a failed run is refunded, a served one paid.
 #[test]
 fn failing_contracts_run_once_and_cost_what_they_cost() {
-    run_seeds("failing-contracts", 400..406, scenario("failing-contracts"));
+    for r in run_seeds("failing-contracts", 400..406, scenario("failing-contracts")) {
+        assert!(r.purchases.iter().any(|p| p.run_ok == Some(false)), "{}", describe(&r));
+        assert!(r.purchases.iter().any(|p| p.run_ok == Some(true)), "{}", describe(&r));
+        verdicts_follow_runs(&r, 0);
+    }
 }
 
+/// Three light nodes, each keeping the even members' wallets and its own.
 #[test]
 fn light_nodes_holding_a_third_of_the_weight_agree() {
-    run_seeds("light-third", 500..506, scenario("light-third"));
+    for r in run_seeds("light-third", 500..506, scenario("light-third")) {
+        common::check_light_nodes(&r, 3);
+    }
 }
 
 /// Hole 8 of the integrity issue: a node down while more than
@@ -98,6 +159,9 @@ fn a_node_down_longer_than_the_certificates_kept_catches_up_every_field() {
         reports.iter().any(|r| r.tallies_adopted > 0),
         "no run needed the vouched catch-up: the scenario does not test it"
     );
+    for r in &reports {
+        common::check_light_nodes(r, 1);
+    }
 }
 
 /// The same outage hitting the provider: purchases made while it was
@@ -109,5 +173,12 @@ fn a_node_down_longer_than_the_certificates_kept_catches_up_every_field() {
 /// at the returning node while escrows were open at its vouchers).
 #[test]
 fn a_provider_down_longer_than_the_certificates_kept_still_serves_or_refunds() {
-    run_seeds("pruned-provider", 600..606, scenario("pruned-provider"));
+    let reports = run_seeds("pruned-provider", 600..606, scenario("pruned-provider"));
+    assert!(
+        reports.iter().any(|r| r.node_rows[0].crashes > 0),
+        "the provider never went down: the scenario does not test it"
+    );
+    for r in &reports {
+        verdicts_follow_runs(r, 0);
+    }
 }
