@@ -48,19 +48,29 @@ fn eight_nodes_buy_a_service_and_every_wallet_agrees() {
         .iter()
         .map(|&i| (i, net.buy(i, &[("size", "espresso")])))
         .collect();
+    let mut outcomes = Vec::new();
     for (i, id) in &ids {
         let p = net.wait_done(*i, id);
         let o = p.outcome.as_ref().expect("waited for");
         assert!(o.ok, "{p:?}");
         assert!(o.body.contains("brewed a 40 ml espresso"), "{p:?}");
+        outcomes.push((id.clone(), o.body.clone()));
     }
     net.wait_agree(&all, 30);
     for i in [1, 2, 3] {
         assert_eq!(net.version_of(0, i), 1);
     }
-    // The provider ran each purchase exactly once.
+    // The provider ran each purchase exactly once and brewed one cup for
+    // each: the cups are numbered 1, 2, 3, once each, and every buyer got
+    // the cup made for it.
     let s = net.get(0, "/api/status").unwrap();
     assert_eq!(s["stats"]["contract_runs"], 3, "{s}");
+    let bought: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+    let cups = one_cup_per_purchase(&net, &bought);
+    assert_eq!(cups.len(), 3, "{cups:?}");
+    for (id, body) in &outcomes {
+        assert_eq!(Some(cups[id]), field(body, "cup-number"), "{body}");
+    }
     for i in 0..8 {
         net.stop(i); // clean shutdown on SIGTERM
     }
@@ -110,6 +120,12 @@ fn a_node_killed_mid_consensus_restarts_and_catches_up() {
     net.start(4);
     net.wait_ready(&all);
     assert_eq!(net.wait_done(4, &id5), mine);
+    // The provider ran each of the two purchases once, one cup each, and
+    // node-5 got the cup made for it.
+    let cups = one_cup_per_purchase(&net, &[&id5, &id2]);
+    assert_eq!(cups.len(), 2, "{cups:?}");
+    let body = &mine.outcome.as_ref().expect("waited for").body;
+    assert_eq!(Some(cups[&id5]), field(body, "cup-number"), "{body}");
 }
 
 #[test]
@@ -126,10 +142,10 @@ fn a_late_joiner_converges() {
     let price = net.price();
     net.wait_funds(1, price);
     let id = net.buy(1, &[]);
-    net.wait_done(1, &id);
+    assert_eq!(net.wait_done(1, &id).outcome.map(|o| o.ok), Some(true));
     net.wait_funds(2, price);
     let id = net.buy(2, &[]);
-    net.wait_done(2, &id);
+    assert_eq!(net.wait_done(2, &id).outcome.map(|o| o.ok), Some(true));
     net.start(3);
     net.wait_ready(&[0, 1, 2, 3]);
     net.wait_agree(&[0, 1, 2, 3], 60);
@@ -279,7 +295,7 @@ fn forged_replayed_and_malformed_samples_are_rejected_and_the_network_goes_on() 
     let price = net.price();
     net.wait_funds(1, price);
     let id = net.buy(1, &[]);
-    net.wait_done(1, &id);
+    assert_eq!(net.wait_done(1, &id).outcome.map(|o| o.ok), Some(true));
     // An intruder joins the DDS domain (it is not a member).
     let intruder = wallance_dds::Transport::new(wallance_dds::TransportConfig::loopback(7)).unwrap();
     assert!(intruder.wait_for_readers(4, std::time::Duration::from_secs(20)));
@@ -325,4 +341,104 @@ fn forged_replayed_and_malformed_samples_are_rejected_and_the_network_goes_on() 
     let id = net.buy(2, &[]);
     assert_eq!(net.wait_done(2, &id).outcome.map(|o| o.ok), Some(true));
     net.wait_agree(&[0, 1, 2, 3], 30);
+}
+
+/// `key=N` in an outcome body (`brewed a 40 ml espresso (size-ml=40,
+/// cup-number=1, ...)`).
+fn field(body: &str, key: &str) -> Option<u64> {
+    let at = body.find(&format!("{key}="))? + key.len() + 1;
+    body[at..].split([',', ')']).next()?.trim().parse().ok()
+}
+
+/// Each committed purchase ran at most once and each one paid for brewed
+/// exactly one cup. The espresso contract numbers its cups in its storage
+/// (`cup-number` in its outcome) and the machine its brews (`cups` in each
+/// answer, which the node journals with the purchase's key in
+/// `<data_dir>/devices/espresso-machine.calls`; the contract asks `status`,
+/// then `brew`). `bought` is every purchase the network committed. Once
+/// the provider (node-1, never restarted here) settled them all, it
+/// produced at most one outcome per purchase and no other; the served ones
+/// are exactly those whose price it was paid, and carry the cup numbers
+/// 1..=n once each; and the machine brewed exactly n cups, one per
+/// purchase, which it numbered 1..=n. A contract run twice for a purchase
+/// adds an outcome and a cup number; a cup brewed twice adds a brew to the
+/// journal. Returns the served purchases' cup numbers.
+fn one_cup_per_purchase(net: &Net, bought: &[&str]) -> std::collections::BTreeMap<String, u64> {
+    let committed: u64 = net
+        .get(0, "/api/wallets")
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["version"].as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, bought.len() as u64, "purchases committed at the provider");
+    let stat = |key: &str| {
+        net.get(0, "/api/view")
+            .and_then(|v| v["stats"][key].as_u64())
+            .unwrap_or(u64::MAX)
+    };
+    wait("every purchase settled at the provider", 90, || {
+        stat("escrows_open") == 0 && stat("verdicts_paid") + stat("verdicts_refunded") == committed
+    });
+    let paid = stat("verdicts_paid");
+    let produced = net.get(0, "/api/produced").unwrap();
+    let produced = produced.as_array().unwrap();
+    let mut ids: Vec<&str> = produced.iter().map(|o| o["request_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), produced.len(), "two outcomes for one purchase: {produced:?}");
+    assert!(
+        ids.iter().all(|id| bought.contains(id)),
+        "an outcome for a purchase not bought: {produced:?}"
+    );
+    let cups: std::collections::BTreeMap<String, u64> = produced
+        .iter()
+        .filter(|o| o["ok"] == true)
+        .map(|o| {
+            let body = o["body"].as_str().unwrap();
+            let cup = field(body, "cup-number").unwrap_or_else(|| panic!("no cup number in {o}"));
+            (o["request_id"].as_str().unwrap().to_string(), cup)
+        })
+        .collect();
+    let served = cups.len() as u64;
+    assert_eq!(served, paid, "served outcomes and purchases paid: {produced:?}");
+    let mut numbers: Vec<u64> = cups.values().copied().collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=served).collect::<Vec<_>>(), "cup numbers: {produced:?}");
+    // The machine's journal: the brew of each purchase key.
+    let journal = net.nodes[0]
+        .config
+        .parent()
+        .unwrap()
+        .join("data/devices/espresso-machine.calls");
+    let text = std::fs::read_to_string(&journal).unwrap_or_default();
+    let mut brews = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let l: serde_json::Value = serde_json::from_str(line).unwrap();
+        let Some(answer) = l["a"]["Ok"].as_array() else {
+            continue;
+        };
+        let cups_made = answer
+            .iter()
+            .find(|kv| kv[0] == "cups")
+            .and_then(|kv| kv[1].as_str()?.parse::<u64>().ok())
+            .unwrap();
+        let seq = l["s"].as_u64().unwrap();
+        assert!(seq <= 1, "a third device call in one run: {line}");
+        if seq == 1 {
+            let key = l["k"].as_str().unwrap().to_string();
+            if let Some(before) = brews.insert(key, cups_made) {
+                assert_eq!(before, cups_made, "one key, two different brews:\n{text}");
+            }
+        }
+    }
+    let mut machine: Vec<u64> = brews.values().copied().collect();
+    machine.sort_unstable();
+    assert_eq!(
+        machine,
+        (1..=served).collect::<Vec<_>>(),
+        "brews the machine journaled:\n{text}"
+    );
+    cups
 }
