@@ -255,7 +255,11 @@ fn dashboard_shows_wallets_buys_from_the_form_and_lists_dropped_contracts() {
         )
         .unwrap();
     println!("node-2 balance on screen: {before} -> {after}; form: {result}");
-    assert!(wallet(&buyer.api, "node-2").unwrap()["version"].as_u64().unwrap() > before_version);
+    assert_eq!(
+        wallet(&buyer.api, "node-2").unwrap()["version"].as_u64().unwrap(),
+        before_version + 1,
+        "one click, one purchase"
+    );
     assert_eq!(
         browser.js("return localStorage.getItem('wallance-token')").unwrap(),
         buyer.token.as_deref().unwrap(),

@@ -107,7 +107,15 @@ fn a_second_provider_of_a_name_gets_no_purchase_unless_named() {
     let body = serde_json::json!({ "service": "espresso", "provider": "node-1", "price": price, "params": {} });
     let (status, v) = post(&net.nodes[1].api, "/api/buy", Some(&net.nodes[1].token), &body);
     assert_eq!(status, 202, "{v}");
-    let p = net.wait_done(1, v["request_id"].as_str().unwrap());
+    let id = v["request_id"].as_str().unwrap();
+    let p = net.wait_done(1, id);
     assert_eq!(p.provider, "node-1", "{p:?}");
     assert_eq!(p.outcome.map(|o| o.ok), Some(true));
+    // The refused purchase committed nothing; node-4 ran nothing, node-1
+    // ran the one named.
+    assert_eq!(net.version_of(1, 1), 1);
+    assert_eq!(net.get(3, "/api/produced").unwrap(), serde_json::json!([]));
+    let produced = net.get(0, "/api/produced").unwrap();
+    assert_eq!(produced.as_array().unwrap().len(), 1, "{produced}");
+    assert_eq!(produced[0]["request_id"], id, "{produced}");
 }
