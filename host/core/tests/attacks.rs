@@ -347,7 +347,8 @@ fn a_forged_vote_after_a_real_one_does_not_blame_the_voter() {
             .any(|k| k.contains("equivocation")),
         "an honest member was blamed for a forgery"
     );
-    let _ = r;
+    // The forgery was of node 3's real vote on its own purchase.
+    assert_eq!(real.request_id, r.id());
 }
 
 /// Hole 7: `buy` sent the request before storing it; with the pending

@@ -265,6 +265,8 @@ fn byzantine_members_below_a_third() {
         c.net = NetModel::faulty();
         let r = check(c);
         assert!(r.rejected > 100, "the attacks were seen and refused: {}", r.rejected);
+        // Withheld and equivocated votes stall no honest member.
+        every_honest_node_bought(&r);
     }
 }
 
