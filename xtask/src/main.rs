@@ -260,7 +260,7 @@ fn main() -> anyhow::Result<()> {
         Some("demo") => {
             setup()?;
             let extra: Vec<String> = std::env::args().skip(2).collect();
-            // The dev profile (dependencies optimized, see Cargo.toml) shares
+            // The dev profile (only the hot dependencies optimized, see Cargo.toml) shares
             // its build with `cargo xtask ci`: a newcomer compiles once.
             let mut args = vec!["run", "--quiet", "-p", "wallance", "--", "demo"];
             args.extend(extra.iter().map(String::as_str));
