@@ -63,6 +63,11 @@ impl NetworkFile {
         let hex = id.to_hex();
         self.members.iter().find(|m| m.id == hex).map(|m| m.name.as_str())
     }
+
+    /// How people see `id`: its member name, or its short hex ID.
+    pub fn display_name(&self, id: &MemberId) -> String {
+        self.name_of(id).map(str::to_string).unwrap_or_else(|| id.short())
+    }
 }
 
 /// Which network interfaces DDS may use.

@@ -507,11 +507,7 @@ impl Node {
     }
 
     fn name(&self, id: &MemberId) -> String {
-        self.loaded
-            .network
-            .name_of(id)
-            .map(str::to_string)
-            .unwrap_or_else(|| id.short())
+        self.loaded.network.display_name(id)
     }
 
     fn on_event(&mut self, e: Event) {

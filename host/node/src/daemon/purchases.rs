@@ -64,9 +64,9 @@ impl Book {
     pub(super) fn bought(&mut self, request: &Request, network: &NetworkFile) {
         self.update(request.id(), |p| {
             p.service = request.service.clone();
-            p.provider = name(network, &request.provider);
+            p.provider = network.display_name(&request.provider);
             p.provider_id = request.provider.to_hex();
-            p.requester = name(network, &request.requester);
+            p.requester = network.display_name(&request.requester);
             p.requester_id = request.requester.to_hex();
             p.price = request.price;
             p.params = request.params.clone();
@@ -107,9 +107,9 @@ impl Book {
             } if *requester == self.me || *provider == self.me => {
                 self.update(*request_id, |p| {
                     p.service = service.clone();
-                    p.provider = name(network, provider);
+                    p.provider = network.display_name(provider);
                     p.provider_id = provider.to_hex();
-                    p.requester = name(network, requester);
+                    p.requester = network.display_name(requester);
                     p.requester_id = requester.to_hex();
                     p.price = *price;
                     p.commit = Some(PurchaseCommit {
@@ -171,8 +171,4 @@ impl Book {
             .filter_map(|b| serde_json::from_slice(b).ok())
             .collect()
     }
-}
-
-fn name(network: &NetworkFile, id: &MemberId) -> String {
-    network.name_of(id).map(str::to_string).unwrap_or_else(|| id.short())
 }

@@ -62,7 +62,7 @@ pub(super) fn build(
     store_path: &Path,
     started: Instant,
 ) -> View {
-    let name = |id: &wallance_core::MemberId| network.name_of(id).map(str::to_string).unwrap_or_else(|| id.short());
+    let name = |id: &wallance_core::MemberId| network.display_name(id);
     let params = core.params();
     let s = core.stats();
     let t = transport.stats();
