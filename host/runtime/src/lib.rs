@@ -37,9 +37,9 @@ pub use devices::{
 pub use error::{FailureCause, InvokeError, LoadError, RuntimeError, WatchError};
 pub use host::{CONTRACT_LOG_TARGET, LogEntry, LogLevel};
 pub use runtime::{
-    BACKSTOP_MARGIN, ContractOutput, HOST_CALL_LOOP_FUEL_PER_S_X86, Limits, LoadReport, NOT_LOADED_ENTRIES_MAX,
-    Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig, SLOWEST_BOARD_SLOWDOWN, ServiceInfo, folder_entry,
-    wall_time_for_fuel_ms,
+    BACKSTOP_MARGIN, ContractOutput, HOST_CALL_LOOP_FUEL_PER_S_X86, Limits, LoadReport, MIN_LIVE_INSTANCES, MemoryPlan,
+    NOT_LOADED_ENTRIES_MAX, Outcome, Purchase, RegistryEvent, Runtime, RuntimeConfig, SLOWEST_BOARD_SLOWDOWN,
+    ServiceInfo, folder_entry, pool_reservation_bytes, wall_time_for_fuel_ms,
 };
 pub use storage::{ContractStorage, MemoryStorage, StorageError, StorageQuotaError, StorageWrite};
 pub use text::{ECHO_BYTES_MAX, sanitize};

@@ -2,6 +2,7 @@
 //! of a contract on a fresh store under limits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
@@ -258,6 +259,7 @@ pub(crate) struct Registry {
 
 struct Shared {
     engine: Engine,
+    memory: MemoryPlan,
     linker: Linker<HostState>,
     config: RuntimeConfig,
     cache: Option<DiskCache>,
@@ -330,6 +332,172 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
+/// Guard after each linear memory (bounds are checked explicitly).
+const MEMORY_GUARD_BYTES: u64 = 64 << 10;
+
+/// The fewest live instances the runtime accepts when the address space
+/// is short: a call and a load at once, twice over.
+pub const MIN_LIVE_INSTANCES: u32 = 4;
+
+/// How the runtime laid out contract memory, and why: the node logs it at
+/// start (`Display`), since a board's address space decides what fits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Instances the pool holds (calls in flight plus loads).
+    pub live_instances: u32,
+    /// What the configuration asked for.
+    pub requested_instances: u32,
+    /// Address space the pool reserves: every memory slot (the most a call
+    /// may use plus its guard) and every table slot.
+    pub reserved_bytes: u64,
+    /// Significant bits of an address on this thread's stack: user space is
+    /// at least this large (39 on a Raspberry Pi's usual kernel, 47 on
+    /// x86-64, 48 on most arm64 servers).
+    pub address_bits: u32,
+    /// Why fewer instances than requested: the reservation that failed.
+    pub reduced_because: Option<String>,
+}
+
+/// Bytes of address space a pool of `instances` reserves (see
+/// [`build_engine`]): two memories and eight tables per instance.
+pub fn pool_reservation_bytes(limits: &Limits, instances: u32) -> u64 {
+    let memory_slot = limits.memory_bytes_max + MEMORY_GUARD_BYTES;
+    let table_slot = limits.table_elements_max * 8;
+    u64::from(instances) * (2 * memory_slot + 8 * table_slot)
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl fmt::Display for MemoryPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let space = 1u64.checked_shl(self.address_bits).unwrap_or(u64::MAX);
+        write!(
+            f,
+            "contract memory: a pool of {} live instances reserves {} of address space \
+             ({:.3} % of the {}-bit user space seen here); each memory is reserved whole \
+             (never moved, bounds checked explicitly) so that boards with a 39-bit address space fit",
+            self.live_instances,
+            gib(self.reserved_bytes),
+            self.reserved_bytes as f64 * 100.0 / space as f64,
+            self.address_bits,
+        )?;
+        if let Some(why) = &self.reduced_because {
+            write!(
+                f,
+                "; reduced from {} instances because that reservation failed ({why})",
+                self.requested_instances
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The significant bits of an address on this thread's stack. Stacks sit
+/// near the top of user space, so this is (about) the address space's
+/// width: a hint for the log, not a limit anything relies on.
+fn stack_address_bits() -> u32 {
+    let here = 0u8;
+    let address = std::ptr::addr_of!(here) as usize;
+    usize::BITS - address.leading_zeros()
+}
+
+/// Builds the engine, halving the pool while its reservation does not fit
+/// (a short address space, or `ulimit -v`), down to [`MIN_LIVE_INSTANCES`].
+fn plan_engine(config: &RuntimeConfig) -> Result<(Engine, MemoryPlan), RuntimeError> {
+    let requested = config.max_live_instances;
+    let mut instances = requested;
+    let mut reduced_because = None;
+    loop {
+        match build_engine(config, instances) {
+            Ok(engine) => {
+                let plan = MemoryPlan {
+                    live_instances: instances,
+                    requested_instances: requested,
+                    reserved_bytes: pool_reservation_bytes(&config.limits, instances),
+                    address_bits: stack_address_bits(),
+                    reduced_because,
+                };
+                return Ok((engine, plan));
+            }
+            Err(RuntimeError::Engine(e)) if instances / 2 >= MIN_LIVE_INSTANCES => {
+                reduced_because.get_or_insert_with(|| {
+                    format!(
+                        "{} for {instances} instances: {e}",
+                        gib(pool_reservation_bytes(&config.limits, instances))
+                    )
+                });
+                instances /= 2;
+            }
+            Err(RuntimeError::Engine(e)) => {
+                return Err(RuntimeError::Engine(format!(
+                    "cannot reserve contract memory even for {instances} live instances ({}): {e}",
+                    gib(pool_reservation_bytes(&config.limits, instances))
+                )));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// Builds the engine with a pool of `instances` live instances. The pool
+/// reserves its address space here, at start, so a reservation that does
+/// not fit fails now rather than at some later call.
+fn build_engine(config: &RuntimeConfig, instances: u32) -> Result<Engine, RuntimeError> {
+    let limits = &config.limits;
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .consume_fuel(config.consume_fuel)
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.wasm_stack_bytes_max)
+        // Pi boards run 39-bit address spaces (512 GiB): the default
+        // 4 GiB reservation plus guards per memory would cap a node at
+        // about a hundred live instances. Reserve what a call may use
+        // at most, so memories never move, and pay for explicit bounds
+        // checks instead.
+        .memory_reservation(limits.memory_bytes_max)
+        .memory_reservation_for_growth(0)
+        .memory_guard_size(MEMORY_GUARD_BYTES)
+        .guard_before_linear_memory(false)
+        // NaN bit patterns differ between x86 and Arm (the sign of the
+        // NaN a division produces); canonical NaNs make float results
+        // the same on every gateway.
+        .cranelift_nan_canonicalization(true)
+        // Relaxed SIMD lets each CPU pick its own result (fused or
+        // not, which operand a min returns, out-of-range conversions
+        // and swizzles): `cargo xtask cross-determinism` saw six of
+        // its instructions differ between x86-64 and aarch64. The
+        // deterministic lowering gives one result everywhere.
+        .relaxed_simd_deterministic(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // A component made by wit-component has a few core instances (the
+    // contract, a shim and a fixup module), each with at most a table
+    // and a memory.
+    let memory_bytes = usize::try_from(limits.memory_bytes_max)
+        .map_err(|_| RuntimeError::Config("memory_bytes_max too large".into()))?;
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 8)
+        .max_core_instances_per_component(8)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .table_elements(usize::try_from(limits.table_elements_max).unwrap_or(usize::MAX))
+        .max_memory_size(memory_bytes)
+        // Reset the low memory of a slot with memset instead of
+        // madvise: a call then finds its stack and data pages already
+        // mapped. Page faults and madvise were two thirds of a call's
+        // cost; this halves a call with the SDK's 64 KiB stack.
+        .linear_memory_keep_resident(256 << 10)
+        .table_keep_resident(64 << 10);
+    wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))
+}
+
 impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let limits = config.limits;
@@ -338,56 +506,9 @@ impl Runtime {
                 "epoch_tick_ms must be positive and at most wall_time_max_ms".into(),
             ));
         }
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .consume_fuel(config.consume_fuel)
-            .epoch_interruption(true)
-            .max_wasm_stack(limits.wasm_stack_bytes_max)
-            // Pi boards run 39-bit address spaces (512 GiB): the default
-            // 4 GiB reservation plus guards per memory would cap a node at
-            // about a hundred live instances. Reserve what a call may use
-            // at most, so memories never move, and pay for explicit bounds
-            // checks instead.
-            .memory_reservation(limits.memory_bytes_max)
-            .memory_reservation_for_growth(0)
-            .memory_guard_size(64 << 10)
-            .guard_before_linear_memory(false)
-            // NaN bit patterns differ between x86 and Arm (the sign of the
-            // NaN a division produces); canonical NaNs make float results
-            // the same on every gateway.
-            .cranelift_nan_canonicalization(true)
-            // Relaxed SIMD lets each CPU pick its own result (fused or
-            // not, which operand a min returns, out-of-range conversions
-            // and swizzles): `cargo xtask cross-determinism` saw six of
-            // its instructions differ between x86-64 and aarch64. The
-            // deterministic lowering gives one result everywhere.
-            .relaxed_simd_deterministic(true)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        // A component made by wit-component has a few core instances (the
-        // contract, a shim and a fixup module), each with at most a table
-        // and a memory.
-        let memory_bytes = usize::try_from(limits.memory_bytes_max)
-            .map_err(|_| RuntimeError::Config("memory_bytes_max too large".into()))?;
-        let mut pool = wasmtime::PoolingAllocationConfig::new();
-        pool.total_component_instances(config.max_live_instances)
-            .total_core_instances(config.max_live_instances * 8)
-            .total_memories(config.max_live_instances * 2)
-            .total_tables(config.max_live_instances * 8)
-            .max_core_instances_per_component(8)
-            .max_memories_per_component(2)
-            .max_tables_per_component(8)
-            .max_memories_per_module(1)
-            .max_tables_per_module(1)
-            .table_elements(usize::try_from(limits.table_elements_max).unwrap_or(usize::MAX))
-            .max_memory_size(memory_bytes)
-            // Reset the low memory of a slot with memset instead of
-            // madvise: a call then finds its stack and data pages already
-            // mapped. Page faults and madvise were two thirds of a call's
-            // cost; this halves a call with the SDK's 64 KiB stack.
-            .linear_memory_keep_resident(256 << 10)
-            .table_keep_resident(64 << 10);
-        wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        let (engine, memory) = plan_engine(&config)?;
+        let mut config = config;
+        config.max_live_instances = memory.live_instances;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
@@ -420,6 +541,7 @@ impl Runtime {
         Ok(Runtime {
             shared: Arc::new(Shared {
                 engine,
+                memory,
                 linker,
                 config,
                 cache,
@@ -436,6 +558,11 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.shared.config
+    }
+
+    /// How contract memory was laid out at start, and why.
+    pub fn memory_plan(&self) -> &MemoryPlan {
+        &self.shared.memory
     }
 
     /// Loaded services, sorted by name.

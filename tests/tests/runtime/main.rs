@@ -4,6 +4,7 @@
 
 mod files;
 mod hostile;
+mod memory;
 mod reload;
 mod services;
 mod support;

@@ -143,6 +143,7 @@ impl Node {
             ..RuntimeConfig::default()
         })
         .context("cannot start the contract runtime")?;
+        info!("{}", runtime.memory_plan());
         std::fs::create_dir_all(&loaded.contracts_dir)
             .with_context(|| format!("cannot create contracts dir {}", loaded.contracts_dir.display()))?;
         let registry_events = runtime.subscribe();

@@ -107,20 +107,27 @@ impl Net {
         self.spawn(i, &[], None);
     }
 
+    /// Starts node `i` with another program: `program[0]` run with the
+    /// rest of `program`, then `node --config <its config>`.
+    pub fn start_program(&mut self, i: usize, program: &[&str]) {
+        self.spawn_program(i, program, Some("info,rustdds=warn"));
+    }
+
     fn spawn(&mut self, i: usize, prefix: &[&str], rust_log: Option<&str>) {
+        let mut program = prefix.to_vec();
+        program.push(BIN);
+        self.spawn_program(i, &program, rust_log);
+    }
+
+    fn spawn_program(&mut self, i: usize, program: &[&str], rust_log: Option<&str>) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&node.log)
             .unwrap();
-        let mut cmd = if prefix.is_empty() {
-            Command::new(BIN)
-        } else {
-            let mut c = Command::new(prefix[0]);
-            c.args(&prefix[1..]).arg(BIN);
-            c
-        };
+        let mut cmd = Command::new(program[0]);
+        cmd.args(&program[1..]);
         cmd.args(["node", "--config"]).arg(&node.config);
         match rust_log {
             Some(filter) => cmd.env("RUST_LOG", filter),
