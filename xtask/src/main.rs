@@ -67,6 +67,21 @@ fn ci() -> anyhow::Result<()> {
         &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
     )?;
     run("cargo", &["test", "--workspace"])?;
+    // The gateway's architecture: an aarch64 node under qemu-user in a
+    // mixed network, and the same contract calls compared bit for bit.
+    // .ci/run installs the cross toolchain and sets WALLANCE_CROSS=required.
+    let missing = cross_prerequisites();
+    if missing.is_empty() {
+        cross_network()?;
+        cross_determinism()?;
+    } else if std::env::var("WALLANCE_CROSS").as_deref() == Ok("required") {
+        bail!("WALLANCE_CROSS=required but missing:\n  - {}", missing.join("\n  - "));
+    } else {
+        eprintln!(
+            "skipping the aarch64 tests (cross-network, cross-determinism); missing:\n  - {}",
+            missing.join("\n  - ")
+        );
+    }
     // Interop with another DDS vendor needs Python with Eclipse Cyclone DDS
     // (`pip install cyclonedds`); .ci/run sets it up and names it here.
     if std::env::var_os("WALLANCE_INTEROP_PYTHON").is_some() {
@@ -121,6 +136,75 @@ fn cross_prerequisites() -> Vec<String> {
         missing.push(format!("qemu-aarch64 (Debian qemu-user): {apt}"));
     }
     missing
+}
+
+/// `cargo build` for aarch64 with Debian's cross toolchain.
+fn cross_cargo(args: &[&str]) -> Command {
+    let mut cargo = Command::new("cargo");
+    cargo
+        .args(args)
+        .args(["--target", AARCH64])
+        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
+        .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc");
+    cargo
+}
+
+fn require_cross(verb: &str) -> anyhow::Result<()> {
+    let missing = cross_prerequisites();
+    if !missing.is_empty() {
+        bail!(
+            "{verb} needs (`cargo xtask setup` as root installs them; it installs nothing itself otherwise):\n  - {}",
+            missing.join("\n  - ")
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask cross-build [--release]`: the node for aarch64
+/// (Raspberry Pi 3/4/5 with a 64-bit OS). The contracts are wasm32, built
+/// once by the host build; nothing of them is built again. Returns the
+/// binary's path.
+fn cross_build(release: bool) -> anyhow::Result<PathBuf> {
+    require_cross("cross-build")?;
+    let mut cargo = cross_cargo(&["build", "-p", "wallance"]);
+    if release {
+        cargo.arg("--release");
+    } else {
+        // No debug info for the dev copy: nobody debugs it here, and it
+        // halves the disk and link time of wasmtime's tree.
+        cargo.env("CARGO_PROFILE_DEV_DEBUG", "false");
+    }
+    let took = timed(&mut cargo)?;
+    let binary = target_dir()?
+        .join(AARCH64)
+        .join(if release { "release" } else { "debug" })
+        .join("wallance");
+    let bytes = std::fs::metadata(&binary)
+        .with_context(|| format!("{} was not built", binary.display()))?
+        .len();
+    eprintln!(
+        "built {} ({:.1} MB) in {:.0} s",
+        binary.display(),
+        bytes as f64 / 1e6,
+        took.as_secs_f64()
+    );
+    Ok(binary)
+}
+
+/// `cargo xtask cross-network`: an aarch64 node under qemu-user beside
+/// x86-64 nodes, in a private network namespace
+/// (`host/node/tests/mixed_arch.rs`).
+fn cross_network() -> anyhow::Result<()> {
+    let node = cross_build(false)?;
+    let status = Command::new("cargo")
+        .args(["test", "-p", "wallance", "--test", "mixed_arch", "--", "--ignored", "--nocapture"])
+        .env("WALLANCE_AARCH64_NODE", &node)
+        .status()
+        .context("could not start cargo test")?;
+    if !status.success() {
+        bail!("the mixed x86-64/aarch64 network test failed ({status})");
+    }
+    Ok(())
 }
 
 /// Runs a command and returns how long it took.
@@ -182,27 +266,13 @@ fn first_difference(native: &str, emulated: &str) -> Option<String> {
 /// address space like a Raspberry Pi's kernel gives) and compares the
 /// JSON they print.
 fn cross_determinism() -> anyhow::Result<()> {
-    let missing = cross_prerequisites();
-    if !missing.is_empty() {
-        bail!(
-            "cross-determinism needs (it installs nothing itself):\n  - {}",
-            missing.join("\n  - ")
-        );
-    }
+    require_cross("cross-determinism")?;
     let bin = ["build", "-p", "wallance-tests", "--bin", "determinism"];
     // Native build: the test profile `cargo test` already built; its build
     // script builds the wasm guests (contracts and tests/guests).
     let native_build = timed(Command::new("cargo").args(bin))?;
-    let cross_build = timed(
-        Command::new("cargo")
-            .args(bin)
-            .args(["--target", AARCH64])
-            .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", "aarch64-linux-gnu-gcc")
-            .env("CC_aarch64_unknown_linux_gnu", "aarch64-linux-gnu-gcc")
-            // No debug info for the aarch64 copy: nobody debugs it here, and
-            // it halves the disk and link time of wasmtime's tree.
-            .env("CARGO_PROFILE_DEV_DEBUG", "false"),
-    )?;
+    // No debug info for the aarch64 copy (as in `cross-build`).
+    let cross_build = timed(cross_cargo(&bin).env("CARGO_PROFILE_DEV_DEBUG", "false"))?;
     let target = target_dir()?;
     let native = target.join("debug/determinism");
     let emulated = target.join(AARCH64).join("debug/determinism");
@@ -253,6 +323,11 @@ fn main() -> anyhow::Result<()> {
         Some("setup") => setup(),
         Some("tidy") => tidy::tidy(&tidy::repository_root()),
         Some("cross-determinism") => cross_determinism(),
+        Some("cross-build") => {
+            let release = std::env::args().skip(2).any(|a| a == "--release");
+            cross_build(release).map(|_| ())
+        }
+        Some("cross-network") => cross_network(),
         Some("test") => {
             setup()?;
             run("cargo", &["test", "--workspace"])
@@ -266,6 +341,8 @@ fn main() -> anyhow::Result<()> {
             args.extend(extra.iter().map(String::as_str));
             run("cargo", &args)
         }
-        _ => bail!("usage: cargo xtask demo | ci | tidy | setup | test | cross-determinism"),
+        _ => bail!(
+            "usage: cargo xtask demo | ci | tidy | setup | test | cross-build [--release] | cross-network | cross-determinism"
+        ),
     }
 }
