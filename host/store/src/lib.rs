@@ -32,6 +32,9 @@
 //! transaction ([`Store::commit_with_purchases`]).
 
 mod codec;
+mod io_count;
+
+pub use io_count::{IoCount, IoCounters};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -262,6 +265,8 @@ pub const PURCHASES_KEPT: usize = 10_000;
 /// last commit and never block the writer).
 pub struct Store {
     db: Arc<Database>,
+    /// Syncs and bytes written through redb's file backend.
+    io: Arc<IoCounters>,
     path: PathBuf,
     /// The first 4 bytes of each member's ID, by index: enough to catch a
     /// wallet filed under the wrong index without a second copy of the
@@ -349,9 +354,24 @@ impl Store {
         options: StoreOptions,
     ) -> Result<(Store, Snapshot), StoreError> {
         let existed = path.exists();
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)
+        let io = Arc::new(IoCounters::default());
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                context: "open the file",
+                source,
+            })?;
+        let db = io_count::CountingBackend::new(file, io.clone())
+            .and_then(|backend| {
+                Database::builder()
+                    .set_cache_size(options.cache_bytes)
+                    .create_with_backend(backend)
+            })
             .map_err(|e| {
                 // redb reports a file that is not a database as invalid data.
                 if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e
@@ -370,6 +390,7 @@ impl Store {
             })?;
         let store = Store {
             db: Arc::new(db),
+            io,
             path: path.to_owned(),
             id_tags: members.iter().map(id_tag).collect(),
             options,
@@ -381,6 +402,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file syncs and writes this store made since it was opened.
+    pub fn io(&self) -> Arc<IoCounters> {
+        self.io.clone()
     }
 
     /// Checks the meta table, or lays out a new store in an empty file.

@@ -543,3 +543,45 @@ fn purchase_records_replace_by_id_and_keep_the_newest() {
     assert_eq!(snap.wallets[&0].version, 1, "the batch committed with them");
     assert_eq!(store.reader().purchase(&[3; 32]).unwrap().as_deref(), Some(&b"c"[..]));
 }
+
+#[test]
+fn durable_commits_sync_the_file_and_lazy_ones_never_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    let io = store.io();
+    // The first write after an open marks the file as open for writing
+    // (one sync); count from the second.
+    store.commit(&[wallet(2, 1)]).unwrap();
+    let before = io.get();
+    for v in 1..=10 {
+        store.commit_lazy(&[wallet(1, v)]).unwrap();
+    }
+    let lazy = io.get();
+    assert_eq!(lazy.syncs, before.syncs, "a lazy commit synced");
+    // redb keeps a lazy commit's pages in its cache: nothing is written
+    // until a durable commit.
+    assert_eq!(lazy.bytes_written, before.bytes_written, "{lazy:?}");
+    store.commit(&[wallet(1, 11)]).unwrap();
+    let durable = io.get();
+    // redb's two-phase commit (quick repair needs it): the data, then the
+    // header that points at it.
+    assert_eq!(durable.syncs - lazy.syncs, 2, "{durable:?}");
+    eprintln!(
+        "10 lazy commits: {} B in {} writes; 1 durable: {} B in {} writes, {} syncs",
+        lazy.bytes_written - before.bytes_written,
+        lazy.writes - before.writes,
+        durable.bytes_written - lazy.bytes_written,
+        durable.writes - lazy.writes,
+        durable.syncs - lazy.syncs
+    );
+    // Without quick repair, one sync per durable commit.
+    drop(store);
+    let opts = StoreOptions::default().with_quick_repair(false);
+    let (mut store, _) = Store::open_with(&path, &members(), opts).unwrap();
+    let io = store.io();
+    store.commit(&[wallet(2, 2)]).unwrap();
+    let before = io.get();
+    store.commit(&[wallet(1, 12)]).unwrap();
+    assert_eq!(io.get().syncs - before.syncs, 1, "{:?}", io.get());
+}
