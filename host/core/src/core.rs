@@ -330,6 +330,17 @@ impl Core {
                 ));
             }
         }
+        // Every share this node numbered was signed and sent, and peers
+        // credit it by its number (they fetch a gap; a share no longer held
+        // is re-signed with its number). A crash that kept the number but
+        // lost the wallet row's tally (committed without fsync) must not
+        // leave this node's own tally behind for good: its next share would
+        // never be contiguous again.
+        if let Some(w) = my_idx.and_then(|i| wallets[i as usize].as_mut())
+            && w.shares_seen < snapshot.share_seq
+        {
+            w.shares_seen = snapshot.share_seq;
+        }
         let mut core = Self {
             members: config.membership,
             tracked: config.tracked,
@@ -520,6 +531,13 @@ impl Core {
         }
     }
 
+    /// [`Self::save_wallet`] after a step that only credited shares.
+    fn save_tally(&mut self, idx: u32) {
+        if let Some(w) = self.wallets.get(idx as usize).and_then(|w| w.clone()) {
+            self.persist(Change::Tally { idx, wallet: *w });
+        }
+    }
+
     /// Checks and takes a throttle slot at once (for what this node does
     /// of its own accord).
     fn throttled(&mut self, kind: u8, a: u32, b: u64, every_ms: u64) -> bool {
@@ -666,7 +684,7 @@ impl Core {
         {
             w.shares_seen = seq;
         }
-        self.save_wallet(idx);
+        self.save_tally(idx);
         self.own_shares.push_back(share.clone());
         while self.own_shares.len() > self.params.own_shares_kept {
             self.own_shares.pop_front();
@@ -1016,7 +1034,7 @@ impl Core {
             .is_some_and(|w| w.shares_seen != before)
         {
             self.digest_cache = None;
-            self.save_wallet(idx);
+            self.save_tally(idx);
             self.reconsider_requester(idx);
         }
     }

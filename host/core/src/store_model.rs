@@ -25,7 +25,18 @@ pub struct ContractWrite {
 /// One durable change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
+    /// Wallet `idx` after a step that moved money or its State (a
+    /// certificate, a verdict, a reward): durable, since nothing re-sends
+    /// what a crash would lose of it.
     Wallet {
+        idx: u32,
+        wallet: Wallet,
+    },
+    /// Wallet `idx` after a step that only credited sensor shares (its
+    /// `shares_seen`): stored like [`Change::Wallet`] but without fsync. A
+    /// crash may lose it; shares are credited by number, and a node asks
+    /// the sender again for the numbers it misses.
+    Tally {
         idx: u32,
         wallet: Wallet,
     },
@@ -115,22 +126,26 @@ pub struct Escrow {
 
 impl Change {
     /// True for the changes a node must make durable before it sends what
-    /// follows: its own votes, requests it holds (an acknowledged purchase),
-    /// certificates and proofs (with the commit they carry), contract runs
-    /// and its own sequence numbers. The rest (votes heard, drops, tallies)
-    /// may be lost in a crash: peers re-send or the catch-up restores them.
+    /// follows: wallets after money moved, its own votes, requests it holds
+    /// (an acknowledged purchase), certificates and proofs (with the commit
+    /// they carry), contract runs and its announcement number. The rest
+    /// (votes heard, drops, share tallies, its own share number) may be
+    /// lost in a crash: peers re-send, the catch-up restores them, and a
+    /// share is credited by its number (a share number used again after a
+    /// crash earns nothing twice). So sensor shares never wait for the disk.
     pub fn needs_durability(&self) -> bool {
         match self {
-            Change::MyVote { .. }
+            Change::Wallet { .. }
+            | Change::MyVote { .. }
             | Change::PutRequest(_)
             | Change::PutCert { .. }
             | Change::RunPending { .. }
             | Change::RunDone { .. }
             | Change::RunsPruned { .. }
-            | Change::ShareSeq(_)
             | Change::AnnounceSeq(_) => true,
             Change::PutEscrow(e) => e.my_vote.is_some(),
-            Change::Wallet { .. }
+            Change::Tally { .. }
+            | Change::ShareSeq(_)
             | Change::DropRequest(_)
             | Change::PutVote(_)
             | Change::DropVotes(_)
@@ -177,7 +192,7 @@ impl Snapshot {
     pub fn apply(&mut self, batch: &[Change]) {
         for change in batch {
             match change {
-                Change::Wallet { idx, wallet } => {
+                Change::Wallet { idx, wallet } | Change::Tally { idx, wallet } => {
                     self.wallets.insert(*idx, wallet.clone());
                 }
                 Change::MyVote {

@@ -144,6 +144,46 @@ pub struct NodeConfig {
     /// Devices granted to contracts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<wallance_runtime::DeviceConfig>,
+    /// How the node writes to its disk (an SD card on a gateway).
+    #[serde(default, skip_serializing_if = "StoreConfig::is_default")]
+    pub store: StoreConfig,
+}
+
+/// `[store]` in `node.toml`: how often the node syncs its store to disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Group commit: the durable steps of this many milliseconds share one
+    /// commit (one pair of fsyncs), and what they send waits for it. 0 (the
+    /// default) commits each step at once. A window bounds the node's
+    /// fsyncs to 2 per window whatever the load, at the cost of up to the
+    /// window in latency per durable step (docs/operator.md, "SD cards").
+    #[serde(default)]
+    pub commit_window_ms: u64,
+    /// Changes that may be lost in a crash (share tallies, votes heard) are
+    /// committed without fsync; they are made durable at the latest this
+    /// many seconds later, and at a clean stop.
+    #[serde(default = "default_checkpoint_s")]
+    pub checkpoint_s: u64,
+}
+
+fn default_checkpoint_s() -> u64 {
+    30
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            commit_window_ms: 0,
+            checkpoint_s: default_checkpoint_s(),
+        }
+    }
+}
+
+impl StoreConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_contracts() -> PathBuf {
@@ -172,6 +212,15 @@ impl NodeConfig {
         let network = NetworkFile::load(&base.join(&config.network))?;
         if config.sensor.rate_hz < 0.0 || config.sensor.rate_hz > 1_000.0 {
             bail!("{}: sensor.rate_hz must be between 0 and 1000", path.display());
+        }
+        if config.store.commit_window_ms > 1_000 {
+            bail!(
+                "{}: store.commit_window_ms must be at most 1000 (every durable step waits for it)",
+                path.display()
+            );
+        }
+        if config.store.checkpoint_s == 0 || config.store.checkpoint_s > 3_600 {
+            bail!("{}: store.checkpoint_s must be between 1 and 3600", path.display());
         }
         Ok(Loaded {
             data_dir: base.join(&config.data_dir),

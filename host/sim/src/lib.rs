@@ -45,9 +45,13 @@ use wallance_core::msg::{
 };
 use wallance_core::wallet::next_state;
 use wallance_core::{
-    Change, Core, CoreConfig, Event, Hash, Keypair, MemberId, Membership, Message, Output, Params, Snapshot,
+    Batch, Change, Core, CoreConfig, Event, Hash, Keypair, MemberId, Membership, Message, Output, Params, Snapshot,
     UNITS_PER_COIN, Wallet,
 };
+
+/// Lazy batches a node holds before it folds them into a durable commit
+/// anyway (the node's periodic checkpoint does the same in time).
+const LAZY_BATCHES_MAX: usize = 4_096;
 
 /// The network between nodes.
 #[derive(Debug, Clone, Serialize)]
@@ -423,6 +427,8 @@ pub struct Report {
     /// commits whose certificates every peer had pruned).
     pub tallies_adopted: u64,
     pub crashes: u64,
+    /// Batches committed without fsync that crashes lost.
+    pub lazy_batches_lost: u64,
     pub partitions: u64,
     pub sim_time_ms: u64,
     pub steps: u64,
@@ -605,7 +611,15 @@ enum Ev {
 struct SimNode {
     key: Keypair,
     core: Option<Core>,
+    /// The store as reads see it: every batch committed.
     disk: Snapshot,
+    /// The store as a crash leaves it: batches up to the last durable one.
+    /// A batch without `Change::needs_durability` is committed without
+    /// fsync, as the node does, and a crash loses it with every such batch
+    /// after the last durable commit.
+    synced: Snapshot,
+    /// Batches committed without fsync since the last durable one.
+    lazy: Vec<Batch>,
     config: CoreConfig,
     epoch: u32,
     skew_ms: i64,
@@ -672,6 +686,7 @@ pub struct Sim {
     committed_after_heal: HashSet<usize>,
     last_buy_error: HashMap<usize, String>,
     crashes: u64,
+    lazy_batches_lost: u64,
     partitions: u64,
     steps: u64,
     violations: Vec<String>,
@@ -775,6 +790,8 @@ impl Sim {
                     key,
                     core: None,
                     disk: Snapshot::default(),
+                    synced: Snapshot::default(),
+                    lazy: Vec::new(),
                     config: CoreConfig {
                         params: params.clone(),
                         membership: membership.clone(),
@@ -824,6 +841,7 @@ impl Sim {
             committed_after_heal: HashSet::default(),
             last_buy_error: HashMap::default(),
             crashes: 0,
+            lazy_batches_lost: 0,
             partitions: 0,
             steps: 0,
             violations: Vec::new(),
@@ -1190,6 +1208,7 @@ impl Sim {
             format!("node {i} panicked handling a {kind}: {what}"),
         );
         self.crashes += 1;
+        self.lose_lazy(i);
         let node = &mut self.nodes[i];
         node.core = None;
         node.epoch += 1;
@@ -1248,7 +1267,7 @@ impl Sim {
                             self.runs_ok.insert((*idx, *version), *ok);
                         }
                     }
-                    self.nodes[i].disk.apply(&batch);
+                    self.persist(i, batch);
                     if self.nodes[i].crash_after_persist {
                         // Killed after the write, before any send.
                         self.nodes[i].crash_after_persist = false;
@@ -1597,8 +1616,32 @@ impl Sim {
         self.at(next, Ev::Crash);
     }
 
+    /// Commits `batch` as the node's store does: durable with its lazy
+    /// predecessors when it needs durability, else without fsync.
+    fn persist(&mut self, i: usize, batch: Batch) {
+        let node = &mut self.nodes[i];
+        node.disk.apply(&batch);
+        if batch.iter().any(Change::needs_durability) || node.lazy.len() >= LAZY_BATCHES_MAX {
+            for b in node.lazy.drain(..) {
+                node.synced.apply(&b);
+            }
+            node.synced.apply(&batch);
+        } else {
+            node.lazy.push(batch);
+        }
+    }
+
+    /// The node's store after a crash: what was synced, nothing lazy.
+    fn lose_lazy(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        self.lazy_batches_lost += node.lazy.len() as u64;
+        node.lazy.clear();
+        node.disk = node.synced.clone();
+    }
+
     fn crash(&mut self, i: usize) {
         self.crashes += 1;
+        self.lose_lazy(i);
         let node = &mut self.nodes[i];
         node.crashes += 1;
         node.core = None;
@@ -2495,6 +2538,7 @@ impl Sim {
             rejected,
             tallies_adopted,
             crashes: self.crashes,
+            lazy_batches_lost: self.lazy_batches_lost,
             partitions: self.partitions,
             sim_time_ms: self.now_us / 1000,
             steps: self.steps,

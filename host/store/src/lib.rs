@@ -1043,7 +1043,7 @@ impl<'t> Tables<'t> {
             })
         };
         match change {
-            Change::Wallet { idx, wallet } => {
+            Change::Wallet { idx, wallet } | Change::Tally { idx, wallet } => {
                 // The ID is not stored but taken from the membership on
                 // load, so a wallet under another member's index must not
                 // get in.

@@ -575,6 +575,19 @@ fn durable_commits_sync_the_file_and_lazy_ones_never_do() {
         durable.writes - lazy.writes,
         durable.syncs - lazy.syncs
     );
+    // An empty durable commit (the node's checkpoint) makes the lazy
+    // commits before it durable.
+    store.commit_lazy(&[wallet(1, 20)]).unwrap();
+    let before = io.get();
+    store.commit(&[]).unwrap();
+    let after = io.get();
+    assert_eq!(after.syncs - before.syncs, 2, "{after:?}");
+    assert!(after.bytes_written > before.bytes_written, "{after:?}");
+    drop(store);
+    let (_, snap) = Store::open(&path, &members()).unwrap();
+    assert_eq!(snap.wallets[&1].version, 20);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    store.commit(&[]).unwrap();
     // Without quick repair, one sync per durable commit.
     drop(store);
     let opts = StoreOptions::default().with_quick_repair(false);

@@ -97,6 +97,7 @@ pub fn write(args: &Args, params: Params) -> anyhow::Result<Written> {
             api_token: Some(token.clone()),
             light_members: None,
             devices: Vec::new(),
+            store: Default::default(),
         };
         std::fs::create_dir_all(dir.join("contracts"))?;
         let path = dir.join("node.toml");

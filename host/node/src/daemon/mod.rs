@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tracing::{debug, info, warn};
 use wallance_core::msg::{Certificate, ServiceOffer};
-use wallance_core::{BuyError, Core, CoreConfig, Event, Hash, Keypair, MemberId, Output};
+use wallance_core::{BuyError, Change, Core, CoreConfig, Event, Hash, Keypair, MemberId, Message, Output};
 use wallance_dds::{LogLimiter, Networks, Report, SendError, Transport, TransportConfig};
 use wallance_runtime::{DeviceGrants, RegistryEvent, Runtime, RuntimeConfig};
 use wallance_store::Store;
@@ -91,6 +91,43 @@ struct Node {
     send_log: LogLimiter<(&'static str, &'static str)>,
     /// rustdds' own lines are off by default: the peer count is logged here.
     peer_log: crate::logging::PeerLog,
+    /// Steps waiting for their group's commit (`[store] commit_window_ms`).
+    group: Group,
+    commit_window: Duration,
+    checkpoint: Duration,
+    /// Lazy commits since the last durable one, and when that was.
+    lazy_pending: bool,
+    last_durable: Instant,
+    store_commits: StoreCommits,
+}
+
+/// Commits the loop made, by kind (`/metrics`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreCommits {
+    /// With fsync: steps that decided something, groups, checkpoints.
+    pub durable: u64,
+    /// Without fsync: steps that decided nothing.
+    pub lazy: u64,
+    /// Steps committed (a durable commit may carry several).
+    pub steps: u64,
+}
+
+/// Steps whose commit is pending, with everything that must wait for it:
+/// what they send, the runs they hand over, the answers to the API. Steps
+/// join in order, so nothing goes out ahead of what it depends on.
+#[derive(Default)]
+struct Group {
+    batch: Vec<Change>,
+    records: Vec<([u8; 32], Vec<u8>)>,
+    durable: bool,
+    steps: u64,
+    sends: Vec<Message>,
+    runs: Vec<Box<Certificate>>,
+    events: Vec<Event>,
+    acks: Vec<SyncSender<()>>,
+    replies: Vec<(BuyReply, Result<Hash, BuyError>)>,
+    /// Set when the first durable step joins (only with a commit window).
+    deadline: Option<Instant>,
 }
 
 impl Node {
@@ -229,6 +266,13 @@ impl Node {
         }
         let me = loaded.network.name_of(&key.id()).unwrap_or("?").to_string();
         info!(member = %me, id = %key.id().to_hex(), api = %loaded.config.api_listen, "node started");
+        let loaded_store = loaded.config.store.clone();
+        if loaded_store.commit_window_ms > 0 {
+            info!(
+                window_ms = loaded_store.commit_window_ms,
+                "group commit: durable steps within {} ms share one commit", loaded_store.commit_window_ms
+            );
+        }
         Ok(Self {
             core,
             key,
@@ -259,6 +303,12 @@ impl Node {
             dirty: true,
             send_log: LogLimiter::default(),
             peer_log: Default::default(),
+            group: Group::default(),
+            commit_window: Duration::from_millis(loaded_store.commit_window_ms),
+            checkpoint: Duration::from_secs(loaded_store.checkpoint_s),
+            lazy_pending: false,
+            last_durable: Instant::now(),
+            store_commits: StoreCommits::default(),
         })
     }
 
@@ -271,6 +321,9 @@ impl Node {
             let mut wait = Duration::from_millis(core_due.min(100));
             if let Some(_p) = self.sensor_period {
                 wait = wait.min(self.next_sensor.saturating_duration_since(now));
+            }
+            if let Some(deadline) = self.group.deadline {
+                wait = wait.min(deadline.saturating_duration_since(now));
             }
             match self.rx.recv_timeout(wait) {
                 Ok(cmd) => self.on_cmd(cmd),
@@ -316,12 +369,21 @@ impl Node {
                 self.core.handle_timeout(now);
             }
             self.flush()?;
+            if self.lazy_pending && self.group.steps == 0 && self.last_durable.elapsed() >= self.checkpoint {
+                self.checkpoint_now()?;
+            }
             self.log_send_failures(false);
             self.peer_log
                 .update(Instant::now(), || self.transport.discovered_participants());
-            if self.dirty && self.last_view.elapsed() >= Duration::from_millis(50) {
+            // While a group waits for its commit the view would show what
+            // is not durable yet: it is published after.
+            if self.dirty && self.group.steps == 0 && self.last_view.elapsed() >= Duration::from_millis(50) {
                 self.publish_view();
             }
+        }
+        self.finish_group()?;
+        if self.lazy_pending {
+            self.checkpoint_now()?;
         }
         self.log_send_failures(true);
         info!("stopping: every acknowledged decision is already durable");
@@ -424,60 +486,101 @@ impl Node {
 
     /// Carries out the core's outputs: durable first (the core's batch and
     /// the purchase records it changed, in one transaction), then sends,
-    /// then the runs owed, then the events.
+    /// then the runs owed, then the events. With a commit window, a step
+    /// that needs durability opens a group that later steps join until the
+    /// window ends; the group then commits once and its outputs go out in
+    /// order.
     fn flush(&mut self) -> anyhow::Result<()> {
-        let mut batch = Vec::new();
-        let mut sends = Vec::new();
-        let mut runs = Vec::new();
-        let mut events = Vec::new();
+        let g = &mut self.group;
+        let first = g.batch.len();
+        let mut stepped = false;
         while let Some(out) = self.core.poll_output() {
+            stepped = true;
             match out {
-                Output::Persist(b) => batch.extend(b),
-                Output::Send(m) => sends.push(m),
-                Output::Run(cert) => runs.push(cert),
-                Output::Event(e) => events.push(e),
+                Output::Persist(b) => g.batch.extend(b),
+                Output::Send(m) => g.sends.push(m),
+                Output::Run(cert) => g.runs.push(cert),
+                Output::Event(e) => {
+                    self.purchases.on_event(&e, &self.loaded.network);
+                    g.events.push(e);
+                }
             }
         }
-        for e in &events {
-            self.purchases.on_event(e, &self.loaded.network);
-        }
         let records = self.purchases.take();
-        if !batch.is_empty() || !records.is_empty() {
-            // A store that cannot commit must stop the node: sending what is
-            // not durable could make it vote twice after a restart. Steps
-            // that decide nothing (votes heard, share tallies) skip the
-            // fsync; a purchase record (what a buyer is told) does not.
-            let durable = !records.is_empty() || batch.iter().any(|c| c.needs_durability());
-            self.store
-                .commit_with_purchases(&batch, &records, durable)
-                .with_context(|| format!("store commit failed ({})", self.store.path().display()))?;
+        // A store that cannot commit must stop the node: sending what is
+        // not durable could make it vote twice after a restart. Steps
+        // that decide nothing (votes heard, share tallies) skip the
+        // fsync; a purchase record (what a buyer is told) does not.
+        g.durable |= !records.is_empty() || g.batch[first..].iter().any(Change::needs_durability);
+        g.records.extend(records);
+        g.acks.append(&mut self.acks);
+        g.replies.append(&mut self.replies);
+        if stepped {
+            g.steps += 1;
         }
-        for ack in self.acks.drain(..) {
+        if g.durable && !self.commit_window.is_zero() {
+            let deadline = *g.deadline.get_or_insert_with(|| Instant::now() + self.commit_window);
+            if Instant::now() < deadline {
+                return Ok(());
+            }
+        }
+        self.finish_group()
+    }
+
+    /// Commits the pending group, then carries out what waited for it.
+    fn finish_group(&mut self) -> anyhow::Result<()> {
+        let g = std::mem::take(&mut self.group);
+        if !g.batch.is_empty() || !g.records.is_empty() {
+            self.store
+                .commit_with_purchases(&g.batch, &g.records, g.durable)
+                .with_context(|| format!("store commit failed ({})", self.store.path().display()))?;
+            self.store_commits.steps += g.steps;
+            if g.durable {
+                self.store_commits.durable += 1;
+                self.lazy_pending = false;
+                self.last_durable = Instant::now();
+            } else {
+                self.store_commits.lazy += 1;
+                self.lazy_pending = true;
+            }
+        }
+        for ack in g.acks {
             let _ = ack.send(());
         }
-        for (reply, r) in self.replies.drain(..) {
+        for (reply, r) in g.replies {
             let _ = reply.send(r);
         }
-        for m in &sends {
+        for m in &g.sends {
             if let Err(e) = self.transport.send(m) {
                 self.send_failed(m.kind(), &e);
             }
         }
         // Each run is durable (`RunPending`) before it is handed over: one
         // the worker never reports is owed again after a restart.
-        for cert in runs {
+        for cert in g.runs {
             let _ = self.jobs.send(cert);
         }
-        for e in events {
+        for e in g.events {
             self.on_event(e);
         }
-        if !records.is_empty() {
+        if !g.records.is_empty() {
             // Long polls on these purchases answer now, not at the next
             // periodic view, and find the view already showing what they
             // were woken for.
             self.publish_view();
             self.view.purchases_changed();
         }
+        Ok(())
+    }
+
+    /// Makes the lazy commits durable: a crash then loses none of them.
+    fn checkpoint_now(&mut self) -> anyhow::Result<()> {
+        self.store
+            .commit(&[])
+            .with_context(|| format!("store checkpoint failed ({})", self.store.path().display()))?;
+        self.store_commits.durable += 1;
+        self.lazy_pending = false;
+        self.last_durable = Instant::now();
         Ok(())
     }
 
@@ -603,6 +706,7 @@ impl Node {
             &self.contracts,
             &self.transport,
             self.store.path(),
+            (self.store.io().get(), self.store_commits),
             self.started,
         );
         self.view.publish(v);

@@ -60,6 +60,7 @@ pub(super) fn build(
     contracts: &[ContractState],
     transport: &Transport,
     store_path: &Path,
+    store_io: (wallance_store::IoCount, super::StoreCommits),
     started: Instant,
 ) -> View {
     let name = |id: &wallance_core::MemberId| network.display_name(id);
@@ -148,6 +149,11 @@ pub(super) fn build(
                 .map(|(r, n)| (r.to_string(), *n))
                 .collect(),
             store_bytes,
+            store_syncs: store_io.0.syncs,
+            store_written_bytes: store_io.0.bytes_written,
+            store_commits_durable: store_io.1.durable,
+            store_commits_lazy: store_io.1.lazy,
+            store_steps: store_io.1.steps,
             contract_runs: runs.values().filter(|r| r.done.is_some()).count() as u64,
             contract_failures: runs.values().filter(|r| matches!(&r.done, Some((false, _)))).count() as u64,
             verdicts_paid: s.verdicts_paid,

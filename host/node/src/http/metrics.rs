@@ -189,6 +189,29 @@ impl Metrics {
             Some(Unit::Bytes),
             to_i64(s.store_bytes),
         );
+        counter(
+            &mut r,
+            "store_syncs",
+            "File syncs (fdatasync) of the store: a durable commit makes two",
+            s.store_syncs,
+        );
+        counter(
+            &mut r,
+            "store_written_bytes",
+            "Bytes the store wrote to its file",
+            s.store_written_bytes,
+        );
+        let commits = Family::<Labels, Counter>::default();
+        for (durability, n) in [("immediate", s.store_commits_durable), ("lazy", s.store_commits_lazy)] {
+            commits
+                .get_or_create(&vec![("durability".to_string(), durability.to_string())])
+                .inc_by(n);
+        }
+        r.register(
+            "store_commits",
+            "Store commits, with fsync (immediate) or without (lazy)",
+            commits,
+        );
         gauge(
             &mut r,
             "uptime",

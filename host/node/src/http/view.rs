@@ -280,6 +280,20 @@ pub struct StatsView {
     /// Failed DDS sends by reason (`wallance_dds::SendError::reason`).
     pub dds_send_failures: std::collections::BTreeMap<String, u64>,
     pub store_bytes: u64,
+    /// The store's file syncs (fdatasync) and bytes written since start:
+    /// what wears an SD card.
+    #[serde(default)]
+    pub store_syncs: u64,
+    #[serde(default)]
+    pub store_written_bytes: u64,
+    /// Store commits with and without fsync, and the steps they carried
+    /// (a group commit carries several).
+    #[serde(default)]
+    pub store_commits_durable: u64,
+    #[serde(default)]
+    pub store_commits_lazy: u64,
+    #[serde(default)]
+    pub store_steps: u64,
     pub contract_runs: u64,
     pub contract_failures: u64,
     /// Purchases whose verdict paid the provider / refunded the requester
