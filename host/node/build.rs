@@ -12,6 +12,12 @@ fn main() {
     std::fs::copy(wasm_path(&target, "espresso"), &wasm).expect("copy espresso.wasm");
     // Integration tests install the same contract into their nodes.
     println!("cargo:rustc-env=WALLANCE_ESPRESSO_WASM={}", wasm.display());
+    // `wallance bench-gateway` installs the three shipped contracts from here.
+    let shipped = wasm_path(&target, "espresso");
+    println!(
+        "cargo:rustc-env=WALLANCE_CONTRACTS_WASM_DIR={}",
+        shipped.parent().expect("a folder").display()
+    );
     for p in [
         "contracts/espresso/src",
         "contracts/espresso/Cargo.toml",

@@ -197,7 +197,16 @@ fn cross_build(release: bool) -> anyhow::Result<PathBuf> {
 fn cross_network() -> anyhow::Result<()> {
     let node = cross_build(false)?;
     let status = Command::new("cargo")
-        .args(["test", "-p", "wallance", "--test", "mixed_arch", "--", "--ignored", "--nocapture"])
+        .args([
+            "test",
+            "-p",
+            "wallance",
+            "--test",
+            "mixed_arch",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ])
         .env("WALLANCE_AARCH64_NODE", &node)
         .status()
         .context("could not start cargo test")?;

@@ -46,8 +46,11 @@ const X86_SECOND: usize = 1;
 const BUYER: usize = 2;
 const ARM: usize = 3;
 
-/// (service, price in DCoin, params): the same list goes to each provider.
-const CALLS: &[(&str, u64, &[(&str, &str)])] = &[
+/// (service, price in DCoin, params).
+type Call = (&'static str, u64, &'static [(&'static str, &'static str)]);
+
+/// The same list goes to each provider.
+const CALLS: &[Call] = &[
     ("espresso", 2, &[("size", "lungo")]),
     ("espresso", 2, &[]),
     ("espresso", 2, &[("size", "bucket")]), // refused: unknown size

@@ -3,6 +3,7 @@
 //! talk to a node's API through [`client`].
 
 pub mod bench;
+pub mod bench_gateway;
 pub mod bench_net;
 pub mod client;
 pub mod demo;
@@ -87,6 +88,10 @@ enum Command {
     /// Measure consensus between real node processes over DDS (in a private
     /// network namespace it creates).
     BenchNet(bench_net::Args),
+    /// Measure what a node costs a gateway: SD-card writes and fsyncs per
+    /// purchase and per share (by group-commit window), memory, start-up
+    /// and binary size (real processes, in a private network namespace).
+    BenchGateway(bench_gateway::Args),
 }
 
 /// Runs the command line the process was started with.
@@ -120,5 +125,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchNet(args) => bench_net::run(args),
+        Command::BenchGateway(args) => bench_gateway::run(args),
     }
 }

@@ -118,10 +118,11 @@ pub struct StoreCommits {
 #[derive(Default)]
 struct Group {
     batch: Vec<Change>,
-    records: Vec<([u8; 32], Vec<u8>)>,
     durable: bool,
     steps: u64,
     sends: Vec<Message>,
+    /// Boxed as the core hands them out and the worker takes them.
+    #[allow(clippy::vec_box)]
     runs: Vec<Box<Certificate>>,
     events: Vec<Event>,
     acks: Vec<SyncSender<()>>,
@@ -144,7 +145,8 @@ impl Node {
             );
         };
         let store_path = data_dir.join("wallance.redb");
-        let (store, snapshot) = Store::open(&store_path, membership.members())
+        let options = wallance_store::StoreOptions::default().with_quick_repair(loaded.config.store.quick_repair);
+        let (store, snapshot) = Store::open_with(&store_path, membership.members(), options)
             .with_context(|| format!("cannot open the store {}", store_path.display()))?;
         let tracked = match &loaded.config.light_members {
             None => None,
@@ -506,13 +508,11 @@ impl Node {
                 }
             }
         }
-        let records = self.purchases.take();
         // A store that cannot commit must stop the node: sending what is
         // not durable could make it vote twice after a restart. Steps
         // that decide nothing (votes heard, share tallies) skip the
         // fsync; a purchase record (what a buyer is told) does not.
-        g.durable |= !records.is_empty() || g.batch[first..].iter().any(Change::needs_durability);
-        g.records.extend(records);
+        g.durable |= self.purchases.has_changes() || g.batch[first..].iter().any(Change::needs_durability);
         g.acks.append(&mut self.acks);
         g.replies.append(&mut self.replies);
         if stepped {
@@ -530,9 +530,12 @@ impl Node {
     /// Commits the pending group, then carries out what waited for it.
     fn finish_group(&mut self) -> anyhow::Result<()> {
         let g = std::mem::take(&mut self.group);
-        if !g.batch.is_empty() || !g.records.is_empty() {
+        // The records the group's steps changed, as they stand now: the
+        // book kept them since the store does not have them yet.
+        let records = self.purchases.take();
+        if !g.batch.is_empty() || !records.is_empty() {
             self.store
-                .commit_with_purchases(&g.batch, &g.records, g.durable)
+                .commit_with_purchases(&g.batch, &records, g.durable)
                 .with_context(|| format!("store commit failed ({})", self.store.path().display()))?;
             self.store_commits.steps += g.steps;
             if g.durable {
@@ -563,7 +566,7 @@ impl Node {
         for e in g.events {
             self.on_event(e);
         }
-        if !g.records.is_empty() {
+        if !records.is_empty() {
             // Long polls on these purchases answer now, not at the next
             // periodic view, and find the view already showing what they
             // were woken for.

@@ -154,7 +154,14 @@ impl Book {
         }
     }
 
-    /// The records changed since the last call, encoded for the store.
+    /// Records changed and not yet taken for a commit.
+    pub(super) fn has_changes(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// The records changed since the last call, encoded for the store. Taken
+    /// only for the commit itself: until then [`Book::get`] must find them
+    /// here, since the store does not have them yet.
     pub(super) fn take(&mut self) -> Vec<([u8; 32], Vec<u8>)> {
         std::mem::take(&mut self.changed)
             .into_iter()
