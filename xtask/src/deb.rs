@@ -408,55 +408,28 @@ fn depends_from_readelf(text: &str) -> anyhow::Result<Vec<String>> {
 
 /// Builds the binary with cargo and returns its path.
 fn cargo_build(args: &Args) -> anyhow::Result<PathBuf> {
-    let target = args.target;
+    let release = args.profile == Profile::Release;
+    if !args.target.is_host() {
+        if args.target.triple != super::AARCH64 {
+            bail!(
+                "xtask builds for {} only on such a machine: build there, or pass --binary",
+                args.target.triple
+            );
+        }
+        // What `cargo xtask cross-build` does: Debian's cross toolchain.
+        return super::cross_build(release);
+    }
     // The espresso contract is compiled into the binary (build.rs).
     super::run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
     let mut cargo = Command::new("cargo");
     cargo.args(["build", "-p", "wallance", "--bin", "wallance"]);
-    if args.profile == Profile::Release {
+    if release {
         cargo.arg("--release");
     }
-    if !target.is_host() {
-        let installed = Command::new("rustup")
-            .args(["target", "list", "--installed"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let mut missing = Vec::new();
-        if !installed.lines().any(|l| l.trim() == target.triple) {
-            missing.push(format!("the Rust target: rustup target add {}", target.triple));
-        }
-        let gcc = target.tool("gcc");
-        if !super::has(&gcc) {
-            missing.push(format!("{gcc} (apt-get install gcc-{})", target.gnu.replace('_', "-")));
-        }
-        if !missing.is_empty() {
-            bail!("building for {} needs:\n  - {}", target.triple, missing.join("\n  - "));
-        }
-        // As in `cargo xtask cross-determinism`: Debian's cross gcc links,
-        // and builds the C parts of dependencies.
-        let env_triple = target.triple.replace('-', "_");
-        cargo
-            .args(["--target", target.triple])
-            .env(format!("CARGO_TARGET_{}_LINKER", env_triple.to_uppercase()), &gcc)
-            .env(format!("CC_{env_triple}"), &gcc);
-        if args.profile == Profile::Dev {
-            // The dev build cross-determinism makes: no debug info, so the
-            // dependencies it built are reused.
-            cargo.env("CARGO_PROFILE_DEV_DEBUG", "false");
-        }
-    }
     super::timed(&mut cargo)?;
-    let mut path = super::target_dir()?;
-    if !target.is_host() {
-        path.push(target.triple);
-    }
-    path.push(match args.profile {
-        Profile::Release => "release",
-        Profile::Dev => "debug",
-    });
-    path.push("wallance");
-    Ok(path)
+    Ok(super::target_dir()?
+        .join(if release { "release" } else { "debug" })
+        .join("wallance"))
 }
 
 fn mb(bytes: u64) -> String {
