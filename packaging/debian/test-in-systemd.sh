@@ -29,6 +29,7 @@ case "${1:-}" in
     sed -i "s/^#api_token = .*/api_token = \"$token\"/; s/^#interfaces = \"all\"/interfaces = \"loopback\"/" \
         /etc/wallance/node.toml
     sed -i 's/^#\(\[\[devices\]\]\|name = \|kind = \|water_ml = \|beans_g = \|grant = \)/\1/' /etc/wallance/node.toml
+    sed -i 's/^#\(commit_window_ms = \|checkpoint_s = \)/\1/' /etc/wallance/node.toml
     sed -i 's/^api_listen = .*/api_listen = "127.0.0.1:7071"/' /root/net/node-2/node.toml
     adduser --quiet --disabled-password --gecos '' alice
     adduser --quiet alice wallance
@@ -114,7 +115,7 @@ UNIT
     # with the first rejected message, none here.
     for m in dds_participants members quorum commits commit_latency_seconds pending_requests escrows_open \
         contract_invocations contract_failures contracts store_bytes uptime_seconds wallet_balance_units \
-        dds_malformed_samples dds_send_failures; do
+        dds_malformed_samples dds_send_failures store_syncs store_written_bytes store_commits; do
         check "/metrics has wallance_$m" grep -q "^# TYPE wallance_$m " /x/metrics.txt
     done
     kill "$node2"

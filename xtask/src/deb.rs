@@ -1082,7 +1082,8 @@ mod tests {
     }
 
     /// The settings of the example `node.toml`, set or commented out
-    /// (`#name = ...`), by table: "" (the top), "sensor", "devices".
+    /// (`#name = ...`), by table: "" (the top), "sensor", "store",
+    /// "devices".
     fn example_settings(example: &str) -> BTreeMap<String, Vec<String>> {
         let mut settings: BTreeMap<String, Vec<String>> = BTreeMap::new();
         let mut table = String::new();
@@ -1124,6 +1125,10 @@ mod tests {
         assert_eq!(
             sorted(settings["sensor"].clone()),
             sorted(struct_fields(&config, "SensorConfig"))
+        );
+        assert_eq!(
+            sorted(settings["store"].clone()),
+            sorted(struct_fields(&config, "StoreConfig"))
         );
         // A device: DeviceConfig's fields, its kind (the serde tag) and the
         // fields of the kind shown (SimulatedKind::EspressoMachine).
