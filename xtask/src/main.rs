@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+mod deb;
 mod tidy;
 
 fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
@@ -337,6 +338,7 @@ fn main() -> anyhow::Result<()> {
             cross_build(release).map(|_| ())
         }
         Some("cross-network") => cross_network(),
+        Some("deb") => deb::main(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("test") => {
             setup()?;
             run("cargo", &["test", "--workspace"])
@@ -351,7 +353,7 @@ fn main() -> anyhow::Result<()> {
             run("cargo", &args)
         }
         _ => bail!(
-            "usage: cargo xtask demo | ci | tidy | setup | test | cross-build [--release] | cross-network | cross-determinism"
+            "usage: cargo xtask demo | ci | tidy | setup | test | cross-build [--release] | cross-network | cross-determinism | deb"
         ),
     }
 }
