@@ -72,9 +72,13 @@ fn ci() -> anyhow::Result<()> {
     // mixed network, and the same contract calls compared bit for bit.
     // .ci/run installs the cross toolchain and sets WALLANCE_CROSS=required.
     let missing = cross_prerequisites();
+    let mut gateway_bench = vec!["run", "--quiet", "-p", "wallance", "--", "bench-gateway", "--short"];
+    let arm_node;
     if missing.is_empty() {
         cross_network()?;
         cross_determinism()?;
+        arm_node = target_dir()?.join(AARCH64).join("debug/wallance");
+        gateway_bench.extend(["--aarch64", arm_node.to_str().context("target dir")?]);
     } else if std::env::var("WALLANCE_CROSS").as_deref() == Ok("required") {
         bail!("WALLANCE_CROSS=required but missing:\n  - {}", missing.join("\n  - "));
     } else {
@@ -83,6 +87,8 @@ fn ci() -> anyhow::Result<()> {
             missing.join("\n  - ")
         );
     }
+    // The gateway benchmark in its short mode, so that it cannot rot.
+    run("cargo", &gateway_bench)?;
     // Interop with another DDS vendor needs Python with Eclipse Cyclone DDS
     // (`pip install cyclonedds`); .ci/run sets it up and names it here.
     if std::env::var_os("WALLANCE_INTEROP_PYTHON").is_some() {

@@ -253,6 +253,7 @@ impl Cluster {
                 shares: s.shares_received,
                 commits: s.commits,
                 settled: s.verdicts_paid + s.verdicts_refunded,
+                refunded: s.verdicts_refunded,
             });
         }
         Ok(out)
@@ -318,6 +319,7 @@ struct NodeIo {
     shares: u64,
     commits: u64,
     settled: u64,
+    refunded: u64,
 }
 
 /// `write_bytes` and `syscw` of `/proc/<pid>/io`.
@@ -370,18 +372,35 @@ fn per_node(before: &[NodeIo], after: &[NodeIo], per: f64, f: impl Fn(&NodeIo) -
     (median(v), max)
 }
 
-fn wait_settled(cluster: &Cluster, settled: u64) -> anyhow::Result<()> {
+/// Waits until every node settled `settled` purchases; after `secs`,
+/// returns the nodes that had not (a node behind under load catches up
+/// later).
+fn wait_settled(cluster: &Cluster, settled: u64, secs: u64) -> anyhow::Result<Vec<(usize, u64)>> {
     let started = Instant::now();
     loop {
         let io = cluster.io()?;
-        if io.iter().all(|n| n.settled >= settled) {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("purchases did not settle on every node within 60 s");
+        let behind: Vec<(usize, u64)> = io
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.settled < settled)
+            .map(|(i, n)| (i + 1, n.settled))
+            .collect();
+        if behind.is_empty() || started.elapsed() > Duration::from_secs(secs) {
+            return Ok(behind);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Per-node deltas divided by the purchases that node settled.
+fn per_settled(before: &[NodeIo], after: &[NodeIo], f: impl Fn(&NodeIo) -> u64) -> (f64, f64) {
+    let v: Vec<f64> = before
+        .iter()
+        .zip(after)
+        .map(|(b, a)| (f(a) - f(b)) as f64 / ((a.settled - b.settled) as f64).max(1.0))
+        .collect();
+    let max = v.iter().copied().fold(0.0, f64::max);
+    (median(v), max)
 }
 
 /// Purchases one at a time, then every member buying at once, with the
@@ -399,6 +418,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
         format!("window {window} ms, no quick repair")
     };
     let cluster = Cluster::start(N, 0.0, store, args)?;
+    eprintln!("purchases, {setting}");
     let before = cluster.io()?;
     let mut latency = Vec::new();
     for k in 0..args.purchases {
@@ -423,7 +443,10 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
             std::thread::sleep(Duration::from_millis(2));
         }
         // One purchase at a time, outcome and verdict included.
-        wait_settled(&cluster, before[0].settled + k as u64 + 1)?;
+        let behind = wait_settled(&cluster, before[0].settled + k as u64 + 1, 60)?;
+        if !behind.is_empty() {
+            bail!("purchase {k} did not settle within 60 s at nodes (node, settled) {behind:?}");
+        }
     }
     let after = cluster.io()?;
     let n = args.purchases as f64;
@@ -485,19 +508,26 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
             }
         });
         let committed_now = cluster.status(0)?.stats.commits;
-        wait_settled(&cluster, before[0].settled + (committed_now - before[0].commits))?;
+        let behind = wait_settled(&cluster, before[0].settled + (committed_now - before[0].commits), 30)?;
         let after = cluster.io()?;
         let committed = (after[0].commits - before[0].commits) as f64;
         let label = |what: &str| format!("{what}, {setting}, all buying");
-        let (syncs, syncs_max) = per_node(&before, &after, committed, |x| x.syncs);
+        // Each node's I/O over the purchases it settled (a node behind has
+        // settled fewer and is counted over those).
+        let (syncs, syncs_max) = per_settled(&before, &after, |x| x.syncs);
+        let lag = if behind.is_empty() {
+            String::new()
+        } else {
+            format!("; behind after 30 s (node, settled): {behind:?}")
+        };
         rows.push(Row {
             name: label("fsyncs per committed purchase per node"),
             value: syncs,
             unit: "",
-            anchor: format!("largest node {syncs_max:.2}; {committed} purchases"),
+            anchor: format!("largest node {syncs_max:.2}; {committed} purchases{lag}"),
             target: "≤ 2",
         });
-        let (bytes, _) = per_node(&before, &after, committed, |x| x.store_bytes);
+        let (bytes, _) = per_settled(&before, &after, |x| x.store_bytes);
         rows.push(Row {
             name: label("store bytes written per purchase per node"),
             value: bytes / 1024.0,
@@ -509,7 +539,10 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
             name: label("committed purchases per second"),
             value: committed / args.load_secs as f64,
             unit: "/s",
-            anchor: String::new(),
+            anchor: format!(
+                "{} refunded (provider late or silent)",
+                after[0].refunded - before[0].refunded
+            ),
             target: "",
         });
     }
