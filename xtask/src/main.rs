@@ -27,6 +27,13 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
 fn has(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
@@ -89,6 +96,38 @@ fn ci() -> anyhow::Result<()> {
     }
     // The gateway benchmark in its short mode, so that it cannot rot.
     run("cargo", &gateway_bench)?;
+    // The package installed and run under a real systemd, in a throwaway
+    // overlay of the machine (packaging/debian/test-in-systemd.sh): root only.
+    if is_root() {
+        let target = target_dir()?;
+        let binary = target.join("debug/wallance");
+        run(
+            "cargo",
+            &[
+                "xtask",
+                "deb",
+                "--profile",
+                "dev",
+                "--binary",
+                binary.to_str().context("target dir")?,
+            ],
+        )?;
+        let version = env!("CARGO_PKG_VERSION");
+        let deb = target.join(format!("deb/dev/wallance_{version}_amd64.deb"));
+        let espresso = target.join("wasm-guests/wasm32-unknown-unknown/release/espresso.wasm");
+        if std::env::consts::ARCH == "x86_64" {
+            run(
+                "sh",
+                &[
+                    "packaging/debian/test-in-systemd.sh",
+                    deb.to_str().context("target dir")?,
+                    espresso.to_str().context("target dir")?,
+                ],
+            )?;
+        }
+    } else {
+        eprintln!("skipping packaging/debian/test-in-systemd.sh: it needs root");
+    }
     // Interop with another DDS vendor needs Python with Eclipse Cyclone DDS
     // (`pip install cyclonedds`); .ci/run sets it up and names it here.
     if std::env::var_os("WALLANCE_INTEROP_PYTHON").is_some() {
