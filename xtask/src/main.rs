@@ -94,8 +94,9 @@ fn ci() -> anyhow::Result<()> {
             missing.join("\n  - ")
         );
     }
-    // The gateway benchmark in its short mode, so that it cannot rot.
+    // Every benchmark the README lists, in a short mode, so none can rot.
     run("cargo", &gateway_bench)?;
+    bench_smoke()?;
     // The package installed and run under a real systemd, in a throwaway
     // overlay of the machine (packaging/debian/test-in-systemd.sh): root only.
     if is_root() {
@@ -182,6 +183,74 @@ fn cross_prerequisites() -> Vec<String> {
         missing.push(format!("qemu-aarch64 (Debian qemu-user): {apt}"));
     }
     missing
+}
+
+/// Every benchmark the README's "Measuring" lists, with few iterations and
+/// in the test build (the figures mean nothing; that they run does). The
+/// gateway benchmark and `cross-determinism` run in `ci` beside it.
+fn bench_smoke() -> anyhow::Result<()> {
+    let commands: [&[&str]; 6] = [
+        &["run", "--quiet", "-p", "wallance", "--", "bench", "--no-sim"],
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "wallance",
+            "--",
+            "bench-net",
+            "--sizes",
+            "4",
+            "--purchases",
+            "4",
+            "--throughput-secs",
+            "1",
+        ],
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "wallance-dds",
+            "--example",
+            "dds_bench",
+            "--",
+            "--samples",
+            "200",
+        ],
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "wallance-store",
+            "--example",
+            "store_bench",
+            "--",
+            "--wallets",
+            "2000",
+            "--commits",
+            "50",
+        ],
+        &["run", "--quiet", "-p", "wallance-runtime", "--example", "bench"],
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "wallance",
+            "--",
+            "simulate",
+            "--nodes",
+            "10",
+            "--byzantine",
+            "3",
+            "--faults",
+            "--net",
+            "faulty",
+        ],
+    ];
+    for args in commands {
+        let took = timed(Command::new("cargo").args(args).stdout(std::process::Stdio::null()))?;
+        eprintln!("  ran in {:.1} s", took.as_secs_f64());
+    }
+    Ok(())
 }
 
 /// `cargo build` for aarch64 with Debian's cross toolchain.
@@ -383,6 +452,7 @@ fn main() -> anyhow::Result<()> {
             cross_build(release).map(|_| ())
         }
         Some("cross-network") => cross_network(),
+        Some("bench-smoke") => bench_smoke(),
         Some("deb") => deb::main(&std::env::args().skip(2).collect::<Vec<_>>()),
         Some("test") => {
             setup()?;
@@ -398,7 +468,7 @@ fn main() -> anyhow::Result<()> {
             run("cargo", &args)
         }
         _ => bail!(
-            "usage: cargo xtask demo | ci | tidy | setup | test | cross-build [--release] | cross-network | cross-determinism | deb"
+            "usage: cargo xtask demo | ci | tidy | setup | test | cross-build [--release] | cross-network | cross-determinism | deb | bench-smoke"
         ),
     }
 }

@@ -2,7 +2,8 @@
 //! its whole instance pool at start, and when that reservation does not fit
 //! (a 39-bit board running many things, an `ulimit -v`) it halves the pool
 //! until it does, says so, and contracts still run. The short space is made
-//! real: the test re-runs itself under `prlimit --as`.
+//! real: the test re-runs itself alone, and that process limits its own
+//! address space with `prlimit --pid <itself> --as`.
 
 use std::process::Command;
 
@@ -31,30 +32,36 @@ fn a_pool_that_does_not_fit_the_address_space_is_halved_and_contracts_still_run(
     let config = RuntimeConfig::default();
     let full = pool_reservation_bytes(&config.limits, config.max_live_instances);
     if std::env::var_os(ENV_CHILD).is_none() {
-        // Room for what this process maps already plus 3/4 of the pool:
-        // the full pool cannot fit, half of it can.
-        let limit = vm_size_bytes() + full * 3 / 4;
-        let out = Command::new("prlimit")
-            .arg(format!("--as={limit}"))
-            .arg(std::env::current_exe().unwrap())
+        // Alone in a process of its own: other tests' runtimes reserve
+        // their pools in this one.
+        let out = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", name, "--nocapture", "--test-threads=1"])
             .env(ENV_CHILD, "1")
             .output()
-            .expect("prlimit (util-linux) runs");
+            .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stdout.contains("1 passed"),
-            "the child under prlimit --as={limit} failed:\n{stdout}\n{stderr}"
+            "the child failed:\n{stdout}\n{stderr}"
         );
         let plan = stderr
             .lines()
             .find(|l| l.starts_with("contract memory:"))
             .unwrap_or_default();
-        eprintln!("under prlimit --as={limit}: {plan}");
+        eprintln!("under a limited address space: {plan}");
         assert!(plan.contains("reduced from 32 instances"), "{stderr}");
         return;
     }
+    // Room for what this process maps already plus 3/4 of the pool: the
+    // full pool cannot fit, half of it can.
+    let limit = vm_size_bytes() + full * 3 / 4;
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(format!("--as={limit}"))
+        .status()
+        .expect("prlimit (util-linux) runs");
+    assert!(status.success(), "prlimit --as={limit} failed");
     let runtime = runtime_with(config.clone());
     let plan = runtime.memory_plan().clone();
     eprintln!("{plan}");
