@@ -329,3 +329,25 @@ fn a_vote_replayed_under_another_voters_id_is_rejected() {
         .count();
     assert_eq!(hits, 16);
 }
+
+/// A store written before share tallies and the share number were
+/// committed together (the number durable, the tally not) can come back
+/// from a crash with the node's share number ahead of its own tally. The
+/// node credits its own numbered shares at start, so its next share is
+/// credited again everywhere instead of waiting for a gap nobody fills.
+#[test]
+fn a_node_whose_disk_kept_its_share_number_but_not_its_tally_credits_its_next_shares() {
+    let mut net = Net::new(4);
+    net.share(2, 5);
+    let disk = &mut net.nodes[2].disk;
+    assert_eq!(disk.share_seq, 5);
+    let mut own = disk.wallets.get(&2).cloned().expect("own wallet stored");
+    own.shares_seen = 2;
+    disk.wallets.insert(2, own);
+    net.restart(2);
+    assert_eq!(net.wallet(2, 2).shares_seen, 5);
+    net.share(2, 3);
+    for at in 0..4 {
+        assert_eq!(net.wallet(at, 2).shares_seen, 8, "node {at}");
+    }
+}

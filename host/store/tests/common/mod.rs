@@ -150,6 +150,7 @@ fn run_done(slot: impl Strategy<Value = (u32, u64)>) -> impl Strategy<Value = Ch
 pub fn change() -> impl Strategy<Value = Change> {
     prop_oneof![
         3 => wallet().prop_map(|(idx, wallet)| Change::Wallet { idx, wallet }),
+        1 => wallet().prop_map(|(idx, wallet)| Change::Tally { idx, wallet }),
         1 => (0u32..N_MEMBERS as u32, 0u64..4, vote()).prop_map(|(requester_idx, version, vote)| {
             Change::MyVote { requester_idx, version, vote }
         }),
