@@ -51,11 +51,7 @@ fn setup() -> anyhow::Result<()> {
         .map(|(_, pkg)| *pkg)
         .collect();
     if !missing.is_empty() {
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0"));
-        if !root {
+        if !is_root() {
             bail!("missing Debian packages {missing:?}: install them with apt-get as root");
         }
         run("apt-get", &["update", "-q"])?;

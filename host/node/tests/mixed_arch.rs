@@ -22,22 +22,22 @@
 //! the first 12 participant ports on 127.0.0.1, which serves four nodes.
 //! The x86-64 nodes run the same way, so every node takes the same path.
 
+mod common;
 mod net;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use net::*;
 use serde_json::{Value, json};
+use wallance::cli::bench_gateway::AARCH64_SYSROOT;
 use wallance::cli::client::{self, Conn};
 use wallance::http::view::PurchaseView;
 use wallance_dds::netns::{Loopback, test_inside};
 
 /// Set by `cargo xtask cross-network`: the aarch64 `wallance` binary.
 const ENV_NODE: &str = "WALLANCE_AARCH64_NODE";
-/// Where Debian's `libc6-arm64-cross` puts the aarch64 loader and libc.
-const SYSROOT: &str = "/usr/aarch64-linux-gnu";
 /// A Raspberry Pi's usual kernel gives user space 39 bits: 512 GiB.
 const GUEST_ADDRESS_SPACE: &str = "512G";
 
@@ -91,21 +91,6 @@ kind = "zigbee"
 grant = ["radio-rental"]
 "#;
 
-fn guest(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let p = target
-        .join("wasm-guests/wasm32-unknown-unknown/release")
-        .join(format!("{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} is missing: `cargo build -p wallance` builds it",
-        p.display()
-    );
-    p
-}
-
 /// Lets node `i` host the three services with the shared devices.
 fn host_three_services(net: &Net, i: usize) {
     let dir = net.nodes[i].config.parent().unwrap().to_path_buf();
@@ -121,7 +106,7 @@ fn host_three_services(net: &Net, i: usize) {
         ("radio_rental", "radio-rental"),
         ("compute_rental", "compute"),
     ] {
-        std::fs::copy(guest(file), dir.join(format!("contracts/{service}.wasm"))).unwrap();
+        std::fs::copy(common::guest_wasm(file), dir.join(format!("contracts/{service}.wasm"))).unwrap();
     }
 }
 
@@ -248,7 +233,14 @@ fn an_aarch64_node_under_qemu_agrees_with_x86_nodes_on_wallets_outcomes_and_stor
     let arm_node = arm_node.display().to_string();
     net.start_program(
         ARM,
-        &["qemu-aarch64", "-L", SYSROOT, "-R", GUEST_ADDRESS_SPACE, &arm_node],
+        &[
+            "qemu-aarch64",
+            "-L",
+            AARCH64_SYSROOT,
+            "-R",
+            GUEST_ADDRESS_SPACE,
+            &arm_node,
+        ],
     );
     // node-2 hosts espresso too, for node-4 to buy across architectures.
     // It is added once node-4 is up so that node-4's services are
@@ -305,7 +297,7 @@ fn an_aarch64_node_under_qemu_agrees_with_x86_nodes_on_wallets_outcomes_and_stor
     text.push_str(DEVICES.split("\n[[devices]]\nname = \"lora0\"").next().unwrap());
     std::fs::write(&net.nodes[X86_SECOND].config, text).unwrap();
     net.stop(X86_SECOND);
-    std::fs::copy(guest("espresso"), dir2.join("contracts/espresso.wasm")).unwrap();
+    std::fs::copy(common::guest_wasm("espresso"), dir2.join("contracts/espresso.wasm")).unwrap();
     net.start(X86_SECOND);
     wait("node-2's espresso offer at node-4", 120, || {
         ready(&net, X86_SECOND, 7) && ready(&net, ARM, 7)

@@ -53,12 +53,25 @@ fn sensor_shares_never_fsync_the_store() {
         );
         assert!(n(&a, "store_commits_lazy") > n(b, "store_commits_lazy"), "{a}");
     }
-    // A clean stop makes the lazy commits durable (a checkpoint).
-    let syncs = n(&stats(&net, 0), "store_syncs");
+    // A clean stop makes the lazy commits durable (a checkpoint): node-1's
+    // own share tally, committed only lazily since start-up, is on disk.
+    let own = |net: &Net| {
+        net.get(0, "/api/wallets")
+            .and_then(|w| w.as_array()?.iter().find(|w| w["name"] == "node-1")?["shares"].as_u64())
+    };
+    let shares_before_stop = own(&net).expect("node-1's wallet");
+    assert!(shares_before_stop >= 60, "{shares_before_stop}");
     net.stop(0);
     let log = std::fs::read_to_string(&net.nodes[0].log).unwrap();
     assert!(log.contains("every acknowledged decision is already durable"), "{log}");
-    assert!(syncs > 0);
+    let network = wallance::config::NetworkFile::load(&net.dir.path().join("network.toml")).unwrap();
+    let store_path = net.nodes[0].config.parent().unwrap().join("data/wallance.redb");
+    let (_, snapshot) = wallance_store::Store::open(&store_path, network.membership().unwrap().members()).unwrap();
+    assert!(
+        snapshot.wallets[&0].shares_seen >= shares_before_stop,
+        "the stop lost lazily committed shares: {} on disk, {shares_before_stop} before the stop",
+        snapshot.wallets[&0].shares_seen
+    );
 }
 
 #[test]
@@ -110,4 +123,28 @@ fn a_commit_window_groups_steps_and_survives_kill_9() {
     let s = stats(&net, 0);
     let commits = n(&s, "store_commits_durable") + n(&s, "store_commits_lazy");
     assert!(n(&s, "store_steps") > commits, "no step shared a commit: {s}");
+}
+
+#[test]
+fn lazy_commits_are_made_durable_every_checkpoint() {
+    if !test_inside("lazy_commits_are_made_durable_every_checkpoint", Loopback::Multicast) {
+        return;
+    }
+    let mut net = Net::init(2, 20.0);
+    store_settings(&net, "checkpoint_s = 1");
+    net.start_all();
+    net.wait_ready(&[0, 1]);
+    let before: Vec<Value> = (0..2).map(|i| stats(&net, i)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    for (i, b) in before.iter().enumerate() {
+        let a = stats(&net, i);
+        // Shares only: each second's lazy commits end in one checkpoint,
+        // a durable commit of at least two syncs (redb's quick repair).
+        let checkpoints = n(&a, "store_commits_durable") - n(b, "store_commits_durable");
+        assert!(
+            (2..=5).contains(&checkpoints),
+            "node {i}: {checkpoints} durable commits in 3.5 s: {a}"
+        );
+        assert!(n(&a, "store_syncs") - n(b, "store_syncs") >= 2 * checkpoints, "{a}");
+    }
 }

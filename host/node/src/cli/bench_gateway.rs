@@ -24,13 +24,15 @@ use serde::Serialize;
 use wallance_core::{Params, UNITS_PER_COIN};
 use wallance_dds::netns::{Isolation, Loopback, isolate};
 
+use super::bench_net::{Cluster, pct, rss_kb};
 use super::client::{self, Conn};
 use super::init;
 use crate::config::{NodeConfig, StoreConfig};
 use crate::http::view::{CommitView, StatusView};
 
-/// Where Debian's `libc6-arm64-cross` puts the aarch64 loader and libc.
-const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+/// Where Debian's `libc6-arm64-cross` puts the aarch64 loader and libc
+/// (qemu-aarch64's `-L`).
+pub const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -159,22 +161,6 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(())
-}
-
-/// Real node processes of one network, each with its own folder.
-struct Cluster {
-    children: Vec<Child>,
-    conns: Vec<Conn>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 impl Cluster {
@@ -334,42 +320,26 @@ fn proc_io(pid: u32) -> (u64, u64) {
     (field("write_bytes:"), field("syscw:"))
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn pct(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-/// Per-node deltas divided by `per`, as the median and the largest node.
-fn per_node(before: &[NodeIo], after: &[NodeIo], per: f64, f: impl Fn(&NodeIo) -> u64) -> (f64, f64) {
-    let v: Vec<f64> = before
+/// Each node's delta of `f`, divided by `per` of that node's before and
+/// after: the median over nodes and the largest node.
+fn per_node(
+    before: &[NodeIo],
+    after: &[NodeIo],
+    f: impl Fn(&NodeIo) -> u64,
+    per: impl Fn(&NodeIo, &NodeIo) -> f64,
+) -> (f64, f64) {
+    let mut v: Vec<f64> = before
         .iter()
         .zip(after)
-        .map(|(b, a)| (f(a) - f(b)) as f64 / per.max(1.0))
+        .map(|(b, a)| (f(a) - f(b)) as f64 / per(b, a).max(1.0))
         .collect();
     let max = v.iter().copied().fold(0.0, f64::max);
-    (median(v), max)
+    (pct(&mut v, 0.5), max)
+}
+
+/// Purchases a node settled between two readings.
+fn settled(b: &NodeIo, a: &NodeIo) -> f64 {
+    (a.settled - b.settled) as f64
 }
 
 /// Waits until every node settled `settled` purchases; after `secs`,
@@ -390,17 +360,6 @@ fn wait_settled(cluster: &Cluster, settled: u64, secs: u64) -> anyhow::Result<Ve
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Per-node deltas divided by the purchases that node settled.
-fn per_settled(before: &[NodeIo], after: &[NodeIo], f: impl Fn(&NodeIo) -> u64) -> (f64, f64) {
-    let v: Vec<f64> = before
-        .iter()
-        .zip(after)
-        .map(|(b, a)| (f(a) - f(b)) as f64 / ((a.settled - b.settled) as f64).max(1.0))
-        .collect();
-    let max = v.iter().copied().fold(0.0, f64::max);
-    (median(v), max)
 }
 
 /// Purchases one at a time, then every member buying at once, with the
@@ -449,9 +408,8 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
         }
     }
     let after = cluster.io()?;
-    let n = args.purchases as f64;
     let label = |what: &str| format!("{what}, {setting}, one at a time");
-    let (syncs, syncs_max) = per_node(&before, &after, n, |x| x.syncs);
+    let (syncs, syncs_max) = per_node(&before, &after, |x| x.syncs, settled);
     rows.push(Row {
         name: label("fsyncs per committed purchase per node"),
         value: syncs,
@@ -459,7 +417,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
         anchor: format!("largest node {syncs_max:.2}"),
         target: "≤ 2",
     });
-    let (bytes, _) = per_node(&before, &after, n, |x| x.store_bytes);
+    let (bytes, _) = per_node(&before, &after, |x| x.store_bytes, settled);
     rows.push(Row {
         name: label("store bytes written per purchase per node"),
         value: bytes / 1024.0,
@@ -467,8 +425,8 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
         anchor: String::new(),
         target: "≤ 64 KiB",
     });
-    let (kernel, _) = per_node(&before, &after, n, |x| x.kernel_write_bytes);
-    let (syscw, _) = per_node(&before, &after, n, |x| x.write_syscalls);
+    let (kernel, _) = per_node(&before, &after, |x| x.kernel_write_bytes, settled);
+    let (syscw, _) = per_node(&before, &after, |x| x.write_syscalls, settled);
     rows.push(Row {
         name: label("/proc/pid/io write_bytes per purchase per node"),
         value: kernel / 1024.0,
@@ -476,7 +434,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
         anchor: format!("{syscw:.1} write syscalls (sockets too)"),
         target: "≤ 64 KiB",
     });
-    let (durable, _) = per_node(&before, &after, n, |x| x.durable);
+    let (durable, _) = per_node(&before, &after, |x| x.durable, settled);
     rows.push(Row {
         name: label("durable commits per purchase per node"),
         value: durable,
@@ -514,7 +472,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
         let label = |what: &str| format!("{what}, {setting}, all buying");
         // Each node's I/O over the purchases it settled (a node behind has
         // settled fewer and is counted over those).
-        let (syncs, syncs_max) = per_settled(&before, &after, |x| x.syncs);
+        let (syncs, syncs_max) = per_node(&before, &after, |x| x.syncs, settled);
         let lag = if behind.is_empty() {
             String::new()
         } else {
@@ -527,7 +485,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
             anchor: format!("largest node {syncs_max:.2}; {committed} purchases{lag}"),
             target: "≤ 2",
         });
-        let (bytes, _) = per_settled(&before, &after, |x| x.store_bytes);
+        let (bytes, _) = per_node(&before, &after, |x| x.store_bytes, settled);
         rows.push(Row {
             name: label("store bytes written per purchase per node"),
             value: bytes / 1024.0,
@@ -559,14 +517,13 @@ fn shares(args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(args.share_secs));
     let after = cluster.io()?;
     // Each node publishes 10 per second and receives its peers'.
-    let shares = median(
-        before
-            .iter()
-            .zip(&after)
-            .map(|(b, a)| (a.shares - b.shares) as f64)
-            .collect(),
-    ) + 10.0 * args.share_secs as f64;
-    let (syncs, syncs_max) = per_node(&before, &after, shares, |x| x.syncs);
+    let mut received: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| (a.shares - b.shares) as f64)
+        .collect();
+    let shares = pct(&mut received, 0.5) + 10.0 * args.share_secs as f64;
+    let (syncs, syncs_max) = per_node(&before, &after, |x| x.syncs, |_, _| shares);
     rows.push(Row {
         name: format!(
             "fsyncs per sensor share per node ({shares:.0} shares, {} s)",
@@ -577,8 +534,8 @@ fn shares(args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         anchor: format!("largest node {syncs_max:.3}; checkpoint every 30 s"),
         target: "0",
     });
-    let (bytes, _) = per_node(&before, &after, shares, |x| x.store_bytes);
-    let (kernel, _) = per_node(&before, &after, shares, |x| x.kernel_write_bytes);
+    let (bytes, _) = per_node(&before, &after, |x| x.store_bytes, |_, _| shares);
+    let (kernel, _) = per_node(&before, &after, |x| x.kernel_write_bytes, |_, _| shares);
     rows.push(Row {
         name: "store bytes written per sensor share per node".into(),
         value: bytes,

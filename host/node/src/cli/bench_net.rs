@@ -79,10 +79,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Cluster {
-    children: Vec<Child>,
-    conns: Vec<Conn>,
-    _dir: tempfile::TempDir,
+/// Real node processes of one network, killed when dropped (also used by
+/// `bench_gateway`).
+pub(super) struct Cluster {
+    pub(super) children: Vec<Child>,
+    pub(super) conns: Vec<Conn>,
+    pub(super) _dir: tempfile::TempDir,
 }
 
 impl Drop for Cluster {
@@ -184,12 +186,16 @@ fn commit_latencies(cluster: &Cluster, id: &str) -> Option<Vec<u64>> {
     Some(out)
 }
 
-fn pct(v: &mut [f64], q: f64) -> f64 {
+/// The `q` quantile of `v` (0 when empty).
+pub(super) fn pct(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-fn rss_kb(pid: u32) -> u64 {
+pub(super) fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
