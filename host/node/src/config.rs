@@ -280,3 +280,41 @@ pub fn write_key(path: &Path, seed: &[u8; 32]) -> anyhow::Result<()> {
     f.sync_all()?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node.toml with `extra` appended, beside a valid network.toml.
+    fn load_with(extra: &str) -> anyhow::Result<Loaded> {
+        let dir = tempfile::tempdir()?;
+        let key = Keypair::from_seed([1; 32]);
+        let network = format!("[[members]]\nname = \"a\"\nid = \"{}\"\n", key.id().to_hex());
+        std::fs::write(dir.path().join("network.toml"), network)?;
+        let node = format!("network = \"network.toml\"\ndata_dir = \"data\"\n{extra}");
+        std::fs::write(dir.path().join("node.toml"), node)?;
+        NodeConfig::load(&dir.path().join("node.toml"))
+    }
+
+    #[test]
+    fn store_settings_default_and_bad_ones_are_refused_with_the_reason() {
+        let loaded = load_with("").unwrap();
+        assert_eq!(loaded.config.store, StoreConfig::default());
+        assert_eq!(loaded.config.store.checkpoint_s, 30);
+        assert!(loaded.config.store.quick_repair);
+        let set = load_with("[store]\ncommit_window_ms = 20\nquick_repair = false\n").unwrap();
+        assert_eq!(
+            (set.config.store.commit_window_ms, set.config.store.quick_repair),
+            (20, false)
+        );
+        for (bad, says) in [
+            ("commit_window_ms = 1001", "commit_window_ms must be at most 1000"),
+            ("checkpoint_s = 0", "checkpoint_s must be between 1 and 3600"),
+            ("checkpoint_s = 3601", "checkpoint_s must be between 1 and 3600"),
+            ("fsync = false", "unknown field"),
+        ] {
+            let err = format!("{:#}", load_with(&format!("[store]\n{bad}\n")).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+}
