@@ -432,7 +432,7 @@ fn plan_engine(config: &RuntimeConfig) -> Result<(Engine, MemoryPlan), RuntimeEr
             }
             Err(RuntimeError::Engine(e)) => {
                 return Err(RuntimeError::Engine(format!(
-                    "cannot reserve contract memory even for {instances} live instances ({}): {e}",
+                    "cannot start the contract engine even with {instances} live instances ({} reserved): {e}",
                     gib(pool_reservation_bytes(&config.limits, instances))
                 )));
             }

@@ -15,16 +15,17 @@
 //!
 //! Prints a table, then JSON with the machine's load before and after.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use wallance_core::{Params, UNITS_PER_COIN};
+use wallance_core::Params;
 use wallance_dds::netns::{Isolation, Loopback, isolate};
 
-use super::bench_net::{Cluster, pct, rss_kb};
+use super::bench_net::{Cluster, espresso_machine, pct, rss_kb, spawn_node};
 use super::client::{self, Conn};
 use super::init;
 use crate::config::{NodeConfig, StoreConfig};
@@ -125,16 +126,13 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     shares(&args, &mut rows)?;
     let native = std::env::current_exe()?;
-    memory_and_start(&[native.display().to_string()], "x86-64", &args, &mut rows)?;
+    memory_and_start(&[native.as_os_str()], "x86-64", &args, &mut rows)?;
     if let Some(arm) = &args.aarch64 {
-        let program = [
-            "qemu-aarch64".to_string(),
-            "-L".into(),
-            AARCH64_SYSROOT.into(),
-            "-R".into(),
-            "512G".into(),
-            arm.display().to_string(),
-        ];
+        let program = ["qemu-aarch64", "-L", AARCH64_SYSROOT, "-R", "512G"]
+            .map(OsStr::new)
+            .into_iter()
+            .chain([arm.as_os_str()])
+            .collect::<Vec<_>>();
         memory_and_start(&program, "aarch64 under qemu", &args, &mut rows)?;
     }
     binary_sizes(&native, &mut rows);
@@ -163,63 +161,22 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Cluster {
-    /// `n` nodes; node-1 hosts espresso. Funds from the start.
-    fn start(n: usize, sensor_hz: f64, store: StoreConfig, args: &Args) -> anyhow::Result<Self> {
-        let dir = match &args.data_in {
-            Some(base) => tempfile::tempdir_in(base)?,
-            None => tempfile::tempdir()?,
-        };
-        let params = Params {
-            initial_units: 1_000_000 * UNITS_PER_COIN,
-            ..Params::default()
-        };
-        let written = init::write(
-            &init::Args {
-                nodes: n,
-                dir: dir.path().to_path_buf(),
-                domain: 5,
-                loopback: true,
-                api_port_base: 21_000,
-                sensor_hz,
-            },
-            params,
-        )?;
-        for (i, path) in written.configs.iter().enumerate() {
-            let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(path)?)?;
-            cfg.store = store.clone();
-            if i == 0 {
-                install_contracts(path, &mut cfg, &args.contracts, &["espresso"])?;
-            }
-            init::write_toml(path, &cfg)?;
+/// 4 nodes; node-1 hosts espresso (bench_net's cluster, domain 5, ports
+/// from 21 000), with the `[store]` settings under test.
+fn start_cluster(sensor_hz: f64, store: StoreConfig, args: &Args) -> anyhow::Result<Cluster> {
+    Cluster::start(N, args.data_in.as_deref(), 5, 21_000, sensor_hz, |i, config, cfg| {
+        cfg.store = store.clone();
+        if i == 0 {
+            install_contracts(config, cfg, &args.contracts, &["espresso"])?;
         }
-        let mut cluster = Cluster {
-            children: Vec::new(),
-            conns: Vec::new(),
-            _dir: dir,
-        };
-        let exe = std::env::current_exe()?.display().to_string();
-        for (i, path) in written.configs.iter().enumerate() {
-            cluster.children.push(spawn(std::slice::from_ref(&exe), path)?);
-            cluster.conns.push(Conn {
-                api: format!("http://127.0.0.1:{}", 21_000 + i),
-                token: Some(written.tokens[i].clone()),
-                json: true,
-            });
-        }
-        let started = Instant::now();
-        while !cluster.conns.iter().all(|c| {
-            client::get_as::<StatusView>(c, "/api/status")
-                .is_ok_and(|s| s.services >= 1 && s.peers.dds_participants + 1 >= n)
-        }) {
-            if started.elapsed() > Duration::from_secs(120) {
-                bail!("{n} nodes did not discover each other within 120 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(cluster)
-    }
+        Ok(())
+    })
+}
 
+/// Nodes in the SD-card measurements.
+const N: usize = 4;
+
+impl Cluster {
     fn status(&self, i: usize) -> anyhow::Result<StatusView> {
         client::get_as(&self.conns[i], "/api/status")
     }
@@ -262,37 +219,17 @@ fn install_contracts(config: &Path, cfg: &mut NodeConfig, from: &Path, services:
         std::fs::copy(&src, folder.join(format!("{service}.wasm")))
             .with_context(|| format!("cannot copy {}", src.display()))?;
     }
-    use wallance_runtime::{DeviceConfig, SimulatedKind};
     if services.contains(&"espresso") {
-        cfg.devices.push(DeviceConfig {
-            name: "espresso-machine".into(),
-            kind: SimulatedKind::EspressoMachine {
-                water_ml: u64::MAX / 2,
-                beans_g: u64::MAX / 2,
-            },
-            grant: vec!["espresso".into()],
-        });
+        cfg.devices.push(espresso_machine());
     }
     if services.contains(&"radio-rental") {
-        cfg.devices.push(DeviceConfig {
+        cfg.devices.push(wallance_runtime::DeviceConfig {
             name: "lora0".into(),
-            kind: SimulatedKind::Lora,
+            kind: wallance_runtime::SimulatedKind::Lora,
             grant: vec!["radio-rental".into()],
         });
     }
     Ok(())
-}
-
-fn spawn(program: &[String], config: &Path) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(config.parent().unwrap_or(Path::new(".")).join("node.log"))?;
-    Ok(Command::new(&program[0])
-        .args(&program[1..])
-        .args(["node", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -337,6 +274,26 @@ fn per_node(
     (pct(&mut v, 0.5), max)
 }
 
+/// The fsyncs and store bytes per settled purchase, per node.
+fn disk_rows(before: &[NodeIo], after: &[NodeIo], label: &dyn Fn(&str) -> String, note: &str, rows: &mut Vec<Row>) {
+    let (syncs, syncs_max) = per_node(before, after, |x| x.syncs, settled);
+    rows.push(Row {
+        name: label("fsyncs per committed purchase per node"),
+        value: syncs,
+        unit: "",
+        anchor: format!("largest node {syncs_max:.2}{note}"),
+        target: "≤ 2",
+    });
+    let (bytes, _) = per_node(before, after, |x| x.store_bytes, settled);
+    rows.push(Row {
+        name: label("store bytes written per purchase per node"),
+        value: bytes / 1024.0,
+        unit: "KiB",
+        anchor: String::new(),
+        target: "≤ 64 KiB",
+    });
+}
+
 /// Purchases a node settled between two readings.
 fn settled(b: &NodeIo, a: &NodeIo) -> f64 {
     (a.settled - b.settled) as f64
@@ -365,7 +322,6 @@ fn wait_settled(cluster: &Cluster, settled: u64, secs: u64) -> anyhow::Result<Ve
 /// Purchases one at a time, then every member buying at once, with the
 /// group-commit window `window` ms.
 fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    const N: usize = 4;
     let store = StoreConfig {
         commit_window_ms: window,
         quick_repair,
@@ -376,7 +332,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
     } else {
         format!("window {window} ms, no quick repair")
     };
-    let cluster = Cluster::start(N, 0.0, store, args)?;
+    let cluster = start_cluster(0.0, store, args)?;
     eprintln!("purchases, {setting}");
     let before = cluster.io()?;
     let mut latency = Vec::new();
@@ -409,22 +365,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
     }
     let after = cluster.io()?;
     let label = |what: &str| format!("{what}, {setting}, one at a time");
-    let (syncs, syncs_max) = per_node(&before, &after, |x| x.syncs, settled);
-    rows.push(Row {
-        name: label("fsyncs per committed purchase per node"),
-        value: syncs,
-        unit: "",
-        anchor: format!("largest node {syncs_max:.2}"),
-        target: "≤ 2",
-    });
-    let (bytes, _) = per_node(&before, &after, |x| x.store_bytes, settled);
-    rows.push(Row {
-        name: label("store bytes written per purchase per node"),
-        value: bytes / 1024.0,
-        unit: "KiB",
-        anchor: String::new(),
-        target: "≤ 64 KiB",
-    });
+    disk_rows(&before, &after, &label, "", rows);
     let (kernel, _) = per_node(&before, &after, |x| x.kernel_write_bytes, settled);
     let (syscw, _) = per_node(&before, &after, |x| x.write_syscalls, settled);
     rows.push(Row {
@@ -472,27 +413,12 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
         let label = |what: &str| format!("{what}, {setting}, all buying");
         // Each node's I/O over the purchases it settled (a node behind has
         // settled fewer and is counted over those).
-        let (syncs, syncs_max) = per_node(&before, &after, |x| x.syncs, settled);
         let lag = if behind.is_empty() {
             String::new()
         } else {
             format!("; behind after 30 s (node, settled): {behind:?}")
         };
-        rows.push(Row {
-            name: label("fsyncs per committed purchase per node"),
-            value: syncs,
-            unit: "",
-            anchor: format!("largest node {syncs_max:.2}; {committed} purchases{lag}"),
-            target: "≤ 2",
-        });
-        let (bytes, _) = per_node(&before, &after, |x| x.store_bytes, settled);
-        rows.push(Row {
-            name: label("store bytes written per purchase per node"),
-            value: bytes / 1024.0,
-            unit: "KiB",
-            anchor: String::new(),
-            target: "≤ 64 KiB",
-        });
+        disk_rows(&before, &after, &label, &format!("; {committed} purchases{lag}"), rows);
         rows.push(Row {
             name: label("committed purchases per second"),
             value: committed / args.load_secs as f64,
@@ -509,8 +435,7 @@ fn purchases(window: u64, quick_repair: bool, args: &Args, rows: &mut Vec<Row>) 
 
 /// Sensor shares only: what they cost the disk.
 fn shares(args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    const N: usize = 4;
-    let cluster = Cluster::start(N, 10.0, StoreConfig::default(), args)?;
+    let cluster = start_cluster(10.0, StoreConfig::default(), args)?;
     // Past the start-up commits.
     std::thread::sleep(Duration::from_secs(1));
     let before = cluster.io()?;
@@ -548,7 +473,7 @@ fn shares(args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
 /// One node with the three shipped contracts: start-up to ready with a
 /// warm compiled-code cache, and resident memory once ready.
-fn memory_and_start(program: &[String], arch: &str, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+fn memory_and_start(program: &[&OsStr], arch: &str, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let written = init::write(
         &init::Args {
@@ -581,7 +506,7 @@ fn memory_and_start(program: &[String], arch: &str, args: &Args, rows: &mut Vec<
     };
     let start = |what: &str| -> anyhow::Result<(Child, Duration)> {
         let started = Instant::now();
-        let mut child = spawn(program, config)?;
+        let mut child = spawn_node(program, config)?;
         while !ready() {
             if let Ok(Some(status)) = child.try_wait() {
                 bail!("the {arch} node exited ({status}) before it was ready ({what})");

@@ -97,79 +97,112 @@ impl Drop for Cluster {
 }
 
 fn start(n: usize, data_in: Option<&Path>) -> anyhow::Result<Cluster> {
-    let dir = match data_in {
-        Some(base) => tempfile::tempdir_in(base)?,
-        None => tempfile::tempdir()?,
-    };
-    // Funds from the start, sensors off: only purchases on the wire.
-    let params = Params {
-        initial_units: 1_000_000 * UNITS_PER_COIN,
-        ..Params::default()
-    };
-    let written = init::write(
-        &init::Args {
-            nodes: n,
-            dir: dir.path().to_path_buf(),
-            domain: 3,
-            loopback: true,
-            api_port_base: 20_000,
-            sensor_hz: 0.0,
-        },
-        params,
-    )?;
-    let provider = written.configs[0].parent().context("folder")?;
-    let wasm = include_bytes!(concat!(env!("OUT_DIR"), "/espresso.wasm"));
-    std::fs::write(provider.join("contracts/espresso.wasm"), wasm)?;
-    let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&written.configs[0])?)?;
-    cfg.devices.push(wallance_runtime::DeviceConfig {
+    let started = Instant::now();
+    // Sensors off: only purchases on the wire.
+    let cluster = Cluster::start(n, data_in, 3, 20_000, 0.0, |i, config, cfg| {
+        if i == 0 {
+            let wasm = include_bytes!(concat!(env!("OUT_DIR"), "/espresso.wasm"));
+            let folder = config.parent().context("folder")?.join(&cfg.contracts_dir);
+            std::fs::write(folder.join("espresso.wasm"), wasm)?;
+            cfg.devices.push(espresso_machine());
+        }
+        Ok(())
+    })?;
+    eprintln!("{n} nodes ready (discovery {:.2} s)", started.elapsed().as_secs_f64());
+    Ok(cluster)
+}
+
+/// An espresso machine that never runs dry.
+pub(super) fn espresso_machine() -> wallance_runtime::DeviceConfig {
+    wallance_runtime::DeviceConfig {
         name: "espresso-machine".into(),
         kind: wallance_runtime::SimulatedKind::EspressoMachine {
             water_ml: u64::MAX / 2,
             beans_g: u64::MAX / 2,
         },
         grant: vec!["espresso".into()],
-    });
-    init::write_toml(&written.configs[0], &cfg)?;
-    let exe = std::env::current_exe()?;
-    let mut cluster = Cluster {
-        children: Vec::new(),
-        conns: Vec::new(),
-        _dir: dir,
-    };
-    for (i, path) in written.configs.iter().enumerate() {
-        cluster.children.push(
-            Command::new(&exe)
-                .args(["node", "--config"])
-                .arg(path)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(
-                    path.parent().unwrap_or(Path::new(".")).join("node.log"),
-                )?)
-                .spawn()?,
-        );
-        cluster.conns.push(Conn {
-            api: format!("http://127.0.0.1:{}", 20_000 + i),
-            token: Some(written.tokens[i].clone()),
-            json: true,
-        });
     }
-    let started = Instant::now();
-    loop {
-        let ready = cluster.conns.iter().all(|c| {
+}
+
+impl Cluster {
+    /// `n` node processes of a new network in a folder under `data_in` (a
+    /// temporary one by default), every member funded from the start. DDS
+    /// domain `domain`, node i's API on `api_port_base + i`. `configure`
+    /// edits node i's `node.toml` (its path, its content) before it starts.
+    /// Returns once every node sees the others and a service.
+    pub(super) fn start(
+        n: usize,
+        data_in: Option<&Path>,
+        domain: u16,
+        api_port_base: u16,
+        sensor_hz: f64,
+        configure: impl Fn(usize, &Path, &mut NodeConfig) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Cluster> {
+        let dir = match data_in {
+            Some(base) => tempfile::tempdir_in(base)?,
+            None => tempfile::tempdir()?,
+        };
+        let params = Params {
+            initial_units: 1_000_000 * UNITS_PER_COIN,
+            ..Params::default()
+        };
+        let written = init::write(
+            &init::Args {
+                nodes: n,
+                dir: dir.path().to_path_buf(),
+                domain,
+                loopback: true,
+                api_port_base,
+                sensor_hz,
+            },
+            params,
+        )?;
+        for (i, path) in written.configs.iter().enumerate() {
+            let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(path)?)?;
+            configure(i, path, &mut cfg)?;
+            init::write_toml(path, &cfg)?;
+        }
+        let exe = std::env::current_exe()?;
+        let mut cluster = Cluster {
+            children: Vec::new(),
+            conns: Vec::new(),
+            _dir: dir,
+        };
+        for (i, path) in written.configs.iter().enumerate() {
+            cluster.children.push(spawn_node(&[exe.as_os_str()], path)?);
+            cluster.conns.push(Conn {
+                api: format!("http://127.0.0.1:{}", api_port_base as usize + i),
+                token: Some(written.tokens[i].clone()),
+                json: true,
+            });
+        }
+        let started = Instant::now();
+        while !cluster.conns.iter().all(|c| {
             client::get_as::<StatusView>(c, "/api/status")
                 .is_ok_and(|s| s.services >= 1 && s.peers.dds_participants + 1 >= n)
-        });
-        if ready {
-            break;
+        }) {
+            if started.elapsed() > Duration::from_secs(120) {
+                bail!("{n} nodes did not discover each other within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("{n} nodes did not discover each other within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        Ok(cluster)
     }
-    eprintln!("{n} nodes ready (discovery {:.2} s)", started.elapsed().as_secs_f64());
-    Ok(cluster)
+}
+
+/// Starts `wallance node --config <config>` as `program` (the binary, or
+/// e.g. qemu and its arguments then the binary), logging to node.log beside
+/// the config.
+pub(super) fn spawn_node(program: &[&std::ffi::OsStr], config: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(config.parent().unwrap_or(Path::new(".")).join("node.log"))?;
+    Ok(Command::new(program[0])
+        .args(&program[1..])
+        .args(["node", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
 }
 
 fn buy(c: &Conn) -> anyhow::Result<String> {
