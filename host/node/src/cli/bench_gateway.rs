@@ -25,7 +25,7 @@ use serde::Serialize;
 use wallance_core::Params;
 use wallance_dds::netns::{Isolation, Loopback, isolate};
 
-use super::bench_net::{Cluster, espresso_machine, pct, rss_kb, spawn_node};
+use super::bench_net::{Cluster, Row, espresso_machine, pct, rss_kb, spawn_node};
 use super::client::{self, Conn};
 use super::init;
 use crate::config::{NodeConfig, StoreConfig};
@@ -67,15 +67,6 @@ pub struct Args {
     data_in: Option<PathBuf>,
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct Row {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    anchor: String,
-    target: &'static str,
 }
 
 #[derive(Debug, Serialize)]

@@ -35,13 +35,14 @@ pub struct Args {
     json: bool,
 }
 
+/// One measured figure, beside its anchor and target (also bench_gateway's).
 #[derive(Debug, Serialize)]
-struct Row {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    anchor: &'static str,
-    target: &'static str,
+pub(super) struct Row {
+    pub(super) name: String,
+    pub(super) value: f64,
+    pub(super) unit: &'static str,
+    pub(super) anchor: String,
+    pub(super) target: &'static str,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -275,21 +276,21 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         name: format!("consensus p50, request to every node committed, {n} nodes"),
         value: a50,
         unit: "ms",
-        anchor: paper,
+        anchor: paper.into(),
         target: target50,
     });
     rows.push(Row {
         name: format!("consensus p99, request to every node committed, {n} nodes"),
         value: a99,
         unit: "ms",
-        anchor: "",
+        anchor: String::new(),
         target: if n == 8 { "≤ 20 ms" } else { "" },
     });
     rows.push(Row {
         name: format!("consensus p50 at the requester, {n} nodes"),
         value: r50,
         unit: "ms",
-        anchor: "",
+        anchor: String::new(),
         target: "",
     });
     let rss: Vec<u64> = cluster.children.iter().map(|c| rss_kb(c.id())).collect();
@@ -298,7 +299,7 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         name: format!("resident memory per node (median), {n} nodes"),
         value: pct(&mut rss_mb, 0.5),
         unit: "MB",
-        anchor: "",
+        anchor: String::new(),
         target: "≤ 30 MB",
     });
     if n == 8 && args.throughput_secs > 0 {
@@ -325,7 +326,7 @@ fn measure(n: usize, args: &Args, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             name: "committed purchases per second, 8 nodes, all buying".into(),
             value: rate,
             unit: "/s",
-            anchor: "",
+            anchor: String::new(),
             target: "≥ 500/s",
         });
     }
