@@ -1,13 +1,24 @@
 //! Topic names, type names and the QoS of every topic, with the reasons.
 //!
 //! Both sides of a topic use the same QoS so requested/offered always match.
+//!
+//! **Every topic is best effort and volatile.** A reliable writer waits for
+//! every reader that asked for reliability to acknowledge, so such a reader
+//! that never does (a non-member's, or a peer killed without a goodbye, still
+//! matched until its lease ends, 50 s for rustdds) holds the writer's window
+//! and stalls its sends. A best-effort writer waits for nobody, and a
+//! reader that asks for reliable delivery does not match it at all. The core
+//! re-sends what is lost: a request every `retry_ms` until it commits, a vote
+//! every `retry_ms / 2` while its decision is open, an outcome when the
+//! requester asks, an announce every 30 s and to every `HeadsRequest`; the
+//! digest, `HeadsRequest`, `CertFetch` and `ShareFetch` repair the rest.
+//!
 //! Two rustdds behaviours shape the numbers (see the crate README):
 //! - a reader's cache keeps `ResourceLimits::max_samples` samples (64 when
 //!   unset) and silently drops older untaken ones even when reliable, so every
 //!   topic sets generous limits and a dedicated thread takes samples at once;
-//! - a reliable writer blocks (up to `max_blocking_time`) once its
-//!   `max_samples` samples are unacknowledged: that limit is our send window
-//!   ([`SEND_WINDOW`]), set on writers only.
+//! - a writer keeps at most its `max_samples` samples ([`SEND_WINDOW`]), set
+//!   on writers only; were a topic reliable, that would be its send window.
 //!
 //! rustdds does not keep history per instance: `KeepLast(n)` keeps the
 //! writer's last `n` samples overall. Keys still matter to other vendors
@@ -39,6 +50,7 @@ pub struct TopicSpec {
     /// The IDL type name, `module::Struct`, which other vendors match on.
     pub type_name: &'static str,
     pub keyed: bool,
+    /// False on every topic, as is `transient_local`: see the module doc.
     pub reliable: bool,
     pub transient_local: bool,
     /// `None` is KeepAll (bounded by `max_samples`).
@@ -47,20 +59,11 @@ pub struct TopicSpec {
     pub max_samples: i32,
 }
 
-/// Unacknowledged samples a reliable writer may have in flight before `send`
-/// blocks (the writer's `ResourceLimits::max_samples`).
-///
-/// Two limits pull against each other:
-/// - small enough that a burst fits the receiver's socket buffer (4 MiB
-///   here, ~1 KiB per small datagram) while its event loop is descheduled: a
-///   flood past that is dropped by the kernel and rustdds repairs it at only
-///   ~160 samples/s (measured with a 16 384 window under load);
-/// - large enough to outlast a peer that died without a goodbye: it stays
-///   matched, never acknowledges, and holds every reliable writer's window
-///   until its lease expires (rustdds announces 50 s). Past the window, sends
-///   fail with `WouldBlock` for everyone until then.
-///
-/// 1 024 covers 20 samples/s per topic for 50 s and 1 MiB of datagrams.
+/// The samples a writer keeps (its `ResourceLimits::max_samples`). On a
+/// reliable topic this would be the send window: unacknowledged samples in
+/// flight before `send` blocks. Every topic is best effort today (see the
+/// module doc), so it only bounds the writer's memory: 1 024 small samples,
+/// about 1 MiB.
 pub const SEND_WINDOW: i32 = 1_024;
 
 impl TopicId {
@@ -84,60 +87,61 @@ impl TopicId {
                 name,
                 type_name,
                 keyed: false,
-                reliable: true,
+                reliable: false,
                 transient_local: false,
                 keep_last: None,
                 max_samples,
             }
         }
         match self {
-            // Over 80% of traffic. Reliable so gaps are rare; a gap left is
-            // repaired by ShareFetch (shares carry per-sender sequence numbers),
-            // so late joiners need no durability.
+            // Over 80% of traffic. A gap is repaired by ShareFetch (shares
+            // carry per-sender sequence numbers), so late joiners need no
+            // durability.
             TopicId::Share => volatile("wallance_share", "wallance::Share", 16_384),
-            // A request is only useful to voters online now; a missed one
-            // expires and the requester retries on its new State.
+            // A request is only useful to voters online now; the requester
+            // re-sends it every `retry_ms` until it commits.
             TopicId::Request => volatile("wallance_request", "wallance::Request", 4_096),
-            // Votes are the latency path; a lost vote can stall a decision, so
-            // reliable with a deep window for 10k-vote bursts.
+            // Votes are the latency path: a voter re-sends its vote every
+            // `retry_ms / 2` while the decision is open, so a lost one delays
+            // and never stalls. A deep reader cache for 10k-vote bursts.
             TopicId::Vote => volatile("wallance_vote", "wallance::Vote", 16_384),
             // A certificate proves a wallet's new version by itself: late
-            // joiners and restarted nodes catch up from the writer's history,
-            // older gaps through HeadsRequest/CertFetch.
+            // joiners and restarted nodes catch up through the digest,
+            // HeadsRequest and CertFetch.
             TopicId::Certificate => TopicSpec {
                 name: "wallance_certificate",
                 type_name: "wallance::Certificate",
                 keyed: true,
-                reliable: true,
-                transient_local: true,
+                reliable: false,
+                transient_local: false,
                 keep_last: Some(1_024),
                 // Certificates can be large (76 bytes per vote): a bounded cache.
                 max_samples: 1_024,
             },
-            // A provider's service list; the latest replaces the rest, and a
-            // node joining later must see it to check requests.
+            // A provider's service list; the latest replaces the rest. The
+            // provider sends it again every 30 s and answers a HeadsRequest
+            // (what a node joining sends first) with it.
             TopicId::Announce => TopicSpec {
                 name: "wallance_announce",
                 type_name: "wallance::Announce",
                 keyed: true,
-                reliable: true,
-                transient_local: true,
+                reliable: false,
+                transient_local: false,
                 keep_last: Some(1),
                 max_samples: 1_024,
             },
-            // The requester may restart while its contract runs: keep the
-            // provider's recent outcomes for it.
+            // A requester that missed its outcome (or restarted while the
+            // contract ran) asks again with a query vote, `retry_ms` apart.
             TopicId::Outcome => TopicSpec {
                 name: "wallance_outcome",
                 type_name: "wallance::Outcome",
                 keyed: false,
-                reliable: true,
-                transient_local: true,
+                reliable: false,
+                transient_local: false,
                 keep_last: Some(64),
                 max_samples: 1_024,
             },
-            // Periodic; the next digest replaces a lost one, so no repair
-            // traffic (no heartbeats or acks) for it.
+            // Periodic; the next digest replaces a lost one.
             TopicId::Digest => TopicSpec {
                 name: "wallance_sync_digest",
                 type_name: "wallance::SyncDigest",
@@ -147,8 +151,8 @@ impl TopicId {
                 keep_last: Some(16),
                 max_samples: 1_024,
             },
-            // Point-to-point sync traffic on a broadcast medium: reliable so a
-            // catch-up does not wait for the next digest round.
+            // Point-to-point sync traffic on a broadcast medium; a lost ask
+            // is asked again after `retry_ms`.
             TopicId::HeadsRequest => volatile("wallance_sync_heads_request", "wallance::HeadsRequest", 1_024),
             TopicId::Heads => volatile("wallance_sync_heads", "wallance::Heads", 256),
             TopicId::CertFetch => volatile("wallance_sync_cert_fetch", "wallance::CertFetch", 1_024),

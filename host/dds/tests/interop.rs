@@ -36,11 +36,7 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
     let python = std::env::var("WALLANCE_INTEROP_PYTHON").expect("WALLANCE_INTEROP_PYTHON");
     let rust = transport(0);
 
-    // Published before the Cyclone participant exists: it must still get it
-    // (TransientLocal across vendors).
     let cert = certificate(&key(30), &key(31), 7);
-    rust.send(&Message::Certificate(Box::new(cert.clone())))
-        .expect("send certificate");
 
     let share = Share::new(&key(32), 77, 1_700_000_000_999, "garden/humidity", 0.1 + 0.2);
     let share_json = serde_json::json!({
@@ -82,11 +78,28 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
     let votes: Vec<Vote> = (0..N_VOTES as u64)
         .map(|i| Vote::build(&voter, [8; 32], i, 1).expect("difficulty 1"))
         .collect();
-    for v in &votes {
-        rust.send(&Message::Vote(*v)).expect("send vote");
-    }
-
-    let status = child.wait().expect("python exits");
+    // Every topic is best effort: sent again every half second until the
+    // peer has them all, as a voter re-sends its vote while a decision is
+    // open. (When the topics were reliable, rustdds 0.15.1 now and then never
+    // repaired one vote of 100 to Cyclone's reliable reader: 2 runs of 8 lost
+    // one for the peer's whole 30 s.)
+    let status = loop {
+        for v in &votes {
+            rust.send(&Message::Vote(*v)).expect("send vote");
+        }
+        rust.send(&Message::Certificate(Box::new(cert.clone())))
+            .expect("send certificate");
+        let waited = Instant::now();
+        while waited.elapsed() < Duration::from_millis(500) {
+            if child.try_wait().expect("python").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(status) = child.try_wait().expect("python") {
+            break status;
+        }
+    };
     let lines = lines.join().expect("reader thread");
     assert!(status.success(), "python failed: {status}; output {lines:?}");
     assert_eq!(lines.last().map(String::as_str), Some("DONE"), "{lines:?}");
@@ -97,8 +110,13 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
         .collect();
 
     let got_votes: Vec<&Value> = parsed.iter().filter(|v| v["kind"] == "vote").collect();
-    assert_eq!(got_votes.len(), N_VOTES);
-    for (want, got) in votes.iter().zip(&got_votes) {
+    let missing: Vec<u64> = (0..N_VOTES as u64)
+        .filter(|i| !got_votes.iter().any(|v| v["remaining"] == *i))
+        .collect();
+    assert_eq!(got_votes.len(), N_VOTES, "missing votes {missing:?}");
+    // In any order: a re-sent vote may fill a gap late.
+    for got in &got_votes {
+        let want = &votes[got["remaining"].as_u64().expect("remaining") as usize];
         assert_eq!(got["voter"], want.voter.to_hex());
         assert_eq!(got["request_id"], hex(&want.request_id));
         assert_eq!(got["remaining"], want.remaining);
@@ -123,7 +141,7 @@ fn cyclone_python_peer_exchanges_share_votes_and_certificate() {
         assert_eq!(got[1], want.nonce);
         assert_eq!(got[2], hex(&want.sig.0));
     }
-    println!("interop ok: 1 share in, {N_VOTES} votes and 1 late-joined certificate out");
+    println!("interop ok: 1 share in, {N_VOTES} votes and 1 certificate out");
 }
 
 fn hex(bytes: &[u8]) -> String {

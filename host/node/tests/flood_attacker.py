@@ -143,19 +143,20 @@ class ShareFetch(IdlStruct, typename="wallance::ShareFetch"):
 
 U64_MAX = 2**64 - 1
 
-# (topic, type, reliable, transient_local) as in the IDL's QoS table.
+# (topic, type, reliable, transient_local) as in the IDL's QoS table: every
+# topic best effort and volatile (a reliable reader would not match).
 TOPICS = [
-    ("wallance_share", Share, True, False),
-    ("wallance_request", Request, True, False),
-    ("wallance_vote", Vote, True, False),
-    ("wallance_certificate", Certificate, True, True),
-    ("wallance_announce", Announce, True, True),
-    ("wallance_outcome", Outcome, True, True),
+    ("wallance_share", Share, False, False),
+    ("wallance_request", Request, False, False),
+    ("wallance_vote", Vote, False, False),
+    ("wallance_certificate", Certificate, False, False),
+    ("wallance_announce", Announce, False, False),
+    ("wallance_outcome", Outcome, False, False),
     ("wallance_sync_digest", SyncDigest, False, False),
-    ("wallance_sync_heads_request", HeadsRequest, True, False),
-    ("wallance_sync_heads", Heads, True, False),
-    ("wallance_sync_cert_fetch", CertFetch, True, False),
-    ("wallance_sync_share_fetch", ShareFetch, True, False),
+    ("wallance_sync_heads_request", HeadsRequest, False, False),
+    ("wallance_sync_heads", Heads, False, False),
+    ("wallance_sync_cert_fetch", CertFetch, False, False),
+    ("wallance_sync_share_fetch", ShareFetch, False, False),
 ]
 
 MAX_RECORDED_PER_TOPIC = 300
@@ -299,16 +300,14 @@ def main():
         )
         dur = Policy.Durability.TransientLocal if transient else Policy.Durability.Volatile
         topic = Topic(dp, name, typ)
-        # The reader records (transient-local: the writers' history too) and
-        # ignores this participant's own flood.
+        # The reader records and ignores this participant's own flood.
         readers[name] = DataReader(
             dp,
             topic,
             qos=Qos(rel, dur, Policy.History.KeepLast(1024), xcdr1,
                     Policy.IgnoreLocal.Participant),
         )
-        # KeepLast: a writer never waits for slow readers' history; reliable
-        # (a best-effort writer does not match the nodes' reliable readers).
+        # KeepLast: a writer never waits for slow readers' history.
         writers[name] = DataWriter(
             dp, topic, qos=Qos(rel, dur, Policy.History.KeepLast(64), xcdr1)
         )

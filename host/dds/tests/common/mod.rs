@@ -135,3 +135,24 @@ pub fn recv_n_from(t: &Receiver, n: usize, timeout: Duration) -> Vec<Message> {
     }
     out
 }
+
+/// Sends `a` votes until `b` takes one, then drains `b`. A best-effort
+/// reader drops samples from a writer it has not matched yet (no repair
+/// fills that gap later), and `a` seeing `b`'s reader says nothing of `b`
+/// seeing `a`'s writer: this waits for both.
+pub fn until_heard(a: &Transport, b: &Transport, timeout: Duration) {
+    let ping = Message::Vote(Vote::build(&key(250), [0xee; 32], 0, 0).expect("difficulty 0"));
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "b never heard a");
+        a.send(&ping).expect("ping");
+        b.recv_batch(&mut got, 64, Duration::from_millis(50));
+    }
+    // Pings still on their way.
+    while {
+        got.clear();
+        b.recv_batch(&mut got, 64, Duration::from_millis(200));
+        !got.is_empty()
+    } {}
+}

@@ -198,9 +198,11 @@ impl Node {
         let (tx, rx) = mpsc::channel();
         let net_pending = Arc::new(AtomicBool::new(false));
         let mut tcfg = TransportConfig::new(loaded.network.domain_id);
-        // A peer killed without a goodbye holds reliable writers until its
-        // lease ends (~50 s): never stall the consensus loop long on a send.
-        tcfg.send_block = Duration::from_millis(100);
+        // The loop never waits on a send: every topic is best effort, so no
+        // reader (a peer killed without a goodbye, a hostile non-member)
+        // holds a writer, and were one ever reliable, a full window would
+        // fail the send at once, counted, for the core to re-send.
+        tcfg.send_block = Duration::ZERO;
         tcfg.networks = match loaded.config.interfaces {
             Interfaces::All => Networks::All,
             Interfaces::Loopback => Networks::Loopback,
