@@ -99,6 +99,64 @@ impl Keypair {
     }
 }
 
+/// Signatures a node has verified, so that a certificate never verifies
+/// again the votes (and the request) this node checked when they arrived:
+/// at 8 members a certificate carries 6 votes, at 48 about 33.
+///
+/// An entry is the SHA-256 of (signer, digest, signature): only that exact
+/// triple passes unchecked, and a forgery is never inserted (only a
+/// signature that verified is). Bounded: past `capacity` the oldest entry is
+/// forgotten, which costs a verification again, never a wrong answer.
+#[derive(Debug)]
+pub struct SigCache {
+    seen: std::collections::HashSet<Hash>,
+    order: std::collections::VecDeque<Hash>,
+    capacity: usize,
+    /// Verifications skipped because the triple was here.
+    pub hits: u64,
+}
+
+impl SigCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            seen: std::collections::HashSet::with_capacity(capacity.min(1 << 16)),
+            order: std::collections::VecDeque::with_capacity(capacity.min(1 << 16)),
+            capacity,
+            hits: 0,
+        }
+    }
+
+    /// [`verify`], answered from the cache when this triple verified before.
+    pub fn verify(&mut self, signer: &MemberId, digest: &Hash, sig: &Signature) -> bool {
+        let key = sha256(&[b"wallance/sig-cache/v1", &signer.0, digest, &sig.0]);
+        if self.seen.contains(&key) {
+            self.hits += 1;
+            return true;
+        }
+        if !verify(signer, digest, sig) {
+            return false;
+        }
+        if self.capacity > 0 {
+            if self.order.len() >= self.capacity
+                && let Some(old) = self.order.pop_front()
+            {
+                self.seen.remove(&old);
+            }
+            self.seen.insert(key);
+            self.order.push_back(key);
+        }
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 /// Checks `sig` by `signer` over `digest`. False for keys that are not valid
 /// curve points as well as for wrong signatures.
 pub fn verify(signer: &MemberId, digest: &Hash, sig: &Signature) -> bool {
@@ -107,4 +165,38 @@ pub fn verify(signer: &MemberId, digest: &Hash, sig: &Signature) -> bool {
     };
     let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
     key.verify(digest, &sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_cache_answers_only_for_a_triple_that_verified() {
+        let k = Keypair::from_seed([3; 32]);
+        let other = Keypair::from_seed([4; 32]);
+        let digest = [7u8; 32];
+        let sig = k.sign(&digest);
+        let mut cache = SigCache::new(2);
+        assert!(cache.verify(&k.id(), &digest, &sig));
+        assert_eq!(cache.hits, 0);
+        assert!(cache.verify(&k.id(), &digest, &sig));
+        assert_eq!(cache.hits, 1, "the second check comes from the cache");
+        // Any other signer, digest or signature is verified, and fails.
+        assert!(!cache.verify(&other.id(), &digest, &sig));
+        assert!(!cache.verify(&k.id(), &[8; 32], &sig));
+        let mut forged = sig;
+        forged.0[0] ^= 1;
+        assert!(!cache.verify(&k.id(), &digest, &forged));
+        assert!(!cache.verify(&k.id(), &digest, &forged), "a failure is never cached");
+        assert_eq!(cache.hits, 1);
+        assert_eq!(cache.len(), 1);
+        // Bounded: the oldest is forgotten and verified again.
+        let (d2, d3) = ([9u8; 32], [10u8; 32]);
+        assert!(cache.verify(&k.id(), &d2, &k.sign(&d2)));
+        assert!(cache.verify(&k.id(), &d3, &k.sign(&d3)));
+        assert_eq!(cache.len(), 2);
+        assert!(cache.verify(&k.id(), &digest, &sig));
+        assert_eq!(cache.hits, 1, "evicted, so verified again");
+    }
 }

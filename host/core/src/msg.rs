@@ -415,15 +415,21 @@ impl Request {
 
     /// Signature and proof of work; returns the id when both hold.
     pub fn check(&self, difficulty: u8) -> Result<Hash, &'static str> {
+        let id = self.check_pow(difficulty)?;
+        if !verify(&self.requester, &id, &self.sig) {
+            return Err("request signature is invalid");
+        }
+        Ok(id)
+    }
+
+    /// The proof of work alone; returns the id (what the signature signs).
+    pub fn check_pow(&self, difficulty: u8) -> Result<Hash, &'static str> {
         let Some(prefix) = self.prefix() else {
             return Err("request fields exceed their limits");
         };
         let id = pow::hash_with_nonce(&prefix, self.nonce);
         if !pow::meets(&id, difficulty) {
             return Err("request proof of work does not meet the difficulty");
-        }
-        if !verify(&self.requester, &id, &self.sig) {
-            return Err("request signature is invalid");
         }
         Ok(id)
     }
@@ -471,14 +477,20 @@ impl Vote {
     }
 
     pub fn check(&self, difficulty: u8) -> Result<(), &'static str> {
-        let hash = self.hash();
-        if !pow::meets(&hash, difficulty) {
-            return Err("vote proof of work does not meet the difficulty");
-        }
+        let hash = self.check_pow(difficulty)?;
         if !verify(&self.voter, &hash, &self.sig) {
             return Err("vote signature is invalid");
         }
         Ok(())
+    }
+
+    /// The proof of work alone; returns the hash the signature signs.
+    pub fn check_pow(&self, difficulty: u8) -> Result<Hash, &'static str> {
+        let hash = self.hash();
+        if !pow::meets(&hash, difficulty) {
+            return Err("vote proof of work does not meet the difficulty");
+        }
+        Ok(hash)
     }
 
     fn body(&self, w: &mut Writer) {

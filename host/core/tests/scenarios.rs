@@ -351,3 +351,68 @@ fn a_node_whose_disk_kept_its_share_number_but_not_its_tally_credits_its_next_sh
         assert_eq!(net.wallet(at, 2).shares_seen, 8, "node {at}");
     }
 }
+
+/// A node that verified a request and a vote when they arrived checks a
+/// certificate carrying them from its cache of verified signatures, and
+/// still refuses a certificate whose copy of that vote has a tampered
+/// signature.
+#[test]
+fn a_certificate_reuses_verified_signatures_and_still_refuses_a_forged_vote() {
+    let mut net = Net::new(4);
+    net.offer_espresso();
+    net.share(1, 3);
+    net.run();
+    // Node 2 hears nothing of this purchase as it happens; 3 of 4 are a
+    // quorum without it.
+    net.isolated[2] = true;
+    let request = net.buy(1).unwrap();
+    net.run();
+    assert_eq!(net.wallet(3, 1).version, 1);
+    let cert = net
+        .sent
+        .iter()
+        .find_map(|m| match m {
+            Message::Certificate(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a certificate went out");
+    // Now it gets the request and one of the certificate's votes (its own
+    // vote and that one are no quorum), then the certificate.
+    let voter = net.nodes[cert.votes[0].voter_idx as usize].key.id();
+    let vote = net
+        .sent
+        .iter()
+        .find_map(|m| match m {
+            Message::Vote(v) if v.voter == voter && v.request_id == request.id() => Some(*v),
+            _ => None,
+        })
+        .expect("the vote went out");
+    let now = net.now;
+    net.nodes[2]
+        .core
+        .handle_message(now, Message::Request(request))
+        .unwrap();
+    net.nodes[2].core.handle_message(now, Message::Vote(vote)).unwrap();
+    net.flush(2);
+    assert_eq!(net.wallet(2, 1).version, 0, "no quorum yet");
+    assert_eq!(net.nodes[2].core.stats().signatures_cached, 0);
+    let rejected = |net: &Net| net.nodes[2].core.stats().rejected.values().sum::<u64>();
+    let before = rejected(&net);
+    let mut forged = cert.clone();
+    forged.votes[0].sig.0[5] ^= 0x40;
+    let _ = net.nodes[2].core.handle_message(now, Message::Certificate(forged));
+    assert_eq!(rejected(&net), before + 1, "{:?}", net.nodes[2].core.stats().rejected);
+    assert_eq!(net.wallet(2, 1).version, 0);
+    let cached = net.nodes[2].core.stats().signatures_cached;
+    assert_eq!(cached, 1, "the request came from the cache, the forged vote did not");
+    net.nodes[2]
+        .core
+        .handle_message(now, Message::Certificate(cert))
+        .unwrap();
+    assert_eq!(net.wallet(2, 1).version, 1, "the genuine certificate applies");
+    assert_eq!(
+        net.nodes[2].core.stats().signatures_cached,
+        cached + 2,
+        "its request and the vote seen before were not verified again"
+    );
+}

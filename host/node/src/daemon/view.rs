@@ -135,6 +135,7 @@ pub(super) fn build(
             commits: s.commits,
             certificates_applied: s.certificates_applied,
             duplicates: s.duplicates,
+            signatures_cached: s.signatures_cached,
             messages_sent: s.messages_sent,
             dds_received: t.received(),
             dds_malformed: t.malformed(),

@@ -127,6 +127,12 @@ impl Metrics {
             s.certificates_applied,
         );
         counter(&mut r, "duplicate_messages", "Messages received twice", s.duplicates);
+        counter(
+            &mut r,
+            "signatures_cached",
+            "Signature checks answered from the cache of verified signatures",
+            s.signatures_cached,
+        );
         counter(&mut r, "messages_sent", "Protocol messages sent", s.messages_sent);
         counter(
             &mut r,

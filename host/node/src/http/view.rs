@@ -272,6 +272,10 @@ pub struct StatsView {
     pub commits: u64,
     pub certificates_applied: u64,
     pub duplicates: u64,
+    /// Signature checks the core answered from its cache of verified
+    /// signatures (a certificate's votes seen before).
+    #[serde(default)]
+    pub signatures_cached: u64,
     pub messages_sent: u64,
     pub dds_received: u64,
     pub dds_malformed: u64,
