@@ -441,3 +441,44 @@ fn verdict_queries_about_every_settled_purchase_get_bounded_answers() {
     }
     assert_eq!(again, 1);
 }
+
+/// Every DDS topic is best effort: a node whose reader had not matched the
+/// provider's writer misses its announce and cannot buy. The provider's
+/// host calls `reannounce` when it sees a new reader of announces; the same
+/// announce (same sequence number) then reaches the joiner, which buys.
+#[test]
+fn a_node_that_missed_the_announce_buys_after_the_provider_reannounces() {
+    let mut net = Net::new(4);
+    net.isolated[1] = true;
+    net.offer_espresso();
+    net.isolated[1] = false;
+    let now = net.now;
+    assert!(
+        matches!(
+            net.nodes[1].core.buy(now, "espresso", None, PRICE, vec![]),
+            Err(BuyError::UnknownService(_))
+        ),
+        "node 1 never saw the announce"
+    );
+    // Without services, nothing is sent.
+    let sent = net.sent.len();
+    net.nodes[2].core.reannounce(now);
+    net.flush(2);
+    assert_eq!(net.sent.len(), sent, "node 2 offers nothing");
+    net.nodes[0].core.reannounce(now);
+    net.flush(0);
+    let resent: Vec<&Message> = net.sent[sent..].iter().collect();
+    assert!(
+        matches!(resent.as_slice(), [Message::Announce(a)] if a.seq == 1),
+        "one announce, the same as before: {resent:?}"
+    );
+    net.run();
+    let r = net.nodes[1]
+        .core
+        .buy(net.now, "espresso", None, PRICE, vec![])
+        .expect("buys now");
+    net.flush(1);
+    net.run();
+    assert_eq!(net.wallet(3, 1).version, r.version + 1, "the purchase committed");
+    assert_agree(&net);
+}

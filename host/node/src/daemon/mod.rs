@@ -28,7 +28,7 @@ use anyhow::{Context, bail};
 use tracing::{debug, info, warn};
 use wallance_core::msg::{Certificate, ServiceOffer};
 use wallance_core::{BuyError, Change, Core, CoreConfig, Event, Hash, Keypair, MemberId, Message, Output};
-use wallance_dds::{LogLimiter, Networks, Report, SendError, Transport, TransportConfig};
+use wallance_dds::{LogLimiter, Networks, Report, SendError, TopicId, Transport, TransportConfig};
 use wallance_runtime::{DeviceGrants, RegistryEvent, Runtime, RuntimeConfig};
 use wallance_store::Store;
 
@@ -91,6 +91,8 @@ struct Node {
     send_log: LogLimiter<(&'static str, &'static str)>,
     /// rustdds' own lines are off by default: the peer count is logged here.
     peer_log: crate::logging::PeerLog,
+    /// Readers of announces seen, to send ours again when one appears.
+    announce_readers: AnnounceReaders,
     /// Steps waiting for their group's commit (`[store] commit_window_ms`).
     group: Group,
     commit_window: Duration,
@@ -115,6 +117,49 @@ pub struct StoreCommits {
 /// Steps whose commit is pending, with everything that must wait for it:
 /// what they send, the runs they hand over, the answers to the API. Steps
 /// join in order, so nothing goes out ahead of what it depends on.
+/// Watches how many readers of announces discovery knows. Every topic is
+/// best effort, so a node that joined missed the announces sent before its
+/// reader matched: when the count grows, the provider sends its announce
+/// again at once and once more a second later (the new reader may match our
+/// writer a little after we found it), instead of the joiner waiting for the
+/// 30 s re-announce or its first catch-up.
+#[derive(Default)]
+struct AnnounceReaders {
+    known: usize,
+    checked: Option<Instant>,
+    again_at: Option<Instant>,
+}
+
+impl AnnounceReaders {
+    /// How often discovery's tables are read.
+    const PERIOD: Duration = Duration::from_millis(100);
+    const AGAIN: Duration = Duration::from_secs(1);
+
+    /// Whether to re-announce now; reads `count` at most every `PERIOD`.
+    fn due(&mut self, now: Instant, count: impl FnOnce() -> usize) -> bool {
+        if let Some(t) = self.again_at
+            && now >= t
+        {
+            self.again_at = None;
+            return true;
+        }
+        if self
+            .checked
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::PERIOD)
+        {
+            return false;
+        }
+        self.checked = Some(now);
+        let n = count();
+        let grew = n > self.known;
+        self.known = n;
+        if grew {
+            self.again_at = Some(now + Self::AGAIN);
+        }
+        grew
+    }
+}
+
 #[derive(Default)]
 struct Group {
     batch: Vec<Change>,
@@ -307,6 +352,7 @@ impl Node {
             dirty: true,
             send_log: LogLimiter::default(),
             peer_log: Default::default(),
+            announce_readers: AnnounceReaders::default(),
             group: Group::default(),
             commit_window: Duration::from_millis(loaded_store.commit_window_ms),
             checkpoint: Duration::from_secs(loaded_store.checkpoint_s),
@@ -371,6 +417,12 @@ impl Node {
             let now = now_ms();
             if now >= self.core.poll_timeout() {
                 self.core.handle_timeout(now);
+            }
+            if self
+                .announce_readers
+                .due(Instant::now(), || self.transport.remote_readers(TopicId::Announce))
+            {
+                self.core.reannounce(now);
             }
             self.flush()?;
             if self.lazy_pending && self.group.steps == 0 && self.last_durable.elapsed() >= self.checkpoint {
@@ -740,4 +792,30 @@ fn offers(runtime: &Runtime) -> Vec<ServiceOffer> {
             contract_hash: s.contract_hash,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_announce_reader_brings_two_announces_and_nothing_else_does() {
+        let mut r = AnnounceReaders::default();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // The first look finds readers: announce now.
+        assert!(r.due(t0, || 3));
+        // Within the period discovery is not read again.
+        assert!(!r.due(ms(50), || panic!("read within the period")));
+        assert!(!r.due(ms(150), || 3));
+        // The second shot, a second after the growth.
+        assert!(r.due(ms(1_000), || panic!("the second shot reads nothing")));
+        assert!(!r.due(ms(1_200), || 3));
+        // A reader lost and found again counts as new.
+        assert!(!r.due(ms(1_400), || 2));
+        assert!(r.due(ms(1_600), || 3));
+        assert!(!r.due(ms(1_800), || 3));
+        assert!(r.due(ms(2_600), || 3));
+        assert!(!r.due(ms(5_000), || 3));
+    }
 }
