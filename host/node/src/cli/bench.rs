@@ -50,7 +50,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Median of `rounds` timings of `iters` calls, per call, in µs.
-fn time_us(rounds: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
+pub(super) fn time_us(rounds: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
     let mut samples = Vec::with_capacity(rounds);
     for r in 0..rounds {
         let t = Instant::now();
@@ -63,6 +63,7 @@ fn time_us(rounds: usize, iters: usize, mut f: impl FnMut(usize)) -> f64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let load_before = super::bench_gateway::load();
     let mut rows = Vec::new();
     pow_rows(&mut rows);
     crypto_rows(&mut rows);
@@ -70,10 +71,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !args.no_sim {
         sim_rows(&mut rows, args.large);
     }
+    let machine = super::bench_gateway::Machine::now(load_before);
     if !args.json {
         print_table(&rows);
+        println!("machine: {machine}");
     }
-    println!("{}", serde_json::to_string_pretty(&rows)?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({ "machine": machine, "rows": rows }))?
+    );
     Ok(())
 }
 

@@ -75,15 +75,38 @@ struct Document {
     rows: Vec<Row>,
 }
 
+/// The machine a benchmark ran on, printed beside its figures (also
+/// bench's and bench-net's).
 #[derive(Debug, Serialize)]
-struct Machine {
+pub(super) struct Machine {
     cpus: usize,
     /// 1, 5 and 15 minute load averages before and after the run.
     load_before: String,
     load_after: String,
 }
 
-fn load() -> String {
+impl Machine {
+    /// This machine now, with the load read before the run.
+    pub(super) fn now(load_before: String) -> Self {
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_before,
+            load_after: load(),
+        }
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} CPUs, load average {} before, {} after",
+            self.cpus, self.load_before, self.load_after
+        )
+    }
+}
+
+pub(super) fn load() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
@@ -128,11 +151,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     binary_sizes(&native, &mut rows);
     let doc = Document {
-        machine: Machine {
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            load_before,
-            load_after: load(),
-        },
+        machine: Machine::now(load_before),
         rows,
     };
     if !args.json {

@@ -121,8 +121,9 @@ pub struct StoreCommits {
 /// best effort, so a node that joined missed the announces sent before its
 /// reader matched: when the count grows, the provider sends its announce
 /// again at once and once more a second later (the new reader may match our
-/// writer a little after we found it), instead of the joiner waiting for the
-/// 30 s re-announce or its first catch-up.
+/// writer a little after we found it), and a second after its services
+/// change, instead of the joiner waiting for the 30 s re-announce or its
+/// first catch-up.
 #[derive(Default)]
 struct AnnounceReaders {
     known: usize,
@@ -134,6 +135,12 @@ impl AnnounceReaders {
     /// How often discovery's tables are read.
     const PERIOD: Duration = Duration::from_millis(100);
     const AGAIN: Duration = Duration::from_secs(1);
+
+    /// The services changed and the core announced them: once more a
+    /// second later, for readers that had not matched our writer yet.
+    fn announced(&mut self, now: Instant) {
+        self.again_at = Some(now + Self::AGAIN);
+    }
 
     /// Whether to re-announce now; reads `count` at most every `PERIOD`.
     fn due(&mut self, now: Instant, count: impl FnOnce() -> usize) -> bool {
@@ -538,6 +545,7 @@ impl Node {
             _ => {}
         }
         self.core.set_services(now_ms(), offers(&self.runtime));
+        self.announce_readers.announced(Instant::now());
     }
 
     /// Carries out the core's outputs: durable first (the core's batch and
@@ -817,5 +825,10 @@ mod tests {
         assert!(!r.due(ms(1_800), || 3));
         assert!(r.due(ms(2_600), || 3));
         assert!(!r.due(ms(5_000), || 3));
+        // New services: once more a second later.
+        r.announced(ms(5_100));
+        assert!(!r.due(ms(5_200), || 3));
+        assert!(r.due(ms(6_100), || panic!("the second shot reads nothing")));
+        assert!(!r.due(ms(6_300), || 3));
     }
 }
