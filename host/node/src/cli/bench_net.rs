@@ -25,7 +25,7 @@ pub struct Args {
     /// Purchases one after the other, per size.
     #[arg(long, default_value_t = 30)]
     purchases: usize,
-    /// Seconds of concurrent purchases for the throughput figure (8 nodes).
+    /// Seconds of concurrent purchases for the throughput figure (at the first size, 8 nodes by default).
     #[arg(long, default_value_t = 10)]
     throughput_secs: u64,
     /// Put the nodes' data folders here (e.g. /dev/shm, to see the latency
@@ -367,7 +367,7 @@ fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>)
         anchor: String::new(),
         target: "≤ 30 MB",
     });
-    if n == 8 && args.throughput_secs > 0 {
+    if Some(&n) == args.sizes.first() && args.throughput_secs > 0 {
         // Every member buys as fast as its one-request-per-State rule lets it.
         let commits = || client::get_as::<StatusView>(&cluster.conns[0], "/api/status").map(|s| s.stats.commits);
         let before = commits()?;
@@ -403,7 +403,7 @@ fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>)
             value: rate,
             unit: "/s",
             anchor: String::new(),
-            target: "≥ 1 000/s",
+            target: if n == 8 { "≥ 1 000/s" } else { "" },
         });
         rows.push(Row {
             name: "  that rate as a share of the CPU ceiling".into(),
