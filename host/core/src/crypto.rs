@@ -126,9 +126,13 @@ impl SigCache {
         }
     }
 
+    fn key(signer: &MemberId, digest: &Hash, sig: &Signature) -> Hash {
+        sha256(&[b"wallance/sig-cache/v1", &signer.0, digest, &sig.0])
+    }
+
     /// [`verify`], answered from the cache when this triple verified before.
     pub fn verify(&mut self, signer: &MemberId, digest: &Hash, sig: &Signature) -> bool {
-        let key = sha256(&[b"wallance/sig-cache/v1", &signer.0, digest, &sig.0]);
+        let key = Self::key(signer, digest, sig);
         if self.seen.contains(&key) {
             self.hits += 1;
             return true;
