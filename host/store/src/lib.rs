@@ -827,7 +827,12 @@ impl Store {
     /// file system. Slow on a big store (it copies every page); for
     /// maintenance and measurements, not the commit path.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        self.checkpoint()?;
+        // redb compacts only after a durable commit. Not when nothing is
+        // pending: a checkpoint writes a page, and compaction would then
+        // never run out of pages to move.
+        if self.seq != self.checkpointed {
+            self.checkpoint()?;
+        }
         let path = &self.path;
         // redb compacts only with no reader open: a `StoreReader` handed
         // out keeps the database shared.
