@@ -233,10 +233,11 @@ impl StoreStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreOptions {
-    /// Record redb's allocator state with every commit, so reopening after
-    /// a crash loads it instead of walking the whole file (milliseconds
-    /// instead of seconds at 10 M wallets). It costs a second fsync per
-    /// commit (redb then commits in two phases).
+    /// Record redb's allocator state with every redb durable commit (a
+    /// checkpoint), so reopening after a crash loads it instead of walking
+    /// the whole file (milliseconds instead of seconds at 10 M wallets). It
+    /// costs a second fsync per checkpoint (redb then commits in two
+    /// phases); a commit through the journal syncs once either way.
     pub quick_repair: bool,
     /// redb's page cache, in bytes. The snapshot is held by the core
     /// anyway, so a small cache loses little.
@@ -336,7 +337,7 @@ impl fmt::Debug for Store {
 /// comes with it.
 fn begin_write(db: &Database, path: &Path, options: &StoreOptions) -> Result<WriteTransaction, StoreError> {
     // Durability::Immediate (fsync before commit returns) is redb's default
-    // for a write transaction; nothing here lowers it.
+    // for a write transaction; a commit through the journal lowers it.
     let mut txn = db.begin_write().map_err(db_err(path, "begin a write"))?;
     txn.set_quick_repair(options.quick_repair);
     Ok(txn)
