@@ -1,7 +1,8 @@
-//! redb's file backend with counters: how many times the store synced the
-//! file to disk and how many bytes it wrote. On an SD card these are what
-//! wears the card and what a commit waits for; the node shows them on
-//! `/metrics` and the gateway benchmark divides them by its purchases.
+//! redb's file backend with counters: how many times the store synced its
+//! files to disk and how many bytes it wrote, the redb file's and the
+//! journal's together. On an SD card these are what wears the card and
+//! what a commit waits for; the node shows them on `/metrics` and the
+//! gateway benchmark divides them by its purchases.
 
 use std::fs::File;
 use std::io;
@@ -23,7 +24,8 @@ pub struct IoCounters {
 /// A copy of [`IoCounters`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoCount {
-    /// `fdatasync` calls: a durable commit makes one or two.
+    /// `fdatasync` calls: a durable commit makes one (the journal's), a
+    /// checkpoint one or two (redb's, two with quick repair).
     pub syncs: u64,
     /// Bytes handed to the kernel by the store's writes.
     pub bytes_written: u64,
@@ -37,6 +39,17 @@ impl IoCounters {
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             writes: self.writes.load(Ordering::Relaxed),
         }
+    }
+
+    /// One write of `bytes` to a file of the store other than redb's.
+    pub(crate) fn add_write(&self, bytes: u64) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// One sync of a file (or directory) of the store other than redb's.
+    pub(crate) fn add_sync(&self) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
     }
 }
 

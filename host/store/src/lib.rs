@@ -19,11 +19,15 @@
 //! }
 //! ```
 //!
-//! A durable commit (`commit`) is `Durability::Immediate` with redb's quick
-//! repair, so a `kill -9` loses no acknowledged commit and the next open
-//! does not walk the whole file; `commit_lazy` skips the fsync for batches
-//! a crash may lose (`Change::needs_durability`), made durable by the next
-//! durable commit. Commit semantics equal [`Snapshot::apply`] exactly (a
+//! A durable commit (`commit`) applies the batch to redb without waiting
+//! for the disk and appends it to a small journal beside the file, synced
+//! once (see `journal`); every few hundred commits, at a checkpoint and
+//! when the store is dropped, a redb durable commit (with redb's quick
+//! repair) makes the journal redundant. The open after a `kill -9` replays
+//! the journal, so no acknowledged commit is lost and the open does not
+//! walk the whole file. `commit_lazy` skips the sync for batches a crash
+//! may lose (`Change::needs_durability`), made durable by the next durable
+//! commit. Commit semantics equal [`Snapshot::apply`] exactly (a
 //! property test checks it). A `Change::RunDone` carries the contract's
 //! key-value writes, applied in the same transaction, which makes a
 //! contract run and its "done" marker land together or not at all. One
@@ -33,12 +37,14 @@
 
 mod codec;
 mod io_count;
+mod journal;
 
 pub use io_count::{IoCount, IoCounters};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
@@ -72,6 +78,12 @@ const META_SCHEMA: &str = "schema";
 const META_MEMBERS: &str = "members";
 const META_SHARE_SEQ: &str = "share_seq";
 const META_ANNOUNCE_SEQ: &str = "announce_seq";
+/// 16 random bytes binding the journal file to this store file.
+const META_JOURNAL_ID: &str = "journal_id";
+/// u64 LE: the number of the last commit applied (every commit has one,
+/// written in its own transaction), so a journal record at or below it
+/// is already in the file.
+const META_JOURNAL_SEQ: &str = "journal_seq";
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Member index -> compact wallet (see `codec`). redb orders `u32` keys
@@ -169,6 +181,8 @@ pub enum StoreError {
         #[source]
         source: Box<redb::Error>,
     },
+    #[error("{path}: journal record {record}: {reason}")]
+    Journal { path: PathBuf, record: u64, reason: String },
     #[error("{path}: {context}: {source}")]
     Io {
         path: PathBuf,
@@ -219,10 +233,11 @@ impl StoreStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoreOptions {
-    /// Record redb's allocator state with every commit, so reopening after
-    /// a crash loads it instead of walking the whole file (milliseconds
-    /// instead of seconds at 10 M wallets). It costs a second fsync per
-    /// commit (redb then commits in two phases).
+    /// Record redb's allocator state with every redb durable commit (a
+    /// checkpoint), so reopening after a crash loads it instead of walking
+    /// the whole file (milliseconds instead of seconds at 10 M wallets). It
+    /// costs a second fsync per checkpoint (redb then commits in two
+    /// phases); a commit through the journal syncs once either way.
     pub quick_repair: bool,
     /// redb's page cache, in bytes. The snapshot is held by the core
     /// anyway, so a small cache loses little.
@@ -230,6 +245,11 @@ pub struct StoreOptions {
     /// How many purchase records ([`Store::commit_with_purchases`]) are
     /// kept: beyond it the oldest (by first write) is forgotten.
     pub purchases_kept: usize,
+    /// Durable commits go through the journal (one sync of the journal
+    /// file), and a checkpoint (a redb durable commit) comes after this
+    /// many journal records, or sooner when the journal file is full. 0:
+    /// no journal, every durable commit is a redb durable commit.
+    pub journal_records: u32,
 }
 
 impl Default for StoreOptions {
@@ -238,6 +258,7 @@ impl Default for StoreOptions {
             quick_repair: true,
             cache_bytes: 64 << 20,
             purchases_kept: PURCHASES_KEPT,
+            journal_records: JOURNAL_RECORDS,
         }
     }
 }
@@ -255,6 +276,22 @@ impl StoreOptions {
         self.purchases_kept = n.max(1);
         self
     }
+    pub fn with_journal_records(mut self, n: u32) -> Self {
+        self.journal_records = n;
+        self
+    }
+}
+
+/// Journal records between checkpoints by default.
+pub const JOURNAL_RECORDS: u32 = 512;
+
+/// What the open replayed from the journal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalReplay {
+    /// Commits found in the journal and not in the redb file.
+    pub records: u64,
+    /// Reading the journal, applying them and the checkpoint after.
+    pub elapsed: Duration,
 }
 
 /// Purchase records kept by default: the newest 10 000 (a few MB).
@@ -273,6 +310,13 @@ pub struct Store {
     /// membership (32 B per member; 320 MB at 10 M).
     id_tags: Vec<u32>,
     options: StoreOptions,
+    /// The number of the last commit (`meta` `journal_seq`).
+    seq: u64,
+    /// `seq` at the last redb durable commit.
+    checkpointed: u64,
+    /// `None` when `options.journal_records` is 0.
+    journal: Option<journal::Journal>,
+    replayed: JournalReplay,
 }
 
 fn id_tag(id: &MemberId) -> u32 {
@@ -293,7 +337,7 @@ impl fmt::Debug for Store {
 /// comes with it.
 fn begin_write(db: &Database, path: &Path, options: &StoreOptions) -> Result<WriteTransaction, StoreError> {
     // Durability::Immediate (fsync before commit returns) is redb's default
-    // for a write transaction; nothing here lowers it.
+    // for a write transaction; a commit through the journal lowers it.
     let mut txn = db.begin_write().map_err(db_err(path, "begin a write"))?;
     txn.set_quick_repair(options.quick_repair);
     Ok(txn)
@@ -388,16 +432,129 @@ impl Store {
                     source: Box::new(e),
                 }
             })?;
-        let store = Store {
+        let mut store = Store {
             db: Arc::new(db),
             io,
             path: path.to_owned(),
             id_tags: members.iter().map(id_tag).collect(),
             options,
+            seq: 0,
+            checkpointed: 0,
+            journal: None,
+            replayed: JournalReplay::default(),
         };
         store.check_or_init(members)?;
+        store.recover(members)?;
         let snapshot = store.load(members)?;
         Ok((store, snapshot))
+    }
+
+    /// What this open replayed from the journal (nothing after a clean
+    /// close).
+    pub fn replayed(&self) -> JournalReplay {
+        self.replayed
+    }
+
+    /// Applies the journal's records the file does not hold, then opens
+    /// the journal for appending.
+    fn recover(&mut self, members: &[MemberId]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let (id, applied) = self.journal_meta()?;
+        self.seq = applied;
+        let jpath = journal::path_for(&self.path);
+        let records = journal::read(&jpath, &id, applied, members).map_err(|e| match e {
+            journal::ReadError::Io(source) => StoreError::Io {
+                path: jpath.clone(),
+                context: "read the journal",
+                source,
+            },
+            journal::ReadError::Gap { first, applied } => StoreError::Journal {
+                path: jpath.clone(),
+                record: first,
+                reason: format!(
+                    "the store file holds commits up to {applied}: the ones between are missing (was the store file replaced by an older copy?)"
+                ),
+            },
+            journal::ReadError::Corrupt { seq, reason } => StoreError::Journal {
+                path: jpath.clone(),
+                record: seq,
+                reason,
+            },
+        })?;
+        if let Some(&(last, _)) = records.last() {
+            let txn = begin_write(&self.db, &self.path, &self.options)?;
+            for (seq, r) in &records {
+                apply_record(
+                    &txn,
+                    &self.path,
+                    &self.id_tags,
+                    &self.options,
+                    &r.batch,
+                    &r.kv,
+                    &r.purchases,
+                    *seq,
+                )?;
+            }
+            txn.commit()
+                .map_err(db_err(&self.path, "commit the journal's records"))?;
+            self.seq = last;
+            self.replayed = JournalReplay {
+                records: records.len() as u64,
+                elapsed: started.elapsed(),
+            };
+        }
+        self.checkpointed = self.seq;
+        if self.options.journal_records > 0 {
+            let journal =
+                journal::Journal::open(jpath.clone(), id, self.io.clone()).map_err(|source| StoreError::Io {
+                    path: jpath,
+                    context: "create the journal",
+                    source,
+                })?;
+            self.journal = Some(journal);
+        }
+        Ok(())
+    }
+
+    /// The journal id and the number of the last commit, from `meta`; a
+    /// store from before the journal gets an id (one durable commit).
+    fn journal_meta(&self) -> Result<([u8; 16], u64), StoreError> {
+        let path = &self.path;
+        let read = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            let txn = self.db.begin_read().map_err(db_err(path, "begin a read"))?;
+            let meta = txn.open_table(META).map_err(db_err(path, "open meta"))?;
+            Ok(meta
+                .get(key)
+                .map_err(db_err(path, "read meta"))?
+                .map(|v| v.value().to_vec()))
+        };
+        let corrupt = |key: &str, bytes: &[u8], want: usize| StoreError::Corrupt {
+            path: path.clone(),
+            table: "meta",
+            key: key.into(),
+            reason: format!("{} bytes, expected {want}", bytes.len()),
+        };
+        let seq = match read(META_JOURNAL_SEQ)? {
+            None => 0,
+            Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(|_| corrupt(META_JOURNAL_SEQ, &b, 8))?),
+        };
+        let id = match read(META_JOURNAL_ID)? {
+            Some(b) => <[u8; 16]>::try_from(b.as_slice()).map_err(|_| corrupt(META_JOURNAL_ID, &b, 16))?,
+            None => {
+                let id = new_journal_id(path);
+                let txn = begin_write(&self.db, path, &self.options)?;
+                {
+                    let mut meta = txn.open_table(META).map_err(db_err(path, "open meta"))?;
+                    meta.insert(META_JOURNAL_ID, id.as_slice())
+                        .map_err(db_err(path, "write meta"))?;
+                    meta.insert(META_JOURNAL_SEQ, seq.to_le_bytes().as_slice())
+                        .map_err(db_err(path, "write meta"))?;
+                }
+                txn.commit().map_err(db_err(path, "commit the journal id"))?;
+                id
+            }
+        };
+        Ok((id, seq))
     }
 
     pub fn path(&self) -> &Path {
@@ -497,6 +654,8 @@ impl Store {
             put(&mut meta, META_MEMBERS, fingerprint)?;
             put(&mut meta, META_SHARE_SEQ, &0u64.to_le_bytes())?;
             put(&mut meta, META_ANNOUNCE_SEQ, &0u64.to_le_bytes())?;
+            put(&mut meta, META_JOURNAL_ID, &new_journal_id(path))?;
+            put(&mut meta, META_JOURNAL_SEQ, &0u64.to_le_bytes())?;
             txn.open_table(WALLETS).map_err(e(path, "create wallets"))?;
             txn.open_table(MY_VOTES).map_err(e(path, "create my_votes"))?;
             txn.open_table(REQUESTS).map_err(e(path, "create requests"))?;
@@ -513,9 +672,12 @@ impl Store {
         txn.commit().map_err(db_err(path, "commit the new store"))
     }
 
-    /// Applies a whole batch in one durable transaction, exactly as
+    /// Applies a whole batch in one transaction, exactly as
     /// [`Snapshot::apply`] would (a `Change::RunDone` also applies the
-    /// contract writes it carries). Returns once it is on disk.
+    /// contract writes it carries). Returns once it is on disk: in the
+    /// journal (one sync), or, every [`StoreOptions::journal_records`]
+    /// commits, in a redb durable commit (a checkpoint). Readers see it
+    /// once it is durable. An empty batch is a [`Store::checkpoint`].
     pub fn commit(&mut self, batch: &[Change]) -> Result<(), StoreError> {
         self.commit_all(batch, &[], &[], true)
     }
@@ -527,10 +689,10 @@ impl Store {
         self.commit_all(batch, kv, &[], true)
     }
 
-    /// Commits `batch` without waiting for the disk (`Durability::None`):
-    /// for changes a crash may lose (see `Change::needs_durability`). The
-    /// next durable commit makes it durable too; the file stays consistent
-    /// either way.
+    /// Commits `batch` without waiting for the disk (`Durability::None`;
+    /// its journal record stays in memory): for changes a crash may lose
+    /// (see `Change::needs_durability`). The next durable commit makes it
+    /// durable too, in order; the file stays consistent either way.
     pub fn commit_lazy(&mut self, batch: &[Change]) -> Result<(), StoreError> {
         self.commit_all(batch, &[], &[], false)
     }
@@ -555,26 +717,88 @@ impl Store {
         purchases: &[([u8; 32], Vec<u8>)],
         durable: bool,
     ) -> Result<(), StoreError> {
+        if durable && batch.is_empty() && kv.is_empty() && purchases.is_empty() {
+            return self.checkpoint();
+        }
+        let seq = self.seq + 1;
+        let limit = u64::from(self.options.journal_records);
+        // The journal takes the commit unless a record is missing from it
+        // or a checkpoint is due; a record too large for it (or a message
+        // over its wire limit, which fails below anyway) goes to redb.
+        let body = self
+            .journal
+            .as_ref()
+            .filter(|j| !j.broken && (!durable || j.records < limit))
+            .and_then(|_| journal::encode_body(batch, kv, purchases))
+            .filter(|b| self.journal.as_ref().is_some_and(|j| j.fits(b.len(), durable)));
         let path = &self.path;
+        if durable && body.is_none() {
+            // A checkpoint carrying the batch.
+            let txn = begin_write(&self.db, path, &self.options)?;
+            apply_record(&txn, path, &self.id_tags, &self.options, batch, kv, purchases, seq)?;
+            txn.commit().map_err(db_err(path, "commit"))?;
+            self.seq = seq;
+            self.after_checkpoint();
+            return Ok(());
+        }
         let mut txn = begin_write(&self.db, path, &self.options)?;
-        if !durable {
-            txn.set_durability(redb::Durability::None)
-                .map_err(db_err(path, "set durability"))?;
-        }
-        {
-            let mut tables = Tables::new(&txn, path);
-            for change in batch {
-                tables.apply(&self.id_tags, change)?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(db_err(path, "set durability"))?;
+        // Dropping an uncommitted transaction on an error aborts it.
+        apply_record(&txn, path, &self.id_tags, &self.options, batch, kv, purchases, seq)?;
+        match (&mut self.journal, body) {
+            (Some(j), Some(body)) if durable => {
+                // On disk before readers can see it.
+                if let Err(source) = j.append_durable(seq, &body) {
+                    txn.abort().map_err(db_err(path, "abort"))?;
+                    return Err(StoreError::Io {
+                        path: j.path().to_owned(),
+                        context: "write the journal",
+                        source,
+                    });
+                }
+                if let Err(e) = txn.commit() {
+                    // The record is in the journal; the next durable
+                    // commit checkpoints past it.
+                    j.broken = true;
+                    return Err(db_err(path, "commit")(e));
+                }
             }
-            for (contract, key, value) in kv {
-                tables.kv_write(contract, key, value.as_deref())?;
+            (journal, body) => {
+                txn.commit().map_err(db_err(path, "commit"))?;
+                if let Some(j) = journal {
+                    match body {
+                        // A failed write marks the journal broken: the
+                        // next durable commit is then a checkpoint, which
+                        // makes this one durable too.
+                        Some(body) => drop(j.push_lazy(seq, &body)),
+                        None => j.broken = true,
+                    }
+                }
             }
         }
-        if !purchases.is_empty() {
-            put_purchases(&txn, path, purchases, self.options.purchases_kept)?;
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// A redb durable commit of everything committed so far (quick repair
+    /// as [`StoreOptions::quick_repair`] says); the journal starts over.
+    /// `commit(&[])` does the same. The store also checkpoints when it is
+    /// dropped.
+    pub fn checkpoint(&mut self) -> Result<(), StoreError> {
+        let path = &self.path;
+        let txn = begin_write(&self.db, path, &self.options)?;
+        Tables::new(&txn, path).set_seq(self.seq)?;
+        txn.commit().map_err(db_err(path, "commit a checkpoint"))?;
+        self.after_checkpoint();
+        Ok(())
+    }
+
+    fn after_checkpoint(&mut self) {
+        self.checkpointed = self.seq;
+        if let Some(j) = &mut self.journal {
+            j.reset();
         }
-        // Dropping an uncommitted transaction on an error above aborts it.
-        txn.commit().map_err(db_err(path, "commit"))
     }
 
     /// A handle other threads read committed data through.
@@ -604,6 +828,12 @@ impl Store {
     /// file system. Slow on a big store (it copies every page); for
     /// maintenance and measurements, not the commit path.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
+        // redb compacts only after a durable commit. Not when nothing is
+        // pending: a checkpoint writes a page, and compaction would then
+        // never run out of pages to move.
+        if self.seq != self.checkpointed {
+            self.checkpoint()?;
+        }
         let path = &self.path;
         // redb compacts only with no reader open: a `StoreReader` handed
         // out keeps the database shared.
@@ -731,6 +961,61 @@ impl Store {
         snap.announce_seq = r.meta_u64(META_ANNOUNCE_SEQ)?;
         Ok(snap)
     }
+}
+
+impl Drop for Store {
+    /// Checkpoints, so the journal holds nothing the file lacks after a
+    /// clean close (an error is left for the next open's replay).
+    fn drop(&mut self) {
+        if self.seq != self.checkpointed {
+            let _ = self.checkpoint();
+        }
+    }
+}
+
+/// A random id for a new journal: this store file's records only.
+fn new_journal_id(path: &Path) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"wallance/store/journal-id/v1");
+    h.update(path.as_os_str().as_encoded_bytes());
+    h.update(std::process::id().to_le_bytes());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.update(t.as_nanos().to_le_bytes());
+    }
+    let stack = 0u8;
+    h.update((&stack as *const u8 as usize).to_le_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize()[..16]);
+    id
+}
+
+/// One commit's writes, in an open transaction: the batch, contract
+/// writes, purchase records, and its number in `meta`.
+#[allow(clippy::too_many_arguments)]
+fn apply_record(
+    txn: &WriteTransaction,
+    path: &Path,
+    id_tags: &[u32],
+    options: &StoreOptions,
+    batch: &[Change],
+    kv: &[KvWrite],
+    purchases: &[([u8; 32], Vec<u8>)],
+    seq: u64,
+) -> Result<(), StoreError> {
+    {
+        let mut tables = Tables::new(txn, path);
+        for change in batch {
+            tables.apply(id_tags, change)?;
+        }
+        for (contract, key, value) in kv {
+            tables.kv_write(contract, key, value.as_deref())?;
+        }
+        tables.set_seq(seq)?;
+    }
+    if !purchases.is_empty() {
+        put_purchases(txn, path, purchases, options.purchases_kept)?;
+    }
+    Ok(())
 }
 
 fn decode_cert(bytes: &[u8]) -> Result<wallance_core::msg::Certificate, String> {
@@ -1215,6 +1500,14 @@ impl<'t> Tables<'t> {
                     .map_err(write("write announce_seq"))?;
             }
         }
+        Ok(())
+    }
+
+    fn set_seq(&mut self, seq: u64) -> Result<(), StoreError> {
+        let (txn, path) = (self.txn, self.path);
+        table(&mut self.meta, txn, path, META)?
+            .insert(META_JOURNAL_SEQ, seq.to_le_bytes().as_slice())
+            .map_err(db_err(path, "write journal_seq"))?;
         Ok(())
     }
 

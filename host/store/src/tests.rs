@@ -320,6 +320,9 @@ fn foreign_files_are_refused_and_left_alone() {
     let db = Database::create(&other).unwrap();
     let txn = db.begin_read().unwrap();
     assert_eq!(txn.list_tables().unwrap().count(), 1, "nothing was added");
+    for file in [&text, &other] {
+        assert!(!journal::path_for(file).exists(), "no journal beside {file:?}");
+    }
 }
 
 #[test]
@@ -545,56 +548,318 @@ fn purchase_records_replace_by_id_and_keep_the_newest() {
 }
 
 #[test]
-fn durable_commits_sync_the_file_and_lazy_ones_never_do() {
+fn durable_commits_sync_the_journal_once_and_lazy_ones_never_do() {
     let dir = tempfile::tempdir().unwrap();
     let path = new_store(&dir);
     let (mut store, _) = Store::open(&path, &members()).unwrap();
     let io = store.io();
-    // The first write after an open marks the file as open for writing
-    // (one sync); count from the second.
+    let step = |io: &IoCounters, before: &mut IoCount| {
+        let now = io.get();
+        let d = IoCount {
+            syncs: now.syncs - before.syncs,
+            bytes_written: now.bytes_written - before.bytes_written,
+            writes: now.writes - before.writes,
+        };
+        *before = now;
+        d
+    };
+    let mut at = io.get();
+    // The first write after an open marks the redb file as open for
+    // writing (one sync of it); count from the second.
     store.commit(&[wallet(2, 1)]).unwrap();
-    let before = io.get();
+    eprintln!("first durable commit after open: {:?}", step(&io, &mut at));
     for v in 1..=10 {
         store.commit_lazy(&[wallet(1, v)]).unwrap();
     }
-    let lazy = io.get();
-    assert_eq!(lazy.syncs, before.syncs, "a lazy commit synced");
-    // redb keeps a lazy commit's pages in its cache: nothing is written
-    // until a durable commit.
-    assert_eq!(lazy.bytes_written, before.bytes_written, "{lazy:?}");
+    // A lazy commit's record waits in memory and redb keeps its pages in
+    // its cache: nothing is written until a durable commit.
+    assert_eq!(step(&io, &mut at), IoCount::default(), "a lazy commit wrote");
+    // One durable commit: the 10 lazy records and its own, one write of a
+    // journal page, one sync.
     store.commit(&[wallet(1, 11)]).unwrap();
-    let durable = io.get();
-    // redb's two-phase commit (quick repair needs it): the data, then the
-    // header that points at it.
-    assert_eq!(durable.syncs - lazy.syncs, 2, "{durable:?}");
-    eprintln!(
-        "10 lazy commits: {} B in {} writes; 1 durable: {} B in {} writes, {} syncs",
-        lazy.bytes_written - before.bytes_written,
-        lazy.writes - before.writes,
-        durable.bytes_written - lazy.bytes_written,
-        durable.writes - lazy.writes,
-        durable.syncs - lazy.syncs
+    let durable = step(&io, &mut at);
+    assert_eq!(
+        durable,
+        IoCount {
+            syncs: 1,
+            bytes_written: 4096,
+            writes: 1
+        }
     );
-    // An empty durable commit (the node's checkpoint) makes the lazy
-    // commits before it durable.
+    store.commit(&[wallet(1, 12)]).unwrap();
+    assert_eq!(step(&io, &mut at).syncs, 1);
+    // An empty durable commit (the node's checkpoint) is a redb durable
+    // commit: two-phase with quick repair (the data, then the header that
+    // points at it).
     store.commit_lazy(&[wallet(1, 20)]).unwrap();
-    let before = io.get();
     store.commit(&[]).unwrap();
-    let after = io.get();
-    assert_eq!(after.syncs - before.syncs, 2, "{after:?}");
-    assert!(after.bytes_written > before.bytes_written, "{after:?}");
+    let checkpoint = step(&io, &mut at);
+    assert_eq!(checkpoint.syncs, 2, "{checkpoint:?}");
+    assert!(checkpoint.bytes_written > 4096, "{checkpoint:?}");
+    eprintln!("10 lazy + 1 durable: {durable:?}; checkpoint: {checkpoint:?}");
     drop(store);
     let (_, snap) = Store::open(&path, &members()).unwrap();
     assert_eq!(snap.wallets[&1].version, 20);
-    let (mut store, _) = Store::open(&path, &members()).unwrap();
-    store.commit(&[]).unwrap();
-    // Without quick repair, one sync per durable commit.
-    drop(store);
+
+    // Without quick repair a checkpoint is one sync; a commit still one.
     let opts = StoreOptions::default().with_quick_repair(false);
     let (mut store, _) = Store::open_with(&path, &members(), opts).unwrap();
     let io = store.io();
     store.commit(&[wallet(2, 2)]).unwrap();
-    let before = io.get();
+    // The first redb durable commit after an open syncs once more.
+    store.checkpoint().unwrap();
+    let mut at = io.get();
+    store.commit(&[wallet(1, 21)]).unwrap();
+    assert_eq!(step(&io, &mut at).syncs, 1);
+    store.checkpoint().unwrap();
+    assert_eq!(step(&io, &mut at).syncs, 1);
+    drop(store);
+
+    // Without the journal every durable commit is a redb one.
+    let opts = StoreOptions::default().with_journal_records(0);
+    let (mut store, _) = Store::open_with(&path, &members(), opts).unwrap();
+    let io = store.io();
+    store.commit(&[wallet(2, 3)]).unwrap();
+    let mut at = io.get();
+    store.commit(&[wallet(1, 22)]).unwrap();
+    assert_eq!(step(&io, &mut at).syncs, 2);
+}
+
+/// What a crash would leave now: the redb file as its last durable commit
+/// left it (a commit through the journal writes nothing to it) and the
+/// journal as far as written, copied to `name` beside `dir`'s files.
+fn crash_image(store: &Store, dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    let to = dir.path().join(name);
+    std::fs::copy(store.path(), &to).unwrap();
+    std::fs::copy(journal::path_for(store.path()), journal::path_for(&to)).unwrap();
+    to
+}
+
+fn open_image(path: &Path) -> (Store, Snapshot) {
+    Store::open(path, &members()).unwrap()
+}
+
+#[test]
+fn a_crash_keeps_every_durable_commit_and_the_lazy_ones_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, mut model) = Store::open(&path, &members()).unwrap();
+    let kv = |v: &str| ("espresso".to_string(), b"cups".to_vec(), Some(v.as_bytes().to_vec()));
+    let commit = |store: &mut Store, model: &mut Snapshot, batch: Vec<Change>, durable: bool| {
+        model.apply(&batch);
+        if durable {
+            store.commit(&batch).unwrap()
+        } else {
+            store.commit_lazy(&batch).unwrap()
+        }
+    };
+    commit(&mut store, &mut model, vec![wallet(1, 5), run_pending(1, 5)], true);
+    commit(
+        &mut store,
+        &mut model,
+        vec![
+            wallet(2, 6),
+            Change::Tally {
+                idx: 2,
+                wallet: w(2, 7),
+            },
+        ],
+        false,
+    );
+    store.commit_with_kv(&[wallet(0, 2)], &[kv("1")]).unwrap();
+    model.apply(&[wallet(0, 2)]);
+    store
+        .commit_with_purchases(&[], &[([1; 32], b"bought".to_vec())], false)
+        .unwrap();
+    commit(&mut store, &mut model, vec![run_done(1, 5), Change::ShareSeq(9)], true);
+    let durable = model.clone();
+    // After the last durable commit: lazy, so lost in a crash.
+    commit(&mut store, &mut model, vec![wallet(3, 8)], false);
+    store
+        .commit_with_purchases(&[], &[([2; 32], b"lazy".to_vec())], false)
+        .unwrap();
+
+    let image = crash_image(&store, &dir, "image.redb");
+    let (reopened, snap) = open_image(&image);
+    assert_eq!(snap, durable);
+    assert_eq!(
+        reopened.replayed().records,
+        5,
+        "all five commits up to the last durable one"
+    );
+    let r = reopened.reader();
+    assert_eq!(r.kv_get("espresso", b"cups").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(r.purchase(&[1; 32]).unwrap().as_deref(), Some(&b"bought"[..]));
+    assert_eq!(r.purchase(&[2; 32]).unwrap(), None);
+    assert_eq!(
+        r.kv_get("espresso", b"cup/1/5").unwrap().as_deref(),
+        Some(&b"poured"[..]),
+        "the run's writes came with its done marker"
+    );
+    drop((reopened, r));
+    // The open checkpointed: nothing left to replay.
+    let (again, snap) = open_image(&image);
+    assert_eq!(snap, durable);
+    assert_eq!(again.replayed().records, 0);
+    drop(again);
+    // And the store itself, dropped cleanly, has everything.
+    drop(store);
+    let (store, snap) = Store::open(&path, &members()).unwrap();
+    assert_eq!(snap, model);
+    assert_eq!(store.replayed().records, 0, "a clean close leaves nothing to replay");
+}
+
+fn w(idx: u32, version: u64) -> Wallet {
+    match wallet(idx, version) {
+        Change::Wallet { wallet, .. } => wallet,
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn after_a_checkpoint_the_old_records_left_in_the_journal_are_harmless() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let opts = StoreOptions::default().with_journal_records(2);
+    let (mut store, _) = Store::open_with(&path, &members(), opts).unwrap();
+    store.commit(&[wallet(1, 10)]).unwrap();
+    store.commit(&[wallet(1, 11)]).unwrap();
+    // The third is a checkpoint (two records since the last): version 12
+    // is in the redb file, and the journal still holds 10 and 11.
     store.commit(&[wallet(1, 12)]).unwrap();
-    assert_eq!(io.get().syncs - before.syncs, 1, "{:?}", io.get());
+    let image = crash_image(&store, &dir, "image.redb");
+    let id = store.journal.as_ref().unwrap().id;
+    // new_store's commit was number 1.
+    let left = journal::read(&journal::path_for(&image), &id, 1, &members()).unwrap();
+    assert_eq!(left.len(), 2, "the old records are still in the file");
+    let (reopened, snap) = open_image(&image);
+    assert_eq!(snap.wallets[&1].version, 12, "replaying 10 and 11 would have gone back");
+    assert_eq!(reopened.replayed().records, 0);
+    drop(reopened);
+
+    // The same through an explicit checkpoint with a lazy commit after it.
+    store.commit(&[wallet(1, 13)]).unwrap();
+    store.commit_lazy(&[wallet(2, 1)]).unwrap();
+    store.checkpoint().unwrap();
+    store.commit_lazy(&[wallet(2, 2)]).unwrap();
+    let image = crash_image(&store, &dir, "image2.redb");
+    let (reopened, snap) = open_image(&image);
+    assert_eq!((snap.wallets[&1].version, snap.wallets[&2].version), (13, 1));
+    assert_eq!(reopened.replayed().records, 0);
+    drop(reopened);
+
+    // A new pass over the journal after the checkpoint: only it replays.
+    store.commit(&[wallet(1, 14)]).unwrap();
+    let image = crash_image(&store, &dir, "image3.redb");
+    let (reopened, snap) = open_image(&image);
+    assert_eq!(
+        (snap.wallets[&1].version, snap.wallets[&2].version),
+        (14, 2),
+        "the lazy commit came with the durable one after it"
+    );
+    assert_eq!(reopened.replayed().records, 2);
+}
+
+#[test]
+fn a_torn_or_garbled_journal_tail_reopens_at_the_last_whole_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    for v in 1..=3 {
+        store.commit(&[wallet(1, v), Change::ShareSeq(v)]).unwrap();
+    }
+    let image = crash_image(&store, &dir, "image.redb");
+    let jpath = journal::path_for(&image);
+    let good = std::fs::read(&jpath).unwrap();
+    // Each durable record starts a page: the third is at 8192.
+    let third = 2 * 4096;
+    for (name, cut) in [("head", third + 10), ("body", third + 60)] {
+        let mut bytes = good.clone();
+        bytes[cut..third + 4096].fill(0);
+        let image2 = dir.path().join(format!("{name}.redb"));
+        std::fs::copy(&image, &image2).unwrap();
+        std::fs::write(journal::path_for(&image2), &bytes).unwrap();
+        let (s, snap) = open_image(&image2);
+        assert_eq!((snap.wallets[&1].version, snap.share_seq), (2, 2), "{name}");
+        assert_eq!(s.replayed().records, 2);
+    }
+    // Garbage after the last record, a journal cut short, or none at all.
+    let mut bytes = good.clone();
+    bytes[3 * 4096..4 * 4096].fill(0xa7);
+    std::fs::write(&jpath, &bytes).unwrap();
+    let (s, snap) = open_image(&image);
+    assert_eq!(snap.wallets[&1].version, 3);
+    drop(s);
+    let image = crash_image(&store, &dir, "short.redb");
+    std::fs::write(journal::path_for(&image), &good[..4096 + 40]).unwrap();
+    let (s, snap) = open_image(&image);
+    assert_eq!(snap.wallets[&1].version, 1);
+    drop(s);
+    let image = crash_image(&store, &dir, "none.redb");
+    std::fs::remove_file(journal::path_for(&image)).unwrap();
+    let (_, snap) = open_image(&image);
+    assert_eq!(snap.wallets[&1].version, 3, "from new_store's clean close");
+}
+
+#[test]
+fn a_journal_ahead_of_the_store_file_is_refused_and_one_of_another_store_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    store.checkpoint().unwrap();
+    let old = crash_image(&store, &dir, "old.redb");
+    store.commit(&[wallet(1, 1)]).unwrap();
+    store.checkpoint().unwrap();
+    store.commit(&[wallet(1, 2)]).unwrap();
+    // An older copy of the store file with the newer journal: the journal
+    // starts past what the file holds.
+    std::fs::copy(journal::path_for(store.path()), journal::path_for(&old)).unwrap();
+    match Store::open(&old, &members()) {
+        Err(e @ StoreError::Journal { .. }) => assert!(e.to_string().contains("missing"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // A new store file beside an old journal (the operator moved the file
+    // aside): the journal is not this file's and is ignored.
+    let fresh = dir.path().join("fresh.redb");
+    std::fs::copy(journal::path_for(store.path()), journal::path_for(&fresh)).unwrap();
+    let (s, snap) = Store::open(&fresh, &members()).unwrap();
+    assert_eq!(snap, Snapshot::default());
+    assert_eq!(s.replayed().records, 0);
+}
+
+#[test]
+fn a_full_journal_or_a_record_too_large_for_it_goes_to_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = new_store(&dir);
+    let (mut store, _) = Store::open(&path, &members()).unwrap();
+    let io = store.io();
+    // Lazy records past the journal's size: it cannot carry them all, so
+    // the next durable commit is a checkpoint.
+    let big = vec![7u8; 300 << 10];
+    for i in 0..20u8 {
+        store
+            .commit_with_purchases(&[], &[([i; 32], big.clone())], false)
+            .unwrap();
+    }
+    assert!(store.journal.as_ref().unwrap().broken);
+    let before = io.get();
+    store.commit(&[wallet(1, 1)]).unwrap();
+    assert_eq!(io.get().syncs - before.syncs, 2, "a redb commit with quick repair");
+    assert!(!store.journal.as_ref().unwrap().broken);
+    let image = crash_image(&store, &dir, "image.redb");
+    let (s, snap) = open_image(&image);
+    assert_eq!(snap.wallets[&1].version, 1);
+    assert_eq!(s.reader().recent_purchases(100).unwrap().len(), 20);
+    drop(s);
+    // One record larger than the journal.
+    let huge = vec![1u8; 5 << 20];
+    store
+        .commit_with_purchases(&[wallet(1, 2)], &[([99; 32], huge)], true)
+        .unwrap();
+    store.commit(&[wallet(1, 3)]).unwrap();
+    let image = crash_image(&store, &dir, "image2.redb");
+    let (s, snap) = open_image(&image);
+    assert_eq!(snap.wallets[&1].version, 3);
+    assert_eq!(s.replayed().records, 1);
+    assert_eq!(s.reader().purchase(&[99; 32]).unwrap().map(|r| r.len()), Some(5 << 20));
 }

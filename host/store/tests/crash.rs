@@ -1,11 +1,18 @@
-//! `kill -9` a writer at random moments; every acknowledged commit must be
-//! in the file, the file must open, and it must hold exactly the steps
-//! 1..=S of the workload for some S no less than the last acknowledged.
+//! `kill -9` a writer at random moments; every commit acknowledged durable
+//! must be in the file, the file must open, and it must hold exactly the
+//! steps 1..=S of the workload for some S no less than the last durable
+//! one acknowledged: nothing torn, nothing out of order.
+//!
+//! The writer's durable commits go through the journal; about one step in
+//! four is committed lazily (its record waits for the next durable one),
+//! and rounds vary how many journal records come between checkpoints (3
+//! means a redb checkpoint every few steps, so kills land in and around
+//! checkpoints and new passes over old records in the journal file).
 //!
 //! One binary plays both parts (`harness = false`): started normally it is
 //! the parent; re-executed with `WALLANCE_CRASH_CHILD=<path>` it is the
-//! writer, printing `ACK <seq>` after each commit returns. Set
-//! `WALLANCE_CRASH_SEED` to replay a failing run.
+//! writer, printing `ACK <seq> D` (durable) or `ACK <seq> L` (lazy) after
+//! each commit returns. Set `WALLANCE_CRASH_SEED` to replay a failing run.
 
 mod common;
 
@@ -17,9 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use common::workload;
 use wallance_core::Snapshot;
-use wallance_store::Store;
+use wallance_store::{Store, StoreOptions};
 
 const CHILD_ENV: &str = "WALLANCE_CRASH_CHILD";
+const JOURNAL_ENV: &str = "WALLANCE_CRASH_JOURNAL_RECORDS";
 const N_MEMBERS: u32 = 1_000;
 const ROUNDS: u64 = 12;
 
@@ -43,17 +51,38 @@ fn main() -> Result<()> {
 /// Commits workload steps after the last one in the file, forever.
 fn writer(path: &Path) -> Result<()> {
     let members = workload::members(N_MEMBERS);
-    let (mut store, snap) = Store::open(path, &members)?;
+    let records: u32 = std::env::var(JOURNAL_ENV)?.parse()?;
+    let options = StoreOptions::default().with_journal_records(records);
+    let (mut store, snap) = Store::open_with(path, &members, options)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "OPEN {}", snap.share_seq)?;
     out.flush()?;
     for seq in snap.share_seq + 1.. {
+        let batch = workload::decision(seq, &members);
         let kv = [("counter".to_string(), b"seq".to_vec(), Some(seq.to_le_bytes().to_vec()))];
-        store.commit_with_kv(&workload::decision(seq, &members), &kv)?;
-        writeln!(out, "ACK {seq}")?;
+        if lazy(seq) {
+            // A lazy commit takes a batch only: the contract value stays
+            // the last durable step's number.
+            store.commit_lazy(&batch)?;
+            writeln!(out, "ACK {seq} L")?;
+        } else {
+            store.commit_with_kv(&batch, &kv)?;
+            writeln!(out, "ACK {seq} D")?;
+        }
         out.flush()?;
     }
     Ok(())
+}
+
+/// About one step in four is committed lazily.
+fn lazy(seq: u64) -> bool {
+    workload::mix(seq ^ 0x1a2b).is_multiple_of(4)
+}
+
+/// The contract value the file must hold at step `s`: the last durable
+/// step's number.
+fn counter_at(s: u64) -> Option<Vec<u8>> {
+    (1..=s).rev().find(|&x| !lazy(x)).map(|x| x.to_le_bytes().to_vec())
 }
 
 fn parent(seed: u64) -> Result<()> {
@@ -73,21 +102,34 @@ fn parent(seed: u64) -> Result<()> {
         let acks_before_kill = if r.is_multiple_of(5) { 0 } else { r % 400 };
         let extra_delay = Duration::from_micros((r >> 20) % 2_000);
 
+        let records = [512, 3, 17][round as usize % 3];
         let mut child = Command::new(&exe)
             .env(CHILD_ENV, &path)
+            .env(JOURNAL_ENV, records.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
         let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
         let mut last_ack = None;
+        let mut last_durable = None;
         let mut acks = 0;
+        let mut ack = |line: &str| -> Result<bool> {
+            let Some(rest) = line.strip_prefix("ACK ") else {
+                return Ok(false);
+            };
+            let (n, mode) = rest.split_once(' ').context("ACK <seq> <mode>")?;
+            let n: u64 = n.parse()?;
+            last_ack = Some(n);
+            if mode == "D" {
+                last_durable = Some(n);
+            }
+            Ok(true)
+        };
         while acks < acks_before_kill {
             let Some(line) = lines.next() else {
                 bail!("writer exited early: {:?}", child.wait()?);
             };
-            let line = line?;
-            if let Some(n) = line.strip_prefix("ACK ") {
-                last_ack = Some(n.parse::<u64>()?);
+            if ack(&line?)? {
                 acks += 1;
             }
         }
@@ -98,8 +140,7 @@ fn parent(seed: u64) -> Result<()> {
         ensure!(!status.success(), "writer was not killed: {status}");
         // Acknowledgements printed before the kill are still in the pipe.
         for line in lines {
-            if let Some(n) = line?.strip_prefix("ACK ") {
-                last_ack = Some(n.parse::<u64>()?);
+            if ack(&line?)? {
                 acks += 1;
             }
         }
@@ -110,10 +151,10 @@ fn parent(seed: u64) -> Result<()> {
             Store::open(&path, &members).with_context(|| format!("reopen after kill in round {round}"))?;
         let reopen = t.elapsed();
         let in_file = snap.share_seq;
-        if let Some(last) = last_ack {
+        if let Some(last) = last_durable {
             ensure!(
                 in_file >= last,
-                "round {round}: step {last} was acknowledged but the file ends at {in_file}"
+                "round {round}: step {last} was acknowledged durable but the file ends at {in_file}"
             );
         }
         // At most the one commit in flight when killed is in but unacknowledged.
@@ -132,13 +173,14 @@ fn parent(seed: u64) -> Result<()> {
         }
         ensure!(snap == model, "round {round}: file differs from steps 1..={in_file}");
         let counter = store.kv_get("counter", b"seq")?;
-        let expected = (in_file > 0).then(|| in_file.to_le_bytes().to_vec());
+        let expected = counter_at(in_file);
         ensure!(
             counter == expected,
             "round {round}: contract kv {counter:?} does not match step {in_file}"
         );
         println!(
-            "round {round:2}: {acks:3} acks, killed after +{extra_delay:?}; file at step {in_file}, reopened in {reopen:.1?}"
+            "round {round:2}: checkpoint every {records:3} records, {acks:3} acks (last durable {last_durable:?}), killed after +{extra_delay:?}; file at step {in_file}, {} records replayed, reopened in {reopen:.1?}",
+            store.replayed().records
         );
     }
     ensure!(total_acked > 0, "no round committed anything");
