@@ -154,10 +154,11 @@ pub struct NodeConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// Group commit: the durable steps of this many milliseconds share one
-    /// commit (one pair of fsyncs), and what they send waits for it. 0 (the
-    /// default) commits each step at once. A window bounds the node's
-    /// fsyncs to 2 per window whatever the load, at the cost of up to the
-    /// window in latency per durable step (docs/operator.md, "SD cards").
+    /// commit (one fsync of the store's journal), and what they send waits
+    /// for it. 0 (the default) commits each step at once. A window bounds
+    /// the node's fsyncs to one per window (plus the checkpoints) whatever
+    /// the load, at the cost of up to the window in latency per durable step
+    /// (docs/operator.md, "SD cards").
     #[serde(default)]
     pub commit_window_ms: u64,
     /// Changes that may be lost in a crash (share tallies, votes heard) are
@@ -165,11 +166,12 @@ pub struct StoreConfig {
     /// many seconds later, and at a clean stop.
     #[serde(default = "default_checkpoint_s")]
     pub checkpoint_s: u64,
-    /// redb's quick repair: each durable commit also records the allocator
-    /// state (two fsyncs instead of one, about 60 % more bytes), so that
-    /// the open after a crash reads it instead of walking the whole file.
-    /// `false` halves the fsyncs of an SD card; a crash then costs a
-    /// longer start.
+    /// redb's quick repair: each checkpoint (a redb durable commit: every
+    /// 512 journaled commits, every `checkpoint_s` and at a clean stop) also
+    /// records the allocator state (two fsyncs instead of one), so that the
+    /// open after a crash reads it instead of walking the whole file. A
+    /// durable decision itself is one fsync of the store's journal either
+    /// way.
     #[serde(default = "yes")]
     pub quick_repair: bool,
 }

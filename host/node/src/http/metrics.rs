@@ -198,13 +198,13 @@ impl Metrics {
         counter(
             &mut r,
             "store_syncs",
-            "File syncs (fdatasync) of the store: a durable commit makes two",
+            "File syncs (fdatasync) of the store: one per durable commit (its journal page), one or two per checkpoint",
             s.store_syncs,
         );
         counter(
             &mut r,
             "store_written_bytes",
-            "Bytes the store wrote to its file",
+            "Bytes the store wrote to its file and its journal",
             s.store_written_bytes,
         );
         let commits = Family::<Labels, Counter>::default();
