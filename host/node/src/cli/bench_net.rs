@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use wallance_core::msg::Vote;
-use wallance_core::{Keypair, Params, UNITS_PER_COIN};
+use wallance_core::{Params, UNITS_PER_COIN};
 use wallance_dds::netns::{Isolation, Loopback, isolate};
 
+use super::bench::SignatureCosts;
 use super::client::{self, Conn};
 use super::init;
 use crate::config::NodeConfig;
@@ -229,14 +229,7 @@ fn commit_latencies(cluster: &Cluster, id: &str) -> Option<Vec<u64>> {
     Some(out)
 }
 
-/// The `q` quantile of `v` (0 when empty).
-/// What the protocol's own signatures cost, measured in this process.
-struct SignatureCosts {
-    verify_us: f64,
-    sign_us: f64,
-}
-
-/// The purchases per second those costs leave on this machine.
+/// The purchases per second the signature costs leave on this machine.
 struct Ceiling {
     verify_us: f64,
     sign_us: f64,
@@ -244,48 +237,28 @@ struct Ceiling {
     purchases_per_s: f64,
 }
 
-impl SignatureCosts {
-    /// A vote made (proof of work and signature) and verified, at the
-    /// network's vote difficulty; medians of 5 rounds of 200.
-    fn measure() -> Self {
-        let key = Keypair::from_seed([5; 32]);
-        let difficulty = Params::default().vote_difficulty;
-        let id = |i: usize| {
-            let mut id = [1u8; 32];
-            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            id
-        };
-        let votes: Vec<Vote> = (0..256)
-            .filter_map(|i| Vote::build(&key, id(i), 5, difficulty))
-            .collect();
-        let sign_us = super::bench::time_us(5, 200, |i| {
-            std::hint::black_box(Vote::build(&key, id(i), 5, difficulty));
-        });
-        let verify_us = super::bench::time_us(5, 200, |i| {
-            assert!(votes[i % votes.len()].check(difficulty).is_ok());
-        });
-        SignatureCosts { verify_us, sign_us }
-    }
-
+impl Ceiling {
     /// Per purchase, every one of the `n` nodes verifies the request, the
     /// other `n - 1` votes, the other `n - 1` verdict votes and the outcome
-    /// (2n verifications; a certificate's come from the cache of verified
-    /// signatures) and makes its vote and verdict vote (2 signatures, each
+    /// (2n verifications; a certificate adds none: a node that committed
+    /// from the votes skips it as a duplicate, one that did not finds most
+    /// of its signatures in the cache of verified ones) and makes its vote and verdict vote (2 signatures, each
     /// with its proof of work); the request, the certificate and the outcome
     /// add 3 signatures in the network. All `n` nodes share the cores.
-    fn ceiling(&self, n: usize) -> Ceiling {
+    fn of(costs: &SignatureCosts, n: usize) -> Ceiling {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         let nodes = n as f64;
-        let cpu_us = nodes * (2.0 * nodes * self.verify_us + 2.0 * self.sign_us) + 3.0 * self.sign_us;
+        let cpu_us = nodes * (2.0 * nodes * costs.verify_us + 2.0 * costs.sign_us) + 3.0 * costs.sign_us;
         Ceiling {
-            verify_us: self.verify_us,
-            sign_us: self.sign_us,
+            verify_us: costs.verify_us,
+            sign_us: costs.sign_us,
             cores,
             purchases_per_s: cores as f64 * 1e6 / cpu_us,
         }
     }
 }
 
+/// The `q` quantile of `v` (0 when empty).
 pub(super) fn pct(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -387,7 +360,7 @@ fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>)
         std::thread::sleep(Duration::from_secs(2));
         let after = commits()?;
         let rate = (after - before) as f64 / args.throughput_secs as f64;
-        let ceiling = signing.ceiling(n);
+        let ceiling = Ceiling::of(signing, n);
         rows.push(Row {
             name: format!("CPU ceiling from signature work, {n} nodes on {} cores", ceiling.cores),
             value: ceiling.purchases_per_s,
