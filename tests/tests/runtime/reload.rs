@@ -228,8 +228,12 @@ fn a_node_with_cached_contracts_starts_without_compiling() {
     assert_eq!(outcome.result.unwrap().get("primes"), Some("25"));
 
     // A corrupt cache entry is dropped and the contract compiled again.
+    // It is replaced, not written in place: the runtimes above still map
+    // the old entry (`DiskCache::load`), and entries are read-only.
     for entry in std::fs::read_dir(cache.path()).unwrap() {
-        std::fs::write(entry.unwrap().path(), b"corrupt").unwrap();
+        let path = entry.unwrap().path();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"corrupt").unwrap();
     }
     let third = runtime_with(config.clone());
     assert!(!third.load_file(ESPRESSO).unwrap().from_cache);
@@ -242,6 +246,57 @@ fn a_node_with_cached_contracts_starts_without_compiling() {
         ..RuntimeConfig::default()
     });
     assert!(!no_fuel.load_file(ESPRESSO).unwrap().from_cache);
+}
+
+/// A cached contract's code is mapped from its entry (`DiskCache::load`):
+/// clearing the cache, as an operator or the collector does, must not pull
+/// it from under a contract that serves, and entries are read-only so that
+/// nothing writes one in place.
+#[test]
+fn a_contract_loaded_from_the_cache_serves_after_the_cache_is_cleared() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = RuntimeConfig {
+        cache_dir: Some(cache.path().join("cache")),
+        ..RuntimeConfig::default()
+    };
+    assert!(
+        !runtime_with(config.clone())
+            .load_file(COMPUTE_RENTAL)
+            .unwrap()
+            .from_cache
+    );
+    let runtime = runtime_with(config.clone());
+    assert!(runtime.load_file(COMPUTE_RENTAL).unwrap().from_cache);
+    let entries: Vec<_> = std::fs::read_dir(cache.path().join("cache"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(!entries.is_empty());
+    for entry in &entries {
+        let permissions = std::fs::metadata(entry).unwrap().permissions();
+        assert!(permissions.readonly(), "{} is writable", entry.display());
+    }
+
+    std::fs::remove_dir_all(cache.path().join("cache")).unwrap();
+    for (below, primes) in [("100", "25"), ("1000", "168"), ("10000", "1229")] {
+        let outcome = runtime
+            .invoke(
+                "compute",
+                &purchase(1, 1, 1, &[("task", "prime-count"), ("below", below)]),
+                &storage(),
+                &Devices::new(),
+            )
+            .unwrap();
+        assert_eq!(outcome.result.unwrap().get("primes"), Some(primes));
+    }
+    // A restart compiles again, and caches again.
+    assert!(
+        !runtime_with(config.clone())
+            .load_file(COMPUTE_RENTAL)
+            .unwrap()
+            .from_cache
+    );
+    assert!(runtime_with(config).load_file(COMPUTE_RENTAL).unwrap().from_cache);
 }
 
 #[test]
