@@ -58,6 +58,12 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
+/// `/proc/loadavg`'s first three fields.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
 fn main() -> Result<()> {
     // Re-executed as the writer that gets killed.
     if let Ok(path) = std::env::var("STORE_BENCH_WRITER") {
@@ -77,6 +83,7 @@ fn main() -> Result<()> {
     }
     let mut report = json!({});
     let mut rows: Vec<(String, String, String)> = Vec::new();
+    let load_before = load_average();
 
     let fsync = fsync_floor(dir.path())?;
     rows.push((
@@ -204,6 +211,16 @@ fn main() -> Result<()> {
         report[format!("load_snapshot_{big}")] = json!({"wallets": big, "ms": load_ms,
             "membership_fingerprint_ms": fp_ms, "rss_bytes_per_wallet": rss});
     }
+
+    // The machine is shared: every figure is printed beside how busy it was.
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load_after = load_average();
+    rows.push((
+        "machine".into(),
+        format!("{cpus} CPUs, load average {load_before} before, {load_after} after"),
+        String::new(),
+    ));
+    report["machine"] = json!({"cpus": cpus, "load_before": load_before, "load_after": load_after});
 
     let w0 = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
