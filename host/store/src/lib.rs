@@ -380,6 +380,42 @@ fn describe_fingerprint(bytes: &[u8]) -> String {
     )
 }
 
+/// Opens the redb database in the existing file `path`.
+fn open_db(path: &Path, io: Arc<IoCounters>, options: &StoreOptions) -> Result<Database, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            context: "open the file",
+            source,
+        })?;
+    let not_empty = file.metadata().is_ok_and(|meta| meta.len() > 0);
+    io_count::CountingBackend::new(file, io)
+        .and_then(|backend| {
+            Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create_with_backend(backend)
+        })
+        .map_err(|e| {
+            // redb reports a file that is not a database as invalid data.
+            if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e
+                && not_empty
+                && io.kind() == std::io::ErrorKind::InvalidData
+            {
+                return StoreError::NotAStore {
+                    path: path.to_owned(),
+                    reason: format!("not a redb database ({io})"),
+                };
+            }
+            StoreError::Open {
+                path: path.to_owned(),
+                source: Box::new(e),
+            }
+        })
+}
+
 impl Store {
     /// Opens the store at `path`, creating it if missing, and loads the
     /// whole durable state.
@@ -397,41 +433,24 @@ impl Store {
         members: &[MemberId],
         options: StoreOptions,
     ) -> Result<(Store, Snapshot), StoreError> {
-        let existed = path.exists();
-        let io = Arc::new(IoCounters::default());
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|source| StoreError::Io {
-                path: path.to_owned(),
-                context: "open the file",
-                source,
-            })?;
-        let db = io_count::CountingBackend::new(file, io.clone())
-            .and_then(|backend| {
-                Database::builder()
-                    .set_cache_size(options.cache_bytes)
-                    .create_with_backend(backend)
-            })
-            .map_err(|e| {
-                // redb reports a file that is not a database as invalid data.
-                if let redb::DatabaseError::Storage(redb::StorageError::Io(io)) = &e
-                    && existed
-                    && io.kind() == std::io::ErrorKind::InvalidData
-                {
-                    return StoreError::NotAStore {
-                        path: path.to_owned(),
-                        reason: format!("not a redb database ({io})"),
-                    };
-                }
-                StoreError::Open {
+        // A missing or empty file holds nothing: make a new store, whole,
+        // before anything opens `path`.
+        let empty = match std::fs::metadata(path) {
+            Ok(meta) => meta.len() == 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(source) => {
+                return Err(StoreError::Io {
                     path: path.to_owned(),
-                    source: Box::new(e),
-                }
-            })?;
+                    context: "read the file's metadata",
+                    source,
+                });
+            }
+        };
+        if empty {
+            Self::create(path, members, &options)?;
+        }
+        let io = Arc::new(IoCounters::default());
+        let db = open_db(path, io.clone(), &options)?;
         let mut store = Store {
             db: Arc::new(db),
             io,
@@ -447,6 +466,57 @@ impl Store {
         store.recover(members)?;
         let snapshot = store.load(members)?;
         Ok((store, snapshot))
+    }
+
+    /// Makes a new store at `<path>.creating` and renames it to `path`
+    /// once it is complete and on disk. A node killed while redb lays out a
+    /// new file (its first start) therefore never leaves a half-made
+    /// database at `path`, which redb would refuse at every later start
+    /// ("magic number mismatch"): the next start begins again.
+    fn create(path: &Path, members: &[MemberId], options: &StoreOptions) -> Result<(), StoreError> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".creating");
+        let tmp = path.with_file_name(name);
+        let io_error = |context: &'static str| {
+            let tmp = tmp.clone();
+            move |source| StoreError::Io {
+                path: tmp,
+                context,
+                source,
+            }
+        };
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove a half-made store")(e)),
+        }
+        std::fs::File::create_new(&tmp).map_err(io_error("create the new store"))?;
+        let io = Arc::new(IoCounters::default());
+        let store = Store {
+            db: Arc::new(open_db(&tmp, io.clone(), options)?),
+            io,
+            path: tmp.clone(),
+            id_tags: members.iter().map(id_tag).collect(),
+            options: options.clone(),
+            seq: 0,
+            checkpointed: 0,
+            journal: None,
+            replayed: JournalReplay::default(),
+        };
+        store.init(&membership_fingerprint(members))?;
+        drop(store);
+        std::fs::File::open(&tmp)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error("sync the new store"))?;
+        std::fs::rename(&tmp, path).map_err(io_error("rename the new store into place"))?;
+        // The rename itself must survive a power cut.
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io_error("sync the store's folder"))
     }
 
     /// What this open replayed from the journal (nothing after a clean
