@@ -120,6 +120,10 @@ pub struct Stats {
     /// peer had pruned, took its settlement and credit tallies from heads
     /// vouched for by more than a third of the weight.
     pub tallies_adopted: u64,
+    /// Votes cast on a request whose claimed credits this node could not
+    /// check, because members holding more than a third of the weight had
+    /// voted the same remaining (`credits_vouched`).
+    pub credits_vouched: u64,
     pub expired_requests: u64,
     pub parked_requests: u64,
     /// Verdicts settled here: the price paid to the provider, or refunded.
@@ -165,11 +169,19 @@ impl Closed {
 #[derive(Debug, Clone)]
 struct OpenEscrow {
     escrow: Escrow,
-    /// Voter -> its verdict (true: pay the provider).
-    votes: BTreeMap<u32, bool>,
+    /// The verdict votes counted, by (voter, pay the provider?). A voter
+    /// that signed both verdicts counts on both sides: two quorums would
+    /// share more than a third of the weight, so Byzantine members below a
+    /// third can never give both a quorum, and a quorum relayed from a node
+    /// that closed must count here whatever else its voters sent.
+    votes: BTreeMap<(u32, bool), Vote>,
     pay_weight: u64,
     refund_weight: u64,
     last_resend_ms: u64,
+    /// Queries sent past the deadline (`tick_escrows`), and when the next
+    /// may go: they back off.
+    queries: u32,
+    next_query_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -241,6 +253,10 @@ pub struct Core {
     /// Verdicts settled here recently, with this node's vote on each (sent
     /// back to a peer still voting, so it can settle too).
     closed_verdicts: HashMap<Hash, Closed>,
+    /// The votes that closed recent escrows here (`remember_quorum`).
+    quorum_votes: HashMap<Hash, Vec<Vote>>,
+    quorum_order: VecDeque<Hash>,
+    quorum_votes_kept: usize,
     /// Own purchases settled before their outcome reached this node: it
     /// asks (a query vote) until the provider re-sends it, a few times.
     awaiting_outcome: HashMap<Hash, u32>,
@@ -311,6 +327,9 @@ pub const OUTCOME_ASKS: u32 = 30;
 /// verdict"), sent by a node holding an escrow it has no verdict evidence
 /// for (it committed late); never counted.
 pub const VERDICT_QUERY: u64 = 2;
+/// Votes kept in memory to relay the quorum that closed an escrow
+/// (`Core::remember_quorum`): 16 384 votes, about 2.4 MB.
+pub const MAX_QUORUM_VOTES_KEPT: usize = 16_384;
 /// Verified signatures remembered ([`SigCache`]): a certificate follows its
 /// votes within milliseconds, and 8 192 entries (about 0.6 MB) cover
 /// hundreds of decisions in flight at 8 members, dozens at 48.
@@ -388,6 +407,9 @@ impl Core {
                 .collect(),
             awaiting_outcome: HashMap::default(),
             verdict_answers: HashMap::default(),
+            quorum_votes: HashMap::default(),
+            quorum_order: VecDeque::new(),
+            quorum_votes_kept: 0,
             closed_order: snapshot
                 .escrows
                 .iter()
@@ -405,6 +427,8 @@ impl Core {
                         pay_weight: 0,
                         refund_weight: 0,
                         last_resend_ms: 0,
+                        queries: 0,
+                        next_query_ms: 0,
                     };
                     (k, open)
                 })
@@ -1302,7 +1326,7 @@ impl Core {
             }
             return;
         }
-        if w.received.max(w.received_at_state) < request.received_upto {
+        if w.received.max(w.received_at_state) < request.received_upto && !self.credits_vouched(id, &w, &request) {
             // Certificates crediting this wallet are missing here: catch up.
             self.stats.parked_requests += 1;
             if !self.throttled(T_HEADS_REQUEST, idx, 0, self.params.retry_ms) {
@@ -1342,6 +1366,46 @@ impl Core {
         self.stats.votes_sent += 1;
         self.send(Message::Vote(vote));
         let _ = self.accept_vote(vote, true);
+    }
+
+    /// True when members holding more than a third of the weight voted the
+    /// very `remaining` this node computes for `request` from its own copy
+    /// of the wallet. At least one of them is honest, and an honest member
+    /// votes only once it holds the credits the request claims, so they
+    /// exist: this node may vote without holding them itself.
+    ///
+    /// Without it, a member back from an outage longer than peers keep
+    /// certificates cannot check the credits of wallets paid by the commits
+    /// it missed until its vouched catch-up (`on_heads`), and that needs a
+    /// moment when no purchase is in flight anywhere. While others keep
+    /// buying that moment may never come, and where the quorum needs this
+    /// member (a light member not keeping the wallet, another one down) the
+    /// wallet could not buy at all (simulator, `pruned-catch-up` seed 601
+    /// with certificates charged only the work they cause).
+    ///
+    /// It changes nothing an honest node votes: `remaining` follows from
+    /// the request and the wallet at its State alone, the same on every
+    /// honest node, and the vote is still this node's one vote on the State.
+    fn credits_vouched(&mut self, id: Hash, w: &Wallet, request: &Request) -> bool {
+        let Some(available) = w.available_for(&self.params, request.shares_upto, request.received_upto) else {
+            return false;
+        };
+        let Some(remaining) = self
+            .params
+            .cost(request.price)
+            .and_then(|cost| available.checked_sub(cost))
+        else {
+            return false;
+        };
+        let Some(d) = self.decisions.get(&decision_id(&id, remaining)) else {
+            return false;
+        };
+        // More than a third of the configured weight: at least one honest.
+        if 3 * u128::from(d.weight) <= u128::from(self.members.total_weight()) {
+            return false;
+        }
+        self.stats.credits_vouched += 1;
+        true
     }
 
     // ----------------------------------------------------------------- votes
@@ -1392,7 +1456,12 @@ impl Core {
         if !held {
             self.park_orphan(voter_idx, vote.request_id);
         }
-        self.accept_vote(vote, held)
+        self.accept_vote(vote, held)?;
+        // Votes can vouch for credits this node is missing.
+        if held && self.requests.get(&vote.request_id).is_some_and(|p| p.parked) {
+            self.reconsider(vote.request_id);
+        }
+        Ok(())
     }
 
     /// A vote for a request this node does not hold takes one of its
@@ -1702,6 +1771,8 @@ impl Core {
                 pay_weight: 0,
                 refund_weight: 0,
                 last_resend_ms: self.now_ms,
+                queries: 0,
+                next_query_ms: 0,
             },
         );
         let mut parked = Vec::new();
@@ -1752,7 +1823,14 @@ impl Core {
             let every = self.params.retry_ms;
             let outcome = self.run_outcome(here.requester_idx, here.version);
             let asks_outcome = vote.remaining == VERDICT_QUERY && voter_idx == here.requester_idx && outcome.is_some();
-            let echo = here.my_vote.is_some() && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
+            // To a query about a verdict closed here, the votes that
+            // closed it (`remember_quorum`), this node's own among them.
+            let quorum = match (closed.is_some(), vote.remaining == VERDICT_QUERY) {
+                (true, true) => self.quorum_votes.get(&key).cloned().unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let echo =
+                (here.my_vote.is_some() || !quorum.is_empty()) && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
             let resend = asks_outcome && !self.is_throttled(T_OUTCOME_RESEND, 0, tag, every);
             let now = self.now_ms;
             let (since, used) = self.verdict_answers.get(&voter_idx).copied().unwrap_or((now, 0));
@@ -1764,9 +1842,14 @@ impl Core {
             let budget = used < MAX_VERDICT_ANSWERS_PER_MEMBER;
             if (echo || resend) && budget && self.check_vote(&vote).is_ok() {
                 self.verdict_answers.insert(voter_idx, (since, used + 1));
-                if let (true, Some(mine)) = (echo, here.my_vote) {
+                if echo {
                     self.take_slot(T_VERDICT_ECHO, 0, tag);
-                    self.send(Message::Vote(mine));
+                    if let Some(mine) = here.my_vote.filter(|m| !quorum.contains(m)) {
+                        self.send(Message::Vote(mine));
+                    }
+                    for v in quorum {
+                        self.send(Message::Vote(v));
+                    }
                 }
                 if resend && let Some(o) = outcome {
                     self.take_slot(T_OUTCOME_RESEND, 0, tag);
@@ -1781,21 +1864,21 @@ impl Core {
         if vote.remaining == VERDICT_QUERY {
             return Ok(()); // nothing to answer with yet
         }
-        if let Some(seen) = open.votes.get(&voter_idx) {
-            if *seen == (vote.remaining == 1) {
-                self.stats.duplicates += 1;
-                return Ok(());
-            }
-            if let Err(reason) = self.check_vote(&vote) {
-                return self.reject("vote", reason);
-            }
-            return self.reject("vote", "equivocation: the voter already voted the other verdict");
+        let pay = vote.remaining == 1;
+        if open.votes.contains_key(&(voter_idx, pay)) {
+            self.stats.duplicates += 1;
+            return Ok(());
         }
+        let equivocates = open.votes.contains_key(&(voter_idx, !pay));
         if let Err(reason) = self.check_vote(&vote) {
             return self.reject("vote", reason);
         }
         self.stats.votes_received += 1;
         self.tally_verdict(key, vote);
+        if equivocates {
+            // Counted on both sides (`OpenEscrow::votes`), and blamed.
+            return self.reject("vote", "equivocation: the voter already voted the other verdict");
+        }
         Ok(())
     }
 
@@ -1809,7 +1892,7 @@ impl Core {
             return;
         };
         let pay = vote.remaining == 1;
-        if open.votes.insert(voter_idx, pay).is_some() {
+        if open.votes.insert((voter_idx, pay), vote).is_some() {
             return;
         }
         let total = if pay {
@@ -1859,6 +1942,13 @@ impl Core {
         let mut e = open.escrow;
         e.verdict = Some(pay);
         self.persist(Change::PutEscrow(Box::new(e.clone())));
+        let quorum: Vec<Vote> = open
+            .votes
+            .into_iter()
+            .filter(|((_, side), _)| *side == pay)
+            .map(|(_, vote)| vote)
+            .collect();
+        self.remember_quorum(key, quorum);
         self.credit(if pay { e.provider_idx } else { e.requester_idx }, e.price);
         if pay {
             self.stats.verdicts_paid += 1;
@@ -1927,8 +2017,25 @@ impl Core {
                 continue;
             };
             open.last_resend_ms = now;
+            // Past the outcome window and still open here: the verdict may
+            // have closed elsewhere with votes that never reached this
+            // node; a query gets the quorum from those that closed. Queries
+            // back off (1, 2, 4 ... then every 64 × retry_ms): an escrow
+            // that closes nowhere (a split verdict) stays cheap.
+            let query =
+                now >= open.escrow.deadline_ms.saturating_add(self.params.retry_ms) && now >= open.next_query_ms;
+            if query {
+                open.next_query_ms = now.saturating_add(self.params.retry_ms.saturating_mul(1 << open.queries.min(6)));
+                open.queries = open.queries.saturating_add(1);
+            }
             let (vote, e) = (open.escrow.my_vote, open.escrow.clone());
             match vote {
+                Some(vote) if query => {
+                    self.send(Message::Vote(vote));
+                    if let Some(q) = Vote::build(&self.key, key, VERDICT_QUERY, self.params.vote_difficulty) {
+                        self.send(Message::Vote(q));
+                    }
+                }
                 Some(vote) => self.send(Message::Vote(vote)),
                 None if self.my_idx.is_some() => {
                     if let Some(q) = Vote::build(&self.key, key, VERDICT_QUERY, self.params.vote_difficulty) {
@@ -1970,6 +2077,30 @@ impl Core {
             if let Some(old) = self.closed_order.pop_front() {
                 self.closed_verdicts.remove(&old);
                 self.persist(Change::DropEscrow(old));
+            }
+        }
+    }
+
+    /// Keeps the votes that closed an escrow here, in memory and bounded
+    /// (`MAX_QUORUM_VOTES_KEPT` votes in all, the oldest verdicts forgotten
+    /// first), to answer a member that still holds that escrow and asks
+    /// (a query past the deadline). Each voter answers a query with its own
+    /// vote only; where some of the quorum's voters are down, or Byzantine
+    /// voters sent their vote to some members and not others, the members
+    /// left behind could never reach the quorum that closed it elsewhere,
+    /// and their tallies would differ from the others' for ever (simulator,
+    /// `everything` seed 44).
+    fn remember_quorum(&mut self, key: Hash, votes: Vec<Vote>) {
+        self.quorum_votes_kept += votes.len();
+        if self.quorum_votes.insert(key, votes).is_none() {
+            self.quorum_order.push_back(key);
+        }
+        while self.quorum_votes_kept > MAX_QUORUM_VOTES_KEPT {
+            let Some(old) = self.quorum_order.pop_front() else {
+                break;
+            };
+            if let Some(v) = self.quorum_votes.remove(&old) {
+                self.quorum_votes_kept -= v.len();
             }
         }
     }
@@ -2544,7 +2675,13 @@ impl Core {
                     (settled, settled, None, id)
                 }
             };
-            if head.version > version || head.settled > settled {
+            // Also ask a peer at least at our version for a gap of ours,
+            // whatever settlement it reports: it reports a commit whose
+            // escrow is open as unsettled, and that escrow may wait for
+            // this very node (the provider that missed the quorum, or the
+            // vote that makes the verdict's quorum) to settle the commit.
+            let gap = settled < version && head.version >= version;
+            if head.version > version || head.settled > settled || gap {
                 let first = settled.min(version) + 1;
                 let last = head.version.max(head.settled);
                 if first <= last && !self.throttled(T_CERT_FETCH, head.idx, first, self.params.retry_ms) {

@@ -564,6 +564,175 @@ fn a_node_that_missed_pruned_certificates_catches_up_every_field() {
     }
 }
 
+/// The vouched catch-up above waits for a moment when no purchase is in
+/// flight, and may wait for ever while others keep buying. Until then a
+/// member back from such an outage could not check the credits a wallet
+/// earned from the commits it missed, so it parked that wallet's requests,
+/// and where the quorum needed it the wallet could not buy (simulator,
+/// `pruned-catch-up` seed 601). It now votes the remaining it computes once
+/// members holding more than a third of the weight voted exactly that: at
+/// least one of them is honest and holds the credits. A third or less is
+/// not enough.
+#[test]
+fn a_member_missing_pruned_credits_votes_once_more_than_a_third_vouched() {
+    // Node 3 misses six purchases from provider 0, whose certificates (and
+    // so wallet 0's credits) every peer pruned.
+    let mut net = node_3_misses_purchases_of(&[1, 2], 3);
+    assert!(net.wallet(3, 0).received < net.wallet(0, 0).received);
+    // Node 3 is back; nodes 1 and 2 are away. Node 0 spends its credits.
+    net.isolated = vec![false, true, true, false];
+    let request = net.buy(0).unwrap();
+    assert!(request.received_upto > net.wallet(3, 0).received);
+    // Node 0's vote alone is a quarter of the weight: node 3 waits.
+    assert_eq!(net.nodes[3].core.stats().credits_vouched, 0);
+    assert_eq!(net.wallet(3, 0).version, 0);
+    assert_eq!(net.wallet(0, 0).version, 0, "committed without a quorum");
+
+    // Node 1 comes back and gets the request: half the weight voted one
+    // remaining, node 3 votes it too, and 3 of 4 commit. No timer ran, so
+    // no catch-up did this.
+    net.isolated[1] = false;
+    let _ = net.nodes[1].core.handle_message(net.now, Message::Request(request));
+    net.flush(1);
+    net.run();
+    assert_eq!(net.nodes[3].core.stats().credits_vouched, 1);
+    assert_eq!(net.nodes[3].core.stats().tallies_adopted, 0);
+    // The same commit everywhere; only node 3's credit tally still lacks
+    // what it missed.
+    let committed = |w: Wallet| (w.version, w.state, w.balance, w.received_at_state);
+    for at in [0, 1, 3] {
+        assert_eq!(net.wallet(at, 0).version, 1, "node {at} did not commit");
+        assert_eq!(
+            committed(net.wallet(at, 0)),
+            committed(net.wallet(0, 0)),
+            "node {at} differs"
+        );
+    }
+    assert!(net.wallet(3, 0).received < net.wallet(0, 0).received);
+
+    // Everyone back: the catch-up still brings node 3's tallies level.
+    net.isolated[2] = false;
+    for _ in 0..12 {
+        net.tick(5_000);
+    }
+    assert!(net.nodes[3].core.stats().tallies_adopted > 0);
+    for at in 0..3 {
+        assert_eq!(wallets(&net, 3), wallets(&net, at), "node 3 differs from node {at}");
+    }
+}
+
+/// A provider that missed a purchase's quorum, then adopted the buyer's
+/// next commit from a certificate, has a gap it must fetch. Peers report a
+/// commit whose price is in escrow as unsettled in their heads, so a node
+/// fetched only when a peer reported more settled than itself: never, when
+/// that escrow waits for this very node's verdict (here one member is down
+/// and the others are one vote short). Wallets never agreed again
+/// (simulator, `everything` seed 146, once votes vouched for credits
+/// changed its timing). A node now asks any peer at its version for its gap.
+#[test]
+fn a_provider_that_missed_a_quorum_fetches_its_gap_although_peers_report_it_unsettled() {
+    let mut net = Net::new(4);
+    net.offer_espresso();
+    // Free: no escrow of its own (a verdict closed without this node is
+    // the next test).
+    let tea = vec![ServiceOffer {
+        name: "tea".into(),
+        price: 0,
+        contract_hash: [3; 32],
+    }];
+    net.nodes[2].core.set_services(net.now, tea);
+    net.flush(2);
+    net.run();
+    // Provider 0 is away while wallet 1 buys its espresso (v1), then tea
+    // from node 2 (v2): nodes 1, 2 and 3 commit both.
+    net.isolated[0] = true;
+    net.buy(1).unwrap();
+    net.nodes[1].core.buy(net.now, "tea", None, 0, vec![]).unwrap();
+    net.flush(1);
+    net.run();
+    assert_eq!(net.wallet(1, 1).version, 2);
+    assert_eq!(net.wallet(0, 1).version, 0);
+    // Node 3 goes down for good; node 0 is back and hears of v2 first.
+    net.isolated = vec![false, false, false, true];
+    let v2 = net.nodes[2].core.certificate(1, 2).unwrap().clone();
+    replay(&mut net, 0, &Message::Certificate(Box::new(v2)));
+    let w = net.wallet(0, 1);
+    assert_eq!((w.version, w.settled), (2, 0), "node 0 has a gap at v1");
+    // The espresso's price waits in escrow on nodes 1 and 2 for a verdict
+    // quorum (3 of 4): node 0's refund vote, once it knows of v1.
+    for _ in 0..40 {
+        net.tick(5_000);
+    }
+    let w = net.wallet(0, 1);
+    assert_eq!((w.version, w.settled), (2, 2), "node 0 never settled v1");
+    for at in [0, 1, 2] {
+        let open: Vec<_> = net.nodes[at]
+            .core
+            .escrows()
+            .map(|e| (e.version, e.provider_idx, e.my_vote.is_some(), e.deadline_ms, net.now))
+            .collect();
+        assert!(open.is_empty(), "node {at} still holds a price in escrow: {open:?}");
+    }
+    for at in [1, 2] {
+        assert_eq!(wallets(&net, 0), wallets(&net, at), "node 0 differs from node {at}");
+    }
+}
+
+/// A member that learns of a commit only after its verdict closed
+/// elsewhere asks (a query) once the outcome window is over. Each member
+/// used to answer with its own vote only: with one of the quorum's voters
+/// down, and this member's own vote the other way (it never saw the
+/// outcome in time), the price stayed in escrow here for ever and this
+/// member's tally of the provider differed from everyone else's. The
+/// members that closed it now answer with the votes that closed it, and a
+/// voter of that quorum that sent this member the other verdict counts on
+/// both sides instead of being dropped as an equivocator.
+#[test]
+fn a_member_that_settles_after_the_verdict_closed_elsewhere_closes_it_from_the_relayed_quorum() {
+    let mut net = Net::new(4);
+    net.offer_espresso();
+    let tea = vec![ServiceOffer {
+        name: "tea".into(),
+        price: 2 * UNITS_PER_COIN,
+        contract_hash: [3; 32],
+    }];
+    net.nodes[2].core.set_services(net.now, tea);
+    net.flush(2);
+    net.run();
+    // Node 0 is away while wallet 1 buys tea from node 2: nodes 1, 2 and 3
+    // commit, node 2 serves, and the three of them pay node 2.
+    net.isolated[0] = true;
+    net.nodes[1]
+        .core
+        .buy(net.now, "tea", None, 2 * UNITS_PER_COIN, vec![])
+        .unwrap();
+    net.flush(1);
+    net.run();
+    for at in [1, 2, 3] {
+        assert_eq!(net.nodes[at].core.escrows().count(), 0, "node {at} did not settle");
+    }
+    // Node 3 goes down for good; node 0 is back and hears of the commit.
+    net.isolated = vec![false, false, false, true];
+    let cert = net.nodes[2].core.certificate(1, 1).unwrap().clone();
+    let key = wallance_core::msg::verdict_id(&cert.request.id());
+    replay(&mut net, 0, &Message::Certificate(Box::new(cert)));
+    assert_eq!(net.nodes[0].core.escrows().count(), 1);
+    // Node 3 was Byzantine too: it signed "refund" for node 0 alone. Its
+    // "pay" in the relayed quorum must still count (a voter that signed
+    // both counts on both sides; no two quorums can form that way).
+    let difficulty = harness::params().vote_difficulty;
+    let refund = Vote::build(&net.nodes[3].key, key, 0, difficulty).unwrap();
+    replay(&mut net, 0, &Message::Vote(refund));
+    for _ in 0..40 {
+        net.tick(5_000);
+    }
+    let open: Vec<_> = net.nodes[0].core.escrows().map(|e| e.version).collect();
+    assert!(open.is_empty(), "node 0 still holds the price of {open:?}");
+    for at in [1, 2] {
+        assert_eq!(wallets(&net, 0), wallets(&net, at), "node 0 differs from node {at}");
+    }
+}
+
 /// The same catch-up cannot be steered by Byzantine members: heads from a
 /// third of the weight or less are never adopted, however clean they look.
 #[test]

@@ -497,7 +497,7 @@ impl Store {
             io,
             path: tmp.clone(),
             id_tags: members.iter().map(id_tag).collect(),
-            options: options.clone(),
+            options: *options,
             seq: 0,
             checkpointed: 0,
             journal: None,
