@@ -15,7 +15,7 @@ use super::bench::SignatureCosts;
 use super::client::{self, Conn};
 use super::init;
 use crate::config::NodeConfig;
-use crate::http::view::{CommitView, StatusView};
+use crate::http::view::{CommitView, PurchaseView, StatusView};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -106,7 +106,8 @@ impl Drop for Cluster {
     }
 }
 
-fn start(n: usize, data_in: Option<&Path>) -> anyhow::Result<Cluster> {
+/// Node 0 provides espresso, and `compute` too when `compute` is true.
+fn start(n: usize, data_in: Option<&Path>, compute: bool) -> anyhow::Result<Cluster> {
     let started = Instant::now();
     // Sensors off: only purchases on the wire.
     let cluster = Cluster::start(n, data_in, 3, 20_000, 0.0, |i, config, cfg| {
@@ -115,6 +116,11 @@ fn start(n: usize, data_in: Option<&Path>) -> anyhow::Result<Cluster> {
             let folder = config.parent().context("folder")?.join(&cfg.contracts_dir);
             std::fs::write(folder.join("espresso.wasm"), wasm)?;
             cfg.devices.push(espresso_machine());
+            if compute {
+                let shipped = Path::new(env!("WALLANCE_CONTRACTS_WASM_DIR")).join("compute_rental.wasm");
+                std::fs::copy(&shipped, folder.join("compute.wasm"))
+                    .with_context(|| format!("{}: build the shipped contracts", shipped.display()))?;
+            }
         }
         Ok(())
     })?;
@@ -279,7 +285,8 @@ pub(super) fn rss_kb(pid: u32) -> u64 {
 }
 
 fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    let cluster = start(n, args.data_in.as_deref())?;
+    let first = Some(&n) == args.sizes.first();
+    let cluster = start(n, args.data_in.as_deref(), first)?;
     let mut all = Vec::new();
     let mut requester = Vec::new();
     for k in 0..args.purchases {
@@ -340,7 +347,10 @@ fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>)
         anchor: String::new(),
         target: "≤ 30 MB",
     });
-    if Some(&n) == args.sizes.first() && args.throughput_secs > 0 {
+    if first {
+        outcome_after_commit(&cluster, n, args.purchases, rows)?;
+    }
+    if first && args.throughput_secs > 0 {
         // Every member buys as fast as its one-request-per-State rule lets it.
         let commits = || client::get_as::<StatusView>(&cluster.conns[0], "/api/status").map(|s| s.stats.commits);
         let before = commits()?;
@@ -386,5 +396,75 @@ fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>)
             target: "",
         });
     }
+    Ok(())
+}
+
+/// The outcome of a contract that runs for about a millisecond, back at the
+/// buyer: from the buyer's commit to the outcome reaching it (both clocked
+/// by the buyer's node, in ms). On the way: the provider commits (at about
+/// the same time), runs the contract, makes its run durable, signs the
+/// outcome and sends it; the buyer checks and records it.
+fn outcome_after_commit(cluster: &Cluster, n: usize, purchases: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    // The compute contract hashes a chain of `rounds` SHA-256s. Sized from
+    // one calibration run to about 1 ms on this machine.
+    let mut rounds = 2_000u64;
+    let mut after_commit = Vec::new();
+    let mut runs_us = Vec::new();
+    for k in 0..=purchases {
+        let buyer = &cluster.conns[1 + k % (n - 1)];
+        let params = [
+            "task=sha256-chain".to_string(),
+            "input=bench".to_string(),
+            format!("rounds={rounds}"),
+        ];
+        let started = Instant::now();
+        let id = loop {
+            match client::request(buyer, "compute", None, 1.0, &params) {
+                Ok(id) => break id,
+                // The service may not have reached every buyer yet.
+                Err(_) if started.elapsed() < Duration::from_secs(30) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(e.context("buying compute")),
+            }
+        };
+        let bought = client::wait_for(buyer, &id, 30)?;
+        let served: PurchaseView = client::get_as(&cluster.conns[0], &format!("/api/purchases/{id}"))?;
+        let (Some(commit), Some(outcome)) = (&bought.commit, &bought.outcome) else {
+            bail!("compute purchase {k} ended without a commit and an outcome at the buyer: {bought:?}");
+        };
+        if !outcome.ok {
+            bail!("compute purchase {k} failed: {}", outcome.body);
+        }
+        let run_us = served
+            .outcome
+            .and_then(|o| o.elapsed_us)
+            .context("no run time at the provider")?;
+        if k == 0 {
+            rounds = (rounds * 1_000 / run_us.max(1)).clamp(100, 9_000);
+            continue;
+        }
+        runs_us.push(run_us as f64);
+        after_commit.push(outcome.at_ms.saturating_sub(commit.at_ms) as f64);
+    }
+    rows.push(Row {
+        name: format!("contract run at the provider (compute, {rounds} SHA-256 rounds), p50"),
+        value: pct(&mut runs_us, 0.5) / 1_000.0,
+        unit: "ms",
+        anchor: "sized to about 1 ms".into(),
+        target: "",
+    });
+    rows.push(Row {
+        name: format!("outcome at the buyer after its commit, p50, {n} nodes"),
+        value: pct(&mut after_commit, 0.5),
+        unit: "ms",
+        anchor: "ms clocks: ±1 ms".into(),
+        target: "≤ 5 ms",
+    });
+    rows.push(Row {
+        name: format!("outcome at the buyer after its commit, p99, {n} nodes"),
+        value: pct(&mut after_commit, 0.99),
+        unit: "ms",
+        anchor: String::new(),
+        target: "",
+    });
     Ok(())
 }

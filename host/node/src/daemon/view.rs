@@ -136,6 +136,8 @@ pub(super) fn build(
             certificates_applied: s.certificates_applied,
             duplicates: s.duplicates,
             signatures_cached: s.signatures_cached,
+            tallies_adopted: s.tallies_adopted,
+            credits_vouched: s.credits_vouched,
             messages_sent: s.messages_sent,
             dds_received: t.received(),
             dds_malformed: t.malformed(),

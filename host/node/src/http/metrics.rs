@@ -133,6 +133,18 @@ impl Metrics {
             "Signature checks answered from the cache of verified signatures",
             s.signatures_cached,
         );
+        counter(
+            &mut r,
+            "tallies_adopted",
+            "Vouched catch-ups: settlement and credit tallies taken from heads more than a third of the weight reported",
+            s.tallies_adopted,
+        );
+        counter(
+            &mut r,
+            "credits_vouched",
+            "Votes on credits this node could not check, vouched for by more than a third of the weight",
+            s.credits_vouched,
+        );
         counter(&mut r, "messages_sent", "Protocol messages sent", s.messages_sent);
         counter(
             &mut r,

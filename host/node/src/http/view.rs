@@ -276,6 +276,13 @@ pub struct StatsView {
     /// signatures (a certificate's votes seen before).
     #[serde(default)]
     pub signatures_cached: u64,
+    /// Vouched catch-ups taken (`Stats::tallies_adopted`).
+    #[serde(default)]
+    pub tallies_adopted: u64,
+    /// Votes on credits this node could not check, vouched for by more
+    /// than a third of the weight (`Stats::credits_vouched`).
+    #[serde(default)]
+    pub credits_vouched: u64,
     pub messages_sent: u64,
     pub dds_received: u64,
     pub dds_malformed: u64,
