@@ -316,6 +316,7 @@ const T_ANSWER_SHARES: u8 = 6;
 const T_DIGEST_FROM: u8 = 7;
 const T_VERDICT_ECHO: u8 = 8;
 const T_OUTCOME_RESEND: u8 = 9;
+const T_QUORUM_RELAY: u8 = 10;
 /// Answers (a vote or an outcome sent back) one member's verdict queries
 /// and late verdict votes get per `retry_ms` from this node: as many as an
 /// honest node catching up asks per timer tick, so that a member asking
@@ -327,6 +328,9 @@ pub const OUTCOME_ASKS: u32 = 30;
 /// verdict"), sent by a node holding an escrow it has no verdict evidence
 /// for (it committed late); never counted.
 pub const VERDICT_QUERY: u64 = 2;
+/// A query from a member still holding an escrow past its deadline: those
+/// that closed it answer with the votes that closed it (never counted).
+pub const VERDICT_QUORUM_ASK: u64 = 3;
 /// Votes kept in memory to relay the quorum that closed an escrow
 /// (`Core::remember_quorum`): 16 384 votes, about 2.4 MB.
 pub const MAX_QUORUM_VOTES_KEPT: usize = 16_384;
@@ -1804,8 +1808,8 @@ impl Core {
     /// quorum settles too); a voter's second vote is a duplicate or, once
     /// its signature holds, an equivocation.
     fn on_verdict_vote(&mut self, voter_idx: u32, vote: Vote) -> Result<(), Reject> {
-        if vote.remaining > VERDICT_QUERY {
-            return self.reject("vote", "a verdict is 0 (refund), 1 (pay) or 2 (query)");
+        if vote.remaining > VERDICT_QUORUM_ASK {
+            return self.reject("vote", "a verdict is 0 (refund), 1 (pay), 2 (query) or 3 (quorum ask)");
         }
         let key = vote.request_id;
         let closed = self.closed_verdicts.get(&key).copied();
@@ -1813,7 +1817,7 @@ impl Core {
             .escrows
             .get(&key)
             .map(|o| Closed::of(&o.escrow))
-            .filter(|_| vote.remaining == VERDICT_QUERY);
+            .filter(|_| vote.remaining >= VERDICT_QUERY);
         if let Some(here) = closed.or(open) {
             // Settled here, or a peer asks where this node stands: answer
             // with this node's vote, at most once per `retry_ms`; and, at
@@ -1822,15 +1826,20 @@ impl Core {
             let tag = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
             let every = self.params.retry_ms;
             let outcome = self.run_outcome(here.requester_idx, here.version);
-            let asks_outcome = vote.remaining == VERDICT_QUERY && voter_idx == here.requester_idx && outcome.is_some();
-            // To a query about a verdict closed here, the votes that
-            // closed it (`remember_quorum`), this node's own among them.
-            let quorum = match (closed.is_some(), vote.remaining == VERDICT_QUERY) {
+            let asks_outcome = vote.remaining >= VERDICT_QUERY && voter_idx == here.requester_idx && outcome.is_some();
+            // To a quorum ask about a verdict closed here, the votes that
+            // closed it (`remember_quorum`), this node's own among them. Only
+            // to that: plain queries (a requester asking for its outcome, a
+            // member that learned of a commit late) are frequent, and a
+            // quorum in answer to each cost the simulator 2.5 times its work.
+            let quorum = match (closed.is_some(), vote.remaining == VERDICT_QUORUM_ASK) {
                 (true, true) => self.quorum_votes.get(&key).cloned().unwrap_or_default(),
                 _ => Vec::new(),
             };
-            let echo =
-                (here.my_vote.is_some() || !quorum.is_empty()) && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
+            let echo = here.my_vote.is_some() && !self.is_throttled(T_VERDICT_ECHO, 0, tag, every);
+            // Its own slot: a re-sent vote must not use up the answer to
+            // the quorum ask that follows it.
+            let relay = !quorum.is_empty() && !self.is_throttled(T_QUORUM_RELAY, 0, tag, every);
             let resend = asks_outcome && !self.is_throttled(T_OUTCOME_RESEND, 0, tag, every);
             let now = self.now_ms;
             let (since, used) = self.verdict_answers.get(&voter_idx).copied().unwrap_or((now, 0));
@@ -1840,16 +1849,17 @@ impl Core {
                 (since, used)
             };
             let budget = used < MAX_VERDICT_ANSWERS_PER_MEMBER;
-            if (echo || resend) && budget && self.check_vote(&vote).is_ok() {
+            if (echo || resend || relay) && budget && self.check_vote(&vote).is_ok() {
                 self.verdict_answers.insert(voter_idx, (since, used + 1));
-                if echo {
+                if relay {
+                    self.take_slot(T_QUORUM_RELAY, 0, tag);
+                    for v in &quorum {
+                        self.send(Message::Vote(*v));
+                    }
+                }
+                if let (true, Some(mine)) = (echo, here.my_vote.filter(|m| !relay || !quorum.contains(m))) {
                     self.take_slot(T_VERDICT_ECHO, 0, tag);
-                    if let Some(mine) = here.my_vote.filter(|m| !quorum.contains(m)) {
-                        self.send(Message::Vote(mine));
-                    }
-                    for v in quorum {
-                        self.send(Message::Vote(v));
-                    }
+                    self.send(Message::Vote(mine));
                 }
                 if resend && let Some(o) = outcome {
                     self.take_slot(T_OUTCOME_RESEND, 0, tag);
@@ -1861,7 +1871,7 @@ impl Core {
         let Some(open) = self.escrows.get(&key) else {
             return Ok(());
         };
-        if vote.remaining == VERDICT_QUERY {
+        if vote.remaining >= VERDICT_QUERY {
             return Ok(()); // nothing to answer with yet
         }
         let pay = vote.remaining == 1;
@@ -2032,7 +2042,7 @@ impl Core {
             match vote {
                 Some(vote) if query => {
                     self.send(Message::Vote(vote));
-                    if let Some(q) = Vote::build(&self.key, key, VERDICT_QUERY, self.params.vote_difficulty) {
+                    if let Some(q) = Vote::build(&self.key, key, VERDICT_QUORUM_ASK, self.params.vote_difficulty) {
                         self.send(Message::Vote(q));
                     }
                 }
@@ -2680,14 +2690,20 @@ impl Core {
             // escrow is open as unsettled, and that escrow may wait for
             // this very node (the provider that missed the quorum, or the
             // vote that makes the verdict's quorum) to settle the commit.
+            // Only the first missing version then: where every peer pruned
+            // it, the answer is empty, not a batch of certificates.
             let gap = settled < version && head.version >= version;
-            if head.version > version || head.settled > settled || gap {
-                let first = settled.min(version) + 1;
-                let last = head.version.max(head.settled);
-                if first <= last && !self.throttled(T_CERT_FETCH, head.idx, first, self.params.retry_ms) {
-                    let f = CertFetch::new(&self.key, h.from, head.idx, first, last);
-                    self.send(Message::CertFetch(f));
-                }
+            let range = if head.version > version || head.settled > settled {
+                Some((settled.min(version) + 1, head.version.max(head.settled)))
+            } else {
+                gap.then_some((settled + 1, settled + 1))
+            };
+            if let Some((first, last)) = range
+                && first <= last
+                && !self.throttled(T_CERT_FETCH, head.idx, first, self.params.retry_ms)
+            {
+                let f = CertFetch::new(&self.key, h.from, head.idx, first, last);
+                self.send(Message::CertFetch(f));
             }
             if let Some(shares) = shares
                 && head.shares > shares

@@ -410,16 +410,11 @@ fn verdict_queries_about_every_settled_purchase_get_bounded_answers() {
             .unwrap();
             let now = net.now;
             let _ = net.nodes[2].core.handle_message(now, Message::Vote(q));
-            let mut sent = 0;
             while let Some(o) = net.nodes[2].core.poll_output() {
                 if matches!(o, Output::Send(Message::Vote(_) | Message::Outcome(_))) {
-                    sent += 1;
+                    answers += 1;
                 }
             }
-            // An answer is the votes that closed the verdict (a quorum, 3
-            // of 4 here), this node's own among them.
-            assert!(sent <= 3, "{sent} messages in one answer");
-            answers += usize::from(sent > 0);
         }
     }
     assert_eq!(
@@ -444,7 +439,7 @@ fn verdict_queries_about_every_settled_purchase_get_bounded_answers() {
             again += 1;
         }
     }
-    assert!((1..=3).contains(&again), "{again} votes in the answer");
+    assert_eq!(again, 1);
 }
 
 /// Every DDS topic is best effort: a node whose reader had not matched the
