@@ -405,12 +405,13 @@ fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>)
 /// the same time), runs the contract, makes its run durable, signs the
 /// outcome and sends it; the buyer checks and records it.
 fn outcome_after_commit(cluster: &Cluster, n: usize, purchases: usize, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    // The compute contract hashes a chain of `rounds` SHA-256s. Sized from
-    // one calibration run to about 1 ms on this machine.
+    // The compute contract hashes a chain of `rounds` SHA-256s, sized to
+    // about 1 ms on this machine by the first few runs (not counted).
+    const CALIBRATION: usize = 5;
     let mut rounds = 2_000u64;
     let mut after_commit = Vec::new();
     let mut runs_us = Vec::new();
-    for k in 0..=purchases {
+    for k in 0..CALIBRATION + purchases {
         let buyer = &cluster.conns[1 + k % (n - 1)];
         let params = [
             "task=sha256-chain".to_string(),
@@ -438,7 +439,7 @@ fn outcome_after_commit(cluster: &Cluster, n: usize, purchases: usize, rows: &mu
             .outcome
             .and_then(|o| o.elapsed_us)
             .context("no run time at the provider")?;
-        if k == 0 {
+        if k < CALIBRATION {
             rounds = (rounds * 1_000 / run_us.max(1)).clamp(100, 9_000);
             continue;
         }
