@@ -124,6 +124,19 @@ fn start(n: usize, data_in: Option<&Path>, compute: bool) -> anyhow::Result<Clus
         }
         Ok(())
     })?;
+    // `Cluster::start` waits for one service; node 0 may offer the other
+    // first (its contracts load in any order).
+    let services = if compute { 2 } else { 1 };
+    while !cluster
+        .conns
+        .iter()
+        .all(|c| client::get_as::<StatusView>(c, "/api/status").is_ok_and(|s| s.services >= services))
+    {
+        if started.elapsed() > Duration::from_secs(120) {
+            bail!("{n} nodes did not see node 0's {services} services within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     eprintln!("{n} nodes ready (discovery {:.2} s)", started.elapsed().as_secs_f64());
     Ok(cluster)
 }
