@@ -635,14 +635,7 @@ fn a_provider_that_missed_a_quorum_fetches_its_gap_although_peers_report_it_unse
     net.offer_espresso();
     // Free: no escrow of its own (a verdict closed without this node is
     // the next test).
-    let tea = vec![ServiceOffer {
-        name: "tea".into(),
-        price: 0,
-        contract_hash: [3; 32],
-    }];
-    net.nodes[2].core.set_services(net.now, tea);
-    net.flush(2);
-    net.run();
+    net.offer(2, "tea", 0, [3; 32]);
     // Provider 0 is away while wallet 1 buys its espresso (v1), then tea
     // from node 2 (v2): nodes 1, 2 and 3 commit both.
     net.isolated[0] = true;
@@ -691,14 +684,7 @@ fn a_provider_that_missed_a_quorum_fetches_its_gap_although_peers_report_it_unse
 fn a_member_that_settles_after_the_verdict_closed_elsewhere_closes_it_from_the_relayed_quorum() {
     let mut net = Net::new(4);
     net.offer_espresso();
-    let tea = vec![ServiceOffer {
-        name: "tea".into(),
-        price: 2 * UNITS_PER_COIN,
-        contract_hash: [3; 32],
-    }];
-    net.nodes[2].core.set_services(net.now, tea);
-    net.flush(2);
-    net.run();
+    net.offer(2, "tea", 2 * UNITS_PER_COIN, [3; 32]);
     // Node 0 is away while wallet 1 buys tea from node 2: nodes 1, 2 and 3
     // commit, node 2 serves, and the three of them pay node 2.
     net.isolated[0] = true;

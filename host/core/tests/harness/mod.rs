@@ -88,13 +88,18 @@ impl Net {
 
     /// Node 0 offers espresso at 2 coins.
     pub fn offer_espresso(&mut self) {
+        self.offer(0, "espresso", 2 * UNITS_PER_COIN, [1; 32]);
+    }
+
+    /// Node `i` offers one service, and everyone hears of it.
+    pub fn offer(&mut self, i: usize, name: &str, price: u64, contract_hash: [u8; 32]) {
         let offers = vec![ServiceOffer {
-            name: "espresso".into(),
-            price: 2 * UNITS_PER_COIN,
-            contract_hash: [1; 32],
+            name: name.into(),
+            price,
+            contract_hash,
         }];
-        self.nodes[0].core.set_services(self.now, offers);
-        self.flush(0);
+        self.nodes[i].core.set_services(self.now, offers);
+        self.flush(i);
         self.run();
     }
 
