@@ -174,7 +174,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
 /// 4 nodes; node-1 hosts espresso (bench_net's cluster, domain 5, ports
 /// from 21 000), with the `[store]` settings under test.
 fn start_cluster(sensor_hz: f64, store: StoreConfig, args: &Args) -> anyhow::Result<Cluster> {
-    Cluster::start(N, args.data_in.as_deref(), 5, 21_000, sensor_hz, |i, config, cfg| {
+    Cluster::start(N, args.data_in.as_deref(), 5, 21_000, sensor_hz, 1, |i, config, cfg| {
         cfg.store = store.clone();
         if i == 0 {
             install_contracts(config, cfg, &args.contracts, &["espresso"])?;

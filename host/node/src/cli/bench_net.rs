@@ -110,7 +110,9 @@ impl Drop for Cluster {
 fn start(n: usize, data_in: Option<&Path>, compute: bool) -> anyhow::Result<Cluster> {
     let started = Instant::now();
     // Sensors off: only purchases on the wire.
-    let cluster = Cluster::start(n, data_in, 3, 20_000, 0.0, |i, config, cfg| {
+    // Node 0's contracts load in any order: wait for all of them.
+    let services = if compute { 2 } else { 1 };
+    let cluster = Cluster::start(n, data_in, 3, 20_000, 0.0, services, |i, config, cfg| {
         if i == 0 {
             let wasm = include_bytes!(concat!(env!("OUT_DIR"), "/espresso.wasm"));
             let folder = config.parent().context("folder")?.join(&cfg.contracts_dir);
@@ -124,19 +126,6 @@ fn start(n: usize, data_in: Option<&Path>, compute: bool) -> anyhow::Result<Clus
         }
         Ok(())
     })?;
-    // `Cluster::start` waits for one service; node 0 may offer the other
-    // first (its contracts load in any order).
-    let services = if compute { 2 } else { 1 };
-    while !cluster
-        .conns
-        .iter()
-        .all(|c| client::get_as::<StatusView>(c, "/api/status").is_ok_and(|s| s.services >= services))
-    {
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("{n} nodes did not see node 0's {services} services within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     eprintln!("{n} nodes ready (discovery {:.2} s)", started.elapsed().as_secs_f64());
     Ok(cluster)
 }
@@ -158,13 +147,14 @@ impl Cluster {
     /// temporary one by default), every member funded from the start. DDS
     /// domain `domain`, node i's API on `api_port_base + i`. `configure`
     /// edits node i's `node.toml` (its path, its content) before it starts.
-    /// Returns once every node sees the others and a service.
+    /// Returns once every node sees the others and `services` services.
     pub(super) fn start(
         n: usize,
         data_in: Option<&Path>,
         domain: u16,
         api_port_base: u16,
         sensor_hz: f64,
+        services: usize,
         configure: impl Fn(usize, &Path, &mut NodeConfig) -> anyhow::Result<()>,
     ) -> anyhow::Result<Cluster> {
         let dir = match data_in {
@@ -208,7 +198,7 @@ impl Cluster {
         let started = Instant::now();
         while !cluster.conns.iter().all(|c| {
             client::get_as::<StatusView>(c, "/api/status")
-                .is_ok_and(|s| s.services >= 1 && s.peers.dds_participants + 1 >= n)
+                .is_ok_and(|s| s.services >= services && s.peers.dds_participants + 1 >= n)
         }) {
             if started.elapsed() > Duration::from_secs(120) {
                 bail!("{n} nodes did not discover each other within 120 s");
