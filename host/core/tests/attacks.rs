@@ -772,3 +772,76 @@ fn node_3_misses_purchases_of(buyers: &[usize], rounds: usize) -> Net {
     }
     net
 }
+
+/// Batch verification (`Core::preverify`) changes what a signature costs,
+/// never whether it counts: a forged copy of a vote batched with the valid
+/// ones fails the batch at the node it reaches, and is refused alone there;
+/// every node commits the same wallets as a network that never batches.
+#[test]
+fn a_forged_vote_in_a_batch_is_refused_alone_and_batching_changes_no_outcome() {
+    let buy_twice = |batched: bool| {
+        let mut net = Net::new(8);
+        net.offer_espresso();
+        let mut forged_at_5 = 0;
+        let voter_3 = net.id(3);
+        for buyer in [1, 2] {
+            let now = net.now;
+            net.nodes[buyer]
+                .core
+                .buy(now, "espresso", None, 2 * UNITS_PER_COIN, vec![])
+                .unwrap();
+            net.flush(buyer);
+            if !batched {
+                net.run();
+                continue;
+            }
+            net.run_batched(|to, msgs| {
+                // Node 5 gets, first in its batch, node 3's vote with its
+                // signature flipped.
+                if to != 5 || forged_at_5 > 0 {
+                    return;
+                }
+                let Some(Message::Vote(v)) = msgs
+                    .iter()
+                    .find(|m| matches!(m, Message::Vote(v) if v.voter == voter_3))
+                    .cloned()
+                else {
+                    return;
+                };
+                let mut forged = v;
+                forged.sig.0[10] ^= 0x40;
+                msgs.insert(0, Message::Vote(forged));
+                forged_at_5 += 1;
+            });
+        }
+        net.tick(10_000);
+        net.run();
+        assert_eq!(forged_at_5, usize::from(batched), "the forgery was sent");
+        net
+    };
+    let batched = buy_twice(true);
+    let plain = buy_twice(false);
+    for at in 0..8 {
+        assert_eq!(
+            wallets(&batched, at),
+            wallets(&plain, at),
+            "node {at}: batching changed an outcome"
+        );
+        assert_eq!(batched.wallet(at, 1).version, 1, "node {at} did not commit");
+        assert_eq!(plain.nodes[at].core.stats().signatures_batched, 0);
+    }
+    let stats = |at: usize| batched.nodes[at].core.stats().clone();
+    assert!(
+        stats(0).signatures_batched >= 6,
+        "the provider batched a round of votes: {:?}",
+        stats(0).signatures_batched
+    );
+    assert_eq!(stats(0).batches_failed, 0);
+    assert_eq!(stats(5).batches_failed, 1, "the forgery failed node 5's batch");
+    assert_eq!(stats(5).rejected.get("vote: vote signature is invalid"), Some(&1));
+    assert_eq!(
+        stats(5).votes_received,
+        stats(4).votes_received,
+        "node 5 counted the real votes alone"
+    );
+}

@@ -152,6 +152,30 @@ impl Net {
         }
     }
 
+    /// [`Self::run`], but in rounds, as a node drains what arrived together:
+    /// each node gets the round's messages batched (`Core::preverify`), then
+    /// one by one. `tamper` may change what one node gets in one round.
+    pub fn run_batched(&mut self, mut tamper: impl FnMut(usize, &mut Vec<Message>)) {
+        let mut rounds = 0;
+        while !self.queue.is_empty() {
+            rounds += 1;
+            assert!(rounds < 10_000, "message storm");
+            let round: Vec<(usize, Message)> = self.queue.drain(..).collect();
+            for to in 0..self.nodes.len() {
+                if self.isolated[to] {
+                    continue;
+                }
+                let mut msgs: Vec<Message> = round.iter().filter(|(f, _)| *f != to).map(|(_, m)| m.clone()).collect();
+                tamper(to, &mut msgs);
+                self.nodes[to].core.preverify(&msgs);
+                for m in msgs {
+                    let _ = self.nodes[to].core.handle_message(self.now, m);
+                }
+                self.flush(to);
+            }
+        }
+    }
+
     pub fn tick(&mut self, ms: u64) {
         self.now += ms;
         for i in 0..self.nodes.len() {

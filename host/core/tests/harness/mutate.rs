@@ -414,6 +414,9 @@ pub struct Replica {
     pub now: u64,
     /// The node has restarted (it forgot what is not on its disk).
     pub restarted: bool,
+    /// The last honest message, batched with each attacker message
+    /// (`Core::preverify`), as a node batches what arrived together.
+    last_msg: Option<Message>,
 }
 
 impl Replica {
@@ -426,6 +429,7 @@ impl Replica {
             runs: BTreeMap::new(),
             now: 0,
             restarted: false,
+            last_msg: None,
         }
     }
 
@@ -466,6 +470,7 @@ impl Replica {
         }
         match input {
             Input::Msg(t, m) => {
+                self.last_msg = Some(m.clone());
                 let _ = self.core.handle_message(*t, m.clone());
             }
             Input::Timeout(t) => self.core.handle_timeout(*t),
@@ -492,7 +497,14 @@ impl Replica {
         QUIET.with(|q| q.set(true));
         let r = catch_unwind(AssertUnwindSafe(|| {
             let _ = match a {
-                Payload::Msg(m) => self.core.handle_message(now, (**m).clone()),
+                Payload::Msg(m) => {
+                    // A forgery batched with a valid message must fail the
+                    // batch and be refused alone: the twin never batches.
+                    let mut batch = vec![(**m).clone()];
+                    batch.extend(self.last_msg.clone());
+                    self.core.preverify(&batch);
+                    self.core.handle_message(now, (**m).clone())
+                }
                 Payload::Bytes(b) => self.core.handle_bytes(now, b),
             };
             self.drain()
@@ -1315,6 +1327,7 @@ pub enum Check {
     RunTwice,
     Pending,
     Blame,
+    Forged,
     Twin,
     Leftover,
 }
@@ -1347,6 +1360,7 @@ struct Probe {
     decisions: usize,
     requests: usize,
     blame: u64,
+    votes_received: u64,
 }
 
 fn probe(core: &Core) -> Probe {
@@ -1367,6 +1381,7 @@ fn probe(core: &Core) -> Probe {
             .filter(|(k, _)| k.contains("equivocation") || k.contains("double spend"))
             .map(|(_, n)| n)
             .sum(),
+        votes_received: core.stats().votes_received,
     }
 }
 
@@ -1457,6 +1472,18 @@ fn judge_once(
                 "an input no member signed opened pending work: decisions {} -> {}, requests {} -> {}",
                 before.decisions, after.decisions, before.requests, after.requests
             ),
+        ));
+    }
+    // Ground truth for signatures: the lone check. A vote that fails it is
+    // never counted, however it was batched (`Core::preverify`).
+    if let Payload::Msg(m) = payload
+        && let Message::Vote(v) = &**m
+        && !wallance_core::crypto::verify(&v.voter, &v.hash(), &v.sig)
+        && after.votes_received > before.votes_received
+    {
+        return Err((
+            Check::Forged,
+            "a vote whose signature does not verify was counted".into(),
         ));
     }
     if !fresh && after.blame > before.blame {
