@@ -74,10 +74,10 @@ struct Node {
     loaded: Loaded,
     stop: Arc<AtomicBool>,
     opts: RunOptions,
-    commits: VecDeque<CommitView>,
-    outcomes: VecDeque<OutcomeView>,
+    commits: VecDeque<Arc<CommitView>>,
+    outcomes: VecDeque<Arc<OutcomeView>>,
     /// Outcomes this node produced as a provider (newest first, 200).
-    produced: VecDeque<OutcomeView>,
+    produced: VecDeque<Arc<OutcomeView>>,
     contracts: Vec<ContractState>,
     purchases: purchases::Book,
     acks: Vec<SyncSender<()>>,
@@ -303,7 +303,7 @@ impl Node {
         let (mut outcomes, mut produced) = (VecDeque::new(), VecDeque::new());
         for p in purchases.recent(SHOWN) {
             let Some(o) = &p.outcome else { continue };
-            let v = OutcomeView {
+            let v = Arc::new(OutcomeView {
                 request_id: p.request_id.clone(),
                 provider: p.provider.clone(),
                 requester: p.requester.clone(),
@@ -313,7 +313,7 @@ impl Node {
                 at_ms: o.at_ms,
                 service: p.service.clone(),
                 logs: o.logs.clone(),
-            };
+            });
             if p.provider_id == key.id().to_hex() {
                 produced.push_back(v.clone());
             }
@@ -399,6 +399,9 @@ impl Node {
                     break;
                 }
                 let now = now_ms();
+                // What arrived together is verified as one batch: under
+                // load the batches grow, and a signature costs about half.
+                self.core.preverify(&inbox);
                 for m in inbox.drain(..) {
                     self.dirty = true;
                     if let Err(r) = self.core.handle_message(now, m) {
@@ -496,7 +499,7 @@ impl Node {
                 );
                 self.purchases.ran(&done);
                 let done = *done;
-                self.produced.push_front(OutcomeView {
+                self.produced.push_front(Arc::new(OutcomeView {
                     request_id: hex::encode(done.request_id),
                     provider: self.name(&self.key.id()),
                     requester: self.name(&done.requester),
@@ -506,7 +509,7 @@ impl Node {
                     at_ms: now_ms(),
                     service: done.service,
                     logs: done.logs,
-                });
+                }));
                 self.produced.truncate(SHOWN);
                 // The writes become durable in the run's `RunDone`, with
                 // the next commit, or not at all (a run not owed).
@@ -715,7 +718,7 @@ impl Node {
                     );
                 }
                 info!(requester = %c.requester, version, service = %service, latency_ms, "committed");
-                self.commits.push_front(c);
+                self.commits.push_front(Arc::new(c));
                 self.commits.truncate(SHOWN);
             }
             Event::Outcome(o) => {
@@ -734,7 +737,7 @@ impl Node {
                     println!("OUTCOME {} ok={} {}", v.request_id, v.ok, v.body);
                 }
                 info!(provider = %v.provider, ok = v.ok, "outcome: {}", v.body);
-                self.outcomes.push_front(v);
+                self.outcomes.push_front(Arc::new(v));
                 self.outcomes.truncate(SHOWN);
             }
             Event::Settled {

@@ -1,8 +1,9 @@
 //! The [`View`] the loop publishes, built from the core, the transport and
 //! what the loop keeps (the HTTP side only ever reads it).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wallance_core::{Core, Keypair};
@@ -54,9 +55,9 @@ pub(super) fn build(
     core: &Core,
     network: &NetworkFile,
     key: &Keypair,
-    commits: &VecDeque<CommitView>,
-    outcomes: &VecDeque<OutcomeView>,
-    produced: &VecDeque<OutcomeView>,
+    commits: &VecDeque<Arc<CommitView>>,
+    outcomes: &VecDeque<Arc<OutcomeView>>,
+    produced: &VecDeque<Arc<OutcomeView>>,
     contracts: &[ContractState],
     transport: &Transport,
     store_path: &Path,
@@ -69,6 +70,11 @@ pub(super) fn build(
     let t = transport.stats();
     let store_bytes = std::fs::metadata(store_path).map(|m| m.len()).unwrap_or(0);
     let runs = core.runs();
+    // Each wallet's newest commit, in one pass (the list is newest first).
+    let mut last_commits: HashMap<&str, &CommitView> = HashMap::new();
+    for c in commits {
+        last_commits.entry(c.requester_id.as_str()).or_insert(c);
+    }
     View {
         me: name(&key.id()),
         id: key.id().to_hex(),
@@ -87,15 +93,12 @@ pub(super) fn build(
                 spendable: w.spendable(params),
                 shares: w.shares_seen,
                 received: w.received,
-                last_commit: commits
-                    .iter()
-                    .find(|c| c.requester_id == w.id.to_hex())
-                    .map(|c| LastCommit {
-                        request_id: c.request_id.clone(),
-                        service: c.service.clone(),
-                        price: c.price,
-                        at_ms: c.at_ms,
-                    }),
+                last_commit: last_commits.get(w.id.to_hex().as_str()).map(|c| LastCommit {
+                    request_id: c.request_id.clone(),
+                    service: c.service.clone(),
+                    price: c.price,
+                    at_ms: c.at_ms,
+                }),
             })
             .collect(),
         pending: core
@@ -136,6 +139,8 @@ pub(super) fn build(
             certificates_applied: s.certificates_applied,
             duplicates: s.duplicates,
             signatures_cached: s.signatures_cached,
+            signatures_batched: s.signatures_batched,
+            batches_failed: s.batches_failed,
             tallies_adopted: s.tallies_adopted,
             credits_vouched: s.credits_vouched,
             messages_sent: s.messages_sent,

@@ -135,6 +135,18 @@ impl Metrics {
         );
         counter(
             &mut r,
+            "signatures_batched",
+            "Signatures verified in Ed25519 batches that held",
+            s.signatures_batched,
+        );
+        counter(
+            &mut r,
+            "signature_batches_failed",
+            "Signature batches that did not hold: each of their signatures was then verified alone",
+            s.batches_failed,
+        );
+        counter(
+            &mut r,
             "tallies_adopted",
             "Vouched catch-ups: settlement and credit tallies taken from heads more than a third of the weight reported",
             s.tallies_adopted,
@@ -309,8 +321,8 @@ mod tests {
     use super::*;
     use crate::http::view::CommitView;
 
-    fn commit(id: &str, latency_ms: u64) -> CommitView {
-        CommitView {
+    fn commit(id: &str, latency_ms: u64) -> std::sync::Arc<CommitView> {
+        std::sync::Arc::new(CommitView {
             requester: "node-2".into(),
             requester_id: "00".into(),
             version: 1,
@@ -323,7 +335,7 @@ mod tests {
             latency_ms,
             from_certificate: false,
             at_ms: 0,
-        }
+        })
     }
 
     #[test]

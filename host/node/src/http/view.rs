@@ -52,10 +52,12 @@ pub struct View {
     pub reward_units: u64,
     pub wallets: Vec<WalletView>,
     pub pending: Vec<PendingView>,
-    pub commits: Vec<CommitView>,
-    pub outcomes: Vec<OutcomeView>,
+    /// Shared with the node's own lists: publishing a view (at every
+    /// group of commits) copies pointers, not 600 records.
+    pub commits: Vec<Arc<CommitView>>,
+    pub outcomes: Vec<Arc<OutcomeView>>,
     /// Outcomes this node produced as a provider, with the contract's logs.
-    pub produced: Vec<OutcomeView>,
+    pub produced: Vec<Arc<OutcomeView>>,
     pub services: Vec<ServiceView>,
     pub contracts: Vec<ContractState>,
     pub peers: PeersView,
@@ -276,6 +278,12 @@ pub struct StatsView {
     /// signatures (a certificate's votes seen before).
     #[serde(default)]
     pub signatures_cached: u64,
+    /// Signatures verified in batches that held (`Core::preverify`), and
+    /// batches that did not (a bad signature in them).
+    #[serde(default)]
+    pub signatures_batched: u64,
+    #[serde(default)]
+    pub batches_failed: u64,
     /// Vouched catch-ups taken (`Stats::tallies_adopted`).
     #[serde(default)]
     pub tallies_adopted: u64,
