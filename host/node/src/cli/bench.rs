@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use serde::Serialize;
+use wallance_core::crypto::SigCache;
 use wallance_core::msg::{Message, Request, RequestDraft, ServiceOffer, Vote};
 use wallance_core::{Core, CoreConfig, Keypair, Membership, Params, Snapshot, UNITS_PER_COIN, pow};
 use wallance_sim::{Mode, NetModel, SimConfig, simulate};
@@ -135,6 +136,9 @@ fn pow_rows(rows: &mut Vec<Row>) {
 pub(super) struct SignatureCosts {
     pub(super) sign_us: f64,
     pub(super) verify_us: f64,
+    /// Per vote, verified in a batch of 8 and of 64 (`Core::preverify`).
+    pub(super) batch8_us: f64,
+    pub(super) batch64_us: f64,
 }
 
 impl SignatureCosts {
@@ -155,7 +159,28 @@ impl SignatureCosts {
         let verify_us = time_us(5, 400, |i| {
             assert!(votes[i % votes.len()].check(difficulty).is_ok());
         });
-        SignatureCosts { sign_us, verify_us }
+        // A cache that keeps decoded keys but no signatures, so that every
+        // batch verifies again.
+        let mut cache = SigCache::new(0);
+        let mut batch_us = |size: usize| {
+            let per = time_us(5, 400 / size, |i| {
+                let from = (i * size) % (votes.len() - size);
+                let items: Vec<_> = votes[from..from + size]
+                    .iter()
+                    .map(|v| (v.voter, v.check_pow(difficulty).expect("solved"), v.sig))
+                    .collect();
+                assert_eq!(cache.verify_batch(&items), size);
+            });
+            per / size as f64
+        };
+        let batch8_us = batch_us(8);
+        let batch64_us = batch_us(64);
+        SignatureCosts {
+            sign_us,
+            verify_us,
+            batch8_us,
+            batch64_us,
+        }
     }
 }
 
@@ -176,6 +201,15 @@ fn crypto_rows(rows: &mut Vec<Row>) {
         "ed25519-dalek verify 31 µs here",
         "",
     ));
+    for (size, us) in [(8, costs.batch8_us), (64, costs.batch64_us)] {
+        rows.push(row(
+            format!("vote verification in a batch of {size}, per vote"),
+            us,
+            "µs",
+            &format!("alone {:.1} µs: {:.2}x", costs.verify_us, costs.verify_us / us),
+            "",
+        ));
+    }
     let vote = Vote::build(&key, [0; 32], 5, Params::default().vote_difficulty).expect("solvable");
     let bytes = Message::Vote(vote).encode().map(|b| b.len()).unwrap_or(0);
     rows.push(row(
@@ -331,6 +365,27 @@ fn sim_rows(rows: &mut Vec<Row>, large: bool) {
         };
         let mut cfg = SimConfig::new(n, 42);
         let name = net.name;
+        // What the provider's downlink alone needs to receive a quorum of
+        // votes: a floor under the consensus time whatever the CPU does.
+        let vote_bytes = Message::Vote(
+            Vote::build(&Keypair::from_seed([7; 32]), [0; 32], 5, cfg.params.vote_difficulty).expect("solvable"),
+        )
+        .encode()
+        .map_or(0, |b| b.len()) as u64
+            + net.overhead_bytes;
+        let quorum = Membership::new(
+            (0..n)
+                .map(|i| {
+                    let mut id = [0u8; 32];
+                    id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    wallance_core::MemberId(id)
+                })
+                .collect(),
+        )
+        .expect("distinct")
+        .quorum_count(&cfg.params) as u64;
+        let floor_ms = (quorum * vote_bytes * 8) as f64 * 1e3 / net.downlink_bits_per_s as f64;
+        let downlink_mbit = net.downlink_bits_per_s / 1_000_000;
         cfg.net = net;
         cfg.mode = Mode::Latency {
             purchases,
@@ -353,6 +408,15 @@ fn sim_rows(rows: &mut Vec<Row>, large: bool) {
             "",
             "",
         ));
+        if n >= 1_000 {
+            rows.push(row(
+                format!("  floor: a quorum of votes through the provider's downlink, {n} members"),
+                floor_ms,
+                "ms",
+                &format!("{quorum} votes of {vote_bytes} B at {downlink_mbit} Mbit/s"),
+                "",
+            ));
+        }
         rows.push(row(
             format!("received per node per purchase, {n} members, {name}"),
             r.bytes_received_per_node / purchases as f64 / 1000.0,
