@@ -123,6 +123,9 @@ pub struct SigCache {
     salt: Hash,
     /// Verifications skipped because the triple was here.
     pub hits: u64,
+    /// Signatures checked: alone, plus every one put in a batch (whether
+    /// the batch held or not). The work done, in signatures.
+    pub checked: u64,
     /// Signatures verified in batches that held.
     pub batched: u64,
     /// Batches that did not hold (one signature or more was bad).
@@ -147,6 +150,7 @@ impl SigCache {
             keys: std::collections::HashMap::new(),
             salt,
             hits: 0,
+            checked: 0,
             batched: 0,
             batches_failed: 0,
         }
@@ -189,6 +193,7 @@ impl SigCache {
         let Some(a) = self.point(signer) else {
             return false;
         };
+        self.checked += 1;
         if !verify_decoded(&a, signer, digest, sig) {
             return false;
         }
@@ -217,6 +222,7 @@ impl SigCache {
         if todo.is_empty() {
             return 0;
         }
+        self.checked += todo.len() as u64;
         if !verify_batch(&todo, &self.salt) {
             self.batches_failed += 1;
             return 0;

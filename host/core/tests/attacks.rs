@@ -845,3 +845,58 @@ fn a_forged_vote_in_a_batch_is_refused_alone_and_batching_changes_no_outcome() {
         "node 5 counted the real votes alone"
     );
 }
+
+/// A certificate is checked one signature after another and refused at
+/// the first bad one. Put in a batch, a network attacker's certificate
+/// (a recorded request, 40 votes with made-up signatures and cheap work)
+/// would cost every node 41 signatures instead of 2: batching must never
+/// take a message whose lone check stops early.
+#[test]
+fn a_forged_certificate_costs_a_node_its_first_bad_signature_not_a_batch() {
+    let mut net = Net::new(48);
+    net.offer_espresso();
+    let request = net.buy(1).unwrap();
+    let target = 47;
+    // A recorded request; its certificate with made-up votes arrives at a
+    // node that has not committed it (a fresh one).
+    let mut fresh = Net::new(48);
+    let params = Params {
+        initial_units: 10 * UNITS_PER_COIN,
+        ..Params::default()
+    };
+    let mut votes = Vec::new();
+    for voter_idx in 0..40u32 {
+        let mut v = Vote {
+            voter: fresh.id(voter_idx as usize),
+            request_id: request.id(),
+            remaining: 0,
+            nonce: 0,
+            sig: wallance_core::Signature([voter_idx as u8 + 1; 64]),
+        };
+        while v.check_pow(params.vote_difficulty).is_err() {
+            v.nonce += 1;
+        }
+        votes.push(wallance_core::msg::CertVote {
+            voter_idx,
+            nonce: v.nonce,
+            sig: v.sig,
+        });
+    }
+    let cert = Certificate {
+        request: request.clone(),
+        remaining: 0,
+        votes,
+        provider_sig: wallance_core::Signature::default(),
+    };
+    let core = &mut fresh.nodes[target].core;
+    let before = core.stats().signatures_checked;
+    let batch = vec![Message::Certificate(Box::new(cert.clone())), Message::Request(request)];
+    core.preverify(&batch);
+    let _ = core.handle_message(fresh.now, Message::Certificate(Box::new(cert)));
+    let checked = core.stats().signatures_checked - before;
+    assert!(checked <= 3, "a forged certificate cost {checked} signature checks");
+    assert_eq!(
+        core.stats().rejected.get("certificate: vote signature is invalid"),
+        Some(&1)
+    );
+}

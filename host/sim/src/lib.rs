@@ -143,8 +143,8 @@ pub struct CpuModel {
     /// alone hid a liveness hole: `pruned-catch-up` seed 601 failed only
     /// with cheap certificates (`Core::credits_vouched`).
     pub certificate_votes_verified: bool,
-    /// Model the node's batch verification (`Core::preverify`): votes,
-    /// requests and certificates that arrive while the node is busy wait,
+    /// Model the node's batch verification (`Core::preverify`): votes and
+    /// requests that arrive while the node is busy wait,
     /// and are verified in one batch when it gets to them. A signature in a
     /// batch costs `batch_sig_us`, and each batch `batch_fixed_us` more
     /// (measured by `vbench`-style runs in the `bench` command: 20 + 13 k µs
@@ -419,7 +419,7 @@ impl SimConfig {
 
 /// The kinds `Core::preverify` batches.
 fn batched(m: &Message) -> bool {
-    matches!(m, Message::Vote(_) | Message::Request(_) | Message::Certificate(_))
+    matches!(m, Message::Vote(_) | Message::Request(_))
 }
 
 /// The names [`SimConfig::scenario`] knows.
