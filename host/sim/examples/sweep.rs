@@ -31,6 +31,7 @@ fn main() {
     let mut commits = 0;
     let mut failing = 0;
     let mut checks = (0, 0);
+    let mut batches = (0, 0);
     for seed in first..first + n {
         let Some(mut c) = SimConfig::scenario(name, seed) else {
             eprintln!("unknown scenario {name}: one of {}", SCENARIOS.join(", "));
@@ -42,6 +43,8 @@ fn main() {
         commits += r.commits;
         checks.0 += r.money_checks;
         checks.1 += r.liveness_checks;
+        batches.0 += r.signatures_batched;
+        batches.1 += r.batches_failed;
         if !r.ok() {
             failing += 1;
         }
@@ -63,10 +66,12 @@ fn main() {
     }
     println!(
         "{name}, {n} seeds from {first}, money {money:?}: {:.1}s, {commits} commits, {injected} injected, \
-         {} money and {} liveness checks, {failing} failing seeds",
+         {} money and {} liveness checks, {} signatures batched, {} batches failed, {failing} failing seeds",
         start.elapsed().as_secs_f64(),
         checks.0,
-        checks.1
+        checks.1,
+        batches.0,
+        batches.1
     );
     for (class, (seeds, count, seed, example)) in classes {
         println!("  {class}: {seeds} seeds, {count} times; first seed {seed}: {example}");

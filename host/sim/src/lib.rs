@@ -457,6 +457,11 @@ pub struct Report {
     /// Times an honest node took its tallies from vouched heads (it had
     /// commits whose certificates every peer had pruned).
     pub tallies_adopted: u64,
+    /// Signatures honest nodes verified in batches that held, and batches
+    /// that failed (a forgery in them), since each node's last start: shows
+    /// that the batch path runs, forgeries included.
+    pub signatures_batched: u64,
+    pub batches_failed: u64,
     pub crashes: u64,
     /// Batches committed without fsync that crashes lost.
     pub lazy_batches_lost: u64,
@@ -2540,6 +2545,14 @@ impl Sim {
             .filter_map(|x| x.core.as_ref())
             .map(|c| c.stats().tallies_adopted)
             .sum();
+        let (signatures_batched, batches_failed) = self
+            .nodes
+            .iter()
+            .filter(|x| !x.byzantine)
+            .filter_map(|x| x.core.as_ref())
+            .fold((0, 0), |(b, f), c| {
+                (b + c.stats().signatures_batched, f + c.stats().batches_failed)
+            });
         let wallets = self
             .nodes
             .iter()
@@ -2603,6 +2616,8 @@ impl Sim {
             bytes_received_per_node: self.nodes.iter().map(|x| x.recv_bytes as f64).sum::<f64>() / n,
             rejected,
             tallies_adopted,
+            signatures_batched,
+            batches_failed,
             crashes: self.crashes,
             lazy_batches_lost: self.lazy_batches_lost,
             partitions: self.partitions,
