@@ -288,6 +288,11 @@ pub struct Core {
     stats: Stats,
     /// Signatures verified here, so a certificate does not verify them again.
     sigs: SigCache,
+    /// Batches [`Self::preverify`] skips, and failed batches in a row: after
+    /// a failure it verifies alone for 2, 4 ... 64 calls, so a flood of
+    /// forgeries cannot make every batch a wasted one.
+    batch_skip: u32,
+    batch_failures: u32,
     now_ms: u64,
 }
 
@@ -463,6 +468,8 @@ impl Core {
             outbox: VecDeque::new(),
             stats: Stats::default(),
             sigs: SigCache::with_salt(SIG_CACHE_ENTRIES, salt),
+            batch_skip: 0,
+            batch_failures: 0,
             now_ms,
             params,
         };
@@ -736,7 +743,10 @@ impl Core {
     /// in it passes the lone check (`crypto::verify`, the same cofactored
     /// rule). If one is bad nothing is kept and each is verified alone when
     /// handled, as without batching: a forgery among them makes their
-    /// checks cost less than twice what they cost alone.
+    /// checks cost less than twice what they cost alone, and the calls
+    /// after a failed batch verify alone (2, 4 ... up to 64 of them, while
+    /// batches keep failing), so a flood of forgeries costs the honest
+    /// messages beside them about what they cost without batching.
     pub fn preverify(&mut self, msgs: &[Message]) {
         let mut items = Vec::new();
         for m in msgs {
@@ -770,8 +780,19 @@ impl Core {
         if items.len() < 2 {
             return;
         }
+        if self.batch_skip > 0 {
+            self.batch_skip -= 1;
+            return;
+        }
         for chunk in items.chunks(MAX_BATCH) {
+            let failed = self.sigs.batches_failed;
             self.sigs.verify_batch(chunk);
+            if self.sigs.batches_failed > failed {
+                self.batch_failures = (self.batch_failures + 1).min(6);
+                self.batch_skip = 1 << self.batch_failures;
+                break;
+            }
+            self.batch_failures = 0;
         }
         self.stats.signatures_batched = self.sigs.batched;
         self.stats.batches_failed = self.sigs.batches_failed;

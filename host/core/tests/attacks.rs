@@ -900,3 +900,52 @@ fn a_forged_certificate_costs_a_node_its_first_bad_signature_not_a_batch() {
         Some(&1)
     );
 }
+
+/// A flood of forged votes must not make every batch a wasted one: after a
+/// failed batch the node verifies alone for a while (2, 4 ... 64 calls),
+/// and batches again once one holds.
+#[test]
+fn after_a_failed_batch_the_node_verifies_alone_for_a_while() {
+    let keys = harness::keys(8);
+    let difficulty = Params::default().vote_difficulty;
+    let mut round = 0u8;
+    let mut votes = |forged: bool| {
+        round += 1;
+        let mut batch: Vec<Message> = (1..6)
+            .map(|i| Message::Vote(Vote::build(&keys[i], [round; 32], 5, difficulty).unwrap()))
+            .collect();
+        if forged && let Message::Vote(v) = &mut batch[2] {
+            v.sig.0[3] ^= 1;
+        }
+        batch
+    };
+    let mut core = Net::new(8).nodes.swap_remove(0).core;
+    let stats = |core: &wallance_core::Core| (core.stats().signatures_batched, core.stats().batches_failed);
+    core.preverify(&votes(false));
+    assert_eq!(stats(&core), (5, 0));
+    core.preverify(&votes(true));
+    assert_eq!(stats(&core), (5, 1));
+    // Two calls verify alone, then batches resume.
+    core.preverify(&votes(false));
+    core.preverify(&votes(false));
+    assert_eq!(stats(&core), (5, 1), "skipped after the failure");
+    core.preverify(&votes(false));
+    assert_eq!(stats(&core), (10, 1));
+    // Failures in a row double the pause: 2, then 4.
+    core.preverify(&votes(true));
+    for _ in 0..2 {
+        core.preverify(&votes(true));
+    }
+    core.preverify(&votes(true));
+    assert_eq!(stats(&core), (10, 3));
+    for _ in 0..4 {
+        core.preverify(&votes(false));
+    }
+    assert_eq!(
+        stats(&core),
+        (10, 3),
+        "four calls alone after the second failure in a row"
+    );
+    core.preverify(&votes(false));
+    assert_eq!(stats(&core), (15, 3));
+}
