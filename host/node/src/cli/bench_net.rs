@@ -106,13 +106,13 @@ impl Drop for Cluster {
     }
 }
 
-/// Node 0 provides espresso, and `compute` too when `compute` is true.
-fn start(n: usize, data_in: Option<&Path>, compute: bool) -> anyhow::Result<Cluster> {
+/// Node 0 provides espresso, and `compute` too when `compute` is true. As
+/// soon as every node sees the services, node 1 buys: how soon after the
+/// processes start a purchase can commit everywhere.
+fn start(n: usize, data_in: Option<&Path>, compute: bool) -> anyhow::Result<(Cluster, Startup)> {
     let started = Instant::now();
     // Sensors off: only purchases on the wire.
-    // Node 0's contracts load in any order: wait for all of them.
-    let services = if compute { 2 } else { 1 };
-    let cluster = Cluster::start(n, data_in, 3, 20_000, 0.0, services, |i, config, cfg| {
+    let cluster = Cluster::spawn(n, data_in, 3, 20_000, 0.0, |i, config, cfg| {
         if i == 0 {
             let wasm = include_bytes!(concat!(env!("OUT_DIR"), "/espresso.wasm"));
             let folder = config.parent().context("folder")?.join(&cfg.contracts_dir);
@@ -126,8 +126,43 @@ fn start(n: usize, data_in: Option<&Path>, compute: bool) -> anyhow::Result<Clus
         }
         Ok(())
     })?;
-    eprintln!("{n} nodes ready (discovery {:.2} s)", started.elapsed().as_secs_f64());
-    Ok(cluster)
+    // Node 0's contracts load in any order: wait for all of them.
+    let services = if compute { 2 } else { 1 };
+    let mut first: Option<String> = None;
+    let mut committed = None;
+    let discovery = cluster.wait_ready(services, started, |_| {
+        let id = match &first {
+            Some(id) => id.clone(),
+            None => match buy(&cluster.conns[1]) {
+                Ok(id) => first.insert(id).clone(),
+                // Not every node has matched every writer yet: again.
+                Err(_) => return Ok(false),
+            },
+        };
+        if commit_latencies(&cluster, &id).is_some() {
+            committed = Some(started.elapsed());
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    let startup = Startup {
+        participants: discovery.participants.as_secs_f64(),
+        services: discovery.services.as_secs_f64(),
+        first_commit: committed.map_or(0.0, |d| d.as_secs_f64()),
+    };
+    eprintln!(
+        "{n} nodes: every participant discovered at {:.2} s, every service seen at {:.2} s, \
+         a first purchase committed everywhere at {:.2} s",
+        startup.participants, startup.services, startup.first_commit
+    );
+    Ok((cluster, startup))
+}
+
+/// From the processes' start, in seconds.
+struct Startup {
+    participants: f64,
+    services: f64,
+    first_commit: f64,
 }
 
 /// An espresso machine that never runs dry.
@@ -147,7 +182,7 @@ impl Cluster {
     /// temporary one by default), every member funded from the start. DDS
     /// domain `domain`, node i's API on `api_port_base + i`. `configure`
     /// edits node i's `node.toml` (its path, its content) before it starts.
-    /// Returns once every node sees the others and `services` services.
+    /// [`Self::spawn`], then [`Self::wait_ready`].
     pub(super) fn start(
         n: usize,
         data_in: Option<&Path>,
@@ -155,6 +190,20 @@ impl Cluster {
         api_port_base: u16,
         sensor_hz: f64,
         services: usize,
+        configure: impl Fn(usize, &Path, &mut NodeConfig) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Cluster> {
+        let cluster = Self::spawn(n, data_in, domain, api_port_base, sensor_hz, configure)?;
+        cluster.wait_ready(services, Instant::now(), |_| Ok(false))?;
+        Ok(cluster)
+    }
+
+    /// Writes the configs and starts the node processes, without waiting.
+    pub(super) fn spawn(
+        n: usize,
+        data_in: Option<&Path>,
+        domain: u16,
+        api_port_base: u16,
+        sensor_hz: f64,
         configure: impl Fn(usize, &Path, &mut NodeConfig) -> anyhow::Result<()>,
     ) -> anyhow::Result<Cluster> {
         let dir = match data_in {
@@ -195,18 +244,54 @@ impl Cluster {
                 json: true,
             });
         }
-        let started = Instant::now();
-        while !cluster.conns.iter().all(|c| {
-            client::get_as::<StatusView>(c, "/api/status")
-                .is_ok_and(|s| s.services >= services && s.peers.dds_participants + 1 >= n)
-        }) {
+        Ok(cluster)
+    }
+
+    /// Waits until every node sees every other participant and `services`
+    /// services, and until `also` (called with the elapsed time once the
+    /// services are seen everywhere) says true. Returns when each of the
+    /// first two happened, counted from `started`.
+    pub(super) fn wait_ready(
+        &self,
+        services: usize,
+        started: Instant,
+        mut also: impl FnMut(Duration) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<Discovery> {
+        let n = self.conns.len();
+        let (mut participants, mut seen, mut done) = (None, None, false);
+        loop {
+            let status: Vec<Option<StatusView>> = self
+                .conns
+                .iter()
+                .map(|c| client::get_as::<StatusView>(c, "/api/status").ok())
+                .collect();
+            let all = |f: &dyn Fn(&StatusView) -> bool| status.iter().all(|s| s.as_ref().is_some_and(f));
+            if participants.is_none() && all(&|s| s.peers.dds_participants + 1 >= n) {
+                participants = Some(started.elapsed());
+            }
+            if seen.is_none() && all(&|s| s.services >= services) {
+                seen = Some(started.elapsed());
+            }
+            if let Some(at) = seen
+                && !done
+            {
+                done = also(at)?;
+            }
+            if let (Some(participants), Some(services), true) = (participants, seen, done) {
+                return Ok(Discovery { participants, services });
+            }
             if started.elapsed() > Duration::from_secs(120) {
                 bail!("{n} nodes did not discover each other within 120 s");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(cluster)
     }
+}
+
+/// When every node saw every other participant, and every service.
+pub(super) struct Discovery {
+    pub(super) participants: Duration,
+    pub(super) services: Duration,
 }
 
 /// Starts `wallance node --config <config>` as `program` (the binary, or
@@ -294,7 +379,29 @@ pub(super) fn rss_kb(pid: u32) -> u64 {
 
 fn measure(n: usize, args: &Args, signing: &SignatureCosts, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let first = Some(&n) == args.sizes.first();
-    let cluster = start(n, args.data_in.as_deref(), first)?;
+    let (cluster, startup) = start(n, args.data_in.as_deref(), first)?;
+    let discovery_target = if n == 48 { "≤ 3 s" } else { "" };
+    rows.push(Row {
+        name: format!("discovery: every node sees every participant, {n} nodes"),
+        value: startup.participants,
+        unit: "s",
+        anchor: "from the processes' start".into(),
+        target: discovery_target,
+    });
+    rows.push(Row {
+        name: format!("  every node sees node 0's services, {n} nodes"),
+        value: startup.services,
+        unit: "s",
+        anchor: String::new(),
+        target: "",
+    });
+    rows.push(Row {
+        name: format!("  a first purchase committed at every node, {n} nodes"),
+        value: startup.first_commit,
+        unit: "s",
+        anchor: "bought once the services are seen".into(),
+        target: discovery_target,
+    });
     let mut all = Vec::new();
     let mut requester = Vec::new();
     for k in 0..args.purchases {
