@@ -728,7 +728,6 @@ impl Core {
         }
     }
 
-    /// Handles one message from the network.
     /// Verifies in one Ed25519 batch the signatures that
     /// [`Self::handle_message`] would verify one by one in `msgs`, about twice
     /// as fast per signature from 8 on, and keeps them in the signature cache
@@ -772,7 +771,8 @@ impl Core {
                 }
                 // Not a certificate: its lone check stops at the first bad
                 // signature, so a batch of its votes would let anyone make
-                // a node check 30 forged signatures instead of one. Its
+                // a node check dozens of forged signatures instead of one
+                // (a recorded request and made-up votes suffice). Its
                 // votes are mostly in the cache from the votes themselves.
                 _ => {}
             }
@@ -820,6 +820,7 @@ impl Core {
         Some((v.voter, hash, v.sig))
     }
 
+    /// Handles one message from the network.
     pub fn handle_message(&mut self, now_ms: u64, msg: Message) -> Result<(), Reject> {
         self.now_ms = self.now_ms.max(now_ms);
         match msg {

@@ -193,7 +193,7 @@ impl Cluster {
         configure: impl Fn(usize, &Path, &mut NodeConfig) -> anyhow::Result<()>,
     ) -> anyhow::Result<Cluster> {
         let cluster = Self::spawn(n, data_in, domain, api_port_base, sensor_hz, configure)?;
-        cluster.wait_ready(services, Instant::now(), |_| Ok(false))?;
+        cluster.wait_ready(services, Instant::now(), |_| Ok(true))?;
         Ok(cluster)
     }
 
