@@ -256,7 +256,14 @@ pub(crate) fn mutate(rng: &mut ChaCha8Rng, k: &Knowledge<'_>, m: &Message) -> (M
         }
         Message::Vote(v) => {
             let mut v = *v;
-            let field = match rng.gen_range(0..4) {
+            let field = match rng.gen_range(0..5) {
+                4 => {
+                    // The signature alone: the work still holds, so the
+                    // forgery passes every cheap check and reaches the
+                    // signature check (and a batch, `Core::preverify`).
+                    v.sig.0[rng.gen_range(0..64)] ^= 1 << rng.gen_range(0..8);
+                    return (Message::Vote(v), "vote.sig".to_string());
+                }
                 0 => {
                     v.remaining = edgy_u64(rng, v.remaining);
                     "remaining"
