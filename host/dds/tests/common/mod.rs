@@ -156,3 +156,39 @@ pub fn until_heard(a: &Transport, b: &Transport, timeout: Duration) {
         !got.is_empty()
     } {}
 }
+
+/// Sends `sent` from `a` to `b` as the protocol does over best-effort
+/// topics: whatever `b` has not taken yet is sent again every 200 ms, until
+/// `b` took each message at least once. Each topic matches on its own, so a
+/// sample written before `b`'s reader matched `a`'s writer on that topic is
+/// dropped and nothing repairs it; the protocol's retries are what make up
+/// for that, and so do these. Returns every delivery, duplicates included,
+/// and how many times each message was sent.
+pub fn deliver(a: &Transport, b: &Transport, sent: &[Message], timeout: Duration) -> (Vec<Message>, Vec<u32>) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut taken: Vec<Message> = Vec::new();
+    let mut sends = vec![0u32; sent.len()];
+    loop {
+        let missing: Vec<usize> = (0..sent.len()).filter(|&i| !taken.contains(&sent[i])).collect();
+        if missing.is_empty() {
+            return (taken, sends);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never delivered: {:?}",
+            missing.iter().map(|&i| sent[i].kind()).collect::<Vec<_>>()
+        );
+        for &i in &missing {
+            a.send(&sent[i]).expect("send");
+            sends[i] += 1;
+        }
+        let until = std::time::Instant::now() + Duration::from_millis(200);
+        loop {
+            let now = std::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            b.recv_batch(&mut taken, 64, until - now);
+        }
+    }
+}
