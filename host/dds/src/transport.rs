@@ -59,6 +59,14 @@ pub struct TransportConfig {
     /// How samples reach `recv_batch`; see [`Receiving`].
     pub receiving: Receiving,
     pub on_receive: Option<OnReceive>,
+    /// How long one attempt at creating the participant and its endpoints
+    /// may take before [`Transport::new`] abandons it and starts another,
+    /// and how many attempts it makes. rustdds 0.15.1 can deadlock while
+    /// endpoints are created and discovery matches more than 32 remote
+    /// endpoints at once (a node starting or restarting among dozens of
+    /// running peers): see [`Transport::new`].
+    pub start_timeout: Duration,
+    pub start_attempts: u32,
 }
 
 /// Where readers are polled.
@@ -86,6 +94,8 @@ impl std::fmt::Debug for TransportConfig {
             .field("deliver_own", &self.deliver_own)
             .field("receiving", &self.receiving)
             .field("on_receive", &self.on_receive.is_some())
+            .field("start_timeout", &self.start_timeout)
+            .field("start_attempts", &self.start_attempts)
             .finish()
     }
 }
@@ -107,6 +117,10 @@ impl TransportConfig {
             deliver_own: false,
             receiving: Receiving::Thread,
             on_receive: None,
+            // Creation takes milliseconds; seconds when dozens of nodes
+            // start at once on two cores.
+            start_timeout: Duration::from_secs(10),
+            start_attempts: 3,
         }
     }
 
@@ -126,6 +140,51 @@ pub enum TransportError {
     Create(String),
     #[error("reader thread setup failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{what}: none of {attempts} attempts finished within {timeout:?} each (rustdds deadlocked?)")]
+    Stuck {
+        what: &'static str,
+        attempts: u32,
+        timeout: Duration,
+    },
+}
+
+/// Runs `attempt(i)` for i = 0, 1 ... on a thread of its own and waits
+/// `timeout` for each. An attempt that has not returned by then is
+/// abandoned, its thread and whatever it holds leaked, and the next one
+/// starts; an attempt that returns, with a value or an error, ends the
+/// matter. After `attempts` abandoned attempts: [`TransportError::Stuck`].
+pub(crate) fn with_deadline<T: Send + 'static>(
+    what: &'static str,
+    timeout: Duration,
+    attempts: u32,
+    attempt: impl Fn(u32) -> Result<T, TransportError> + Send + Sync + 'static,
+) -> Result<T, TransportError> {
+    let attempt = Arc::new(attempt);
+    for i in 0..attempts.max(1) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let run = attempt.clone();
+        std::thread::Builder::new()
+            .name(format!("wallance-dds-start-{i}"))
+            .spawn(move || {
+                let _ = tx.send(run(i));
+            })?;
+        match rx.recv_timeout(timeout) {
+            Ok(result) => return result,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(TransportError::Create(format!("{what}: the attempt's thread panicked")));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
+                attempt = i + 1,
+                "{what}: not done after {timeout:?}; abandoning this attempt (its threads stay blocked) \
+                 and starting again with a new participant"
+            ),
+        }
+    }
+    Err(TransportError::Stuck {
+        what,
+        attempts: attempts.max(1),
+        timeout,
+    })
 }
 
 /// Why a message was not sent.
@@ -703,7 +762,28 @@ where
 impl Transport {
     /// Joins the domain, creates every topic, writer and reader, and starts
     /// the reader thread.
+    ///
+    /// Each attempt runs on a thread of its own, given `start_timeout`
+    /// before another begins (`with_deadline`): rustdds 0.15.1 can
+    /// deadlock while an endpoint is created. Its discovery thread, holding
+    /// the discovery database's read lock, announces a new local endpoint
+    /// to the participant's event loop once per matching remote endpoint,
+    /// over a channel that holds 32; with more than 32 (a node joining
+    /// dozens of running peers) it waits for the event loop to drain it.
+    /// The event loop waits for the read lock, which the next endpoint's
+    /// creation, queued for the write lock, holds back; and that creation
+    /// waits for the discovery thread. Seen once in a few 48-node starts
+    /// (a node hung for good before its API came up). The participant of
+    /// an abandoned attempt stays, silent, until the process exits; peers
+    /// treat it as a peer that died.
     pub fn new(config: TransportConfig) -> Result<Self, TransportError> {
+        let (timeout, attempts) = (config.start_timeout, config.start_attempts);
+        with_deadline("DDS participant and endpoints", timeout, attempts, move |_| {
+            Self::start(config.clone())
+        })
+    }
+
+    fn start(config: TransportConfig) -> Result<Self, TransportError> {
         let mut builder = DomainParticipantBuilder::new(config.domain_id);
         match &config.networks {
             Networks::All => {}
@@ -1179,5 +1259,60 @@ fn reader_loop(mut set: ReaderSet, inbox: &Inbox, stop: &AtomicBool, on_receive:
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An attempt that never returns, as a deadlocked rustdds would not.
+    fn hang<T>() -> Result<T, TransportError> {
+        loop {
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn an_attempt_that_hangs_is_abandoned_and_the_next_one_is_used() {
+        let started = Instant::now();
+        let got = with_deadline("test", Duration::from_millis(100), 3, |i| {
+            if i < 2 { hang() } else { Ok(i) }
+        });
+        assert_eq!(got.expect("the third attempt"), 2);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn attempts_that_all_hang_end_in_an_error_not_a_hang() {
+        let got = with_deadline::<()>("test", Duration::from_millis(50), 2, |_| hang());
+        match got {
+            Err(TransportError::Stuck {
+                what,
+                attempts,
+                timeout,
+            }) => {
+                assert_eq!((what, attempts, timeout), ("test", 2, Duration::from_millis(50)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_attempt_that_fails_is_not_retried() {
+        let tries = Arc::new(AtomicU64::new(0));
+        let counted = tries.clone();
+        let got = with_deadline::<()>("test", Duration::from_secs(5), 3, move |_| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Err(TransportError::Create("no".into()))
+        });
+        assert!(matches!(got, Err(TransportError::Create(_))));
+        assert_eq!(tries.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_panicking_attempt_is_an_error() {
+        let got = with_deadline::<()>("test", Duration::from_secs(5), 3, |_| panic!("boom"));
+        assert!(matches!(got, Err(TransportError::Create(e)) if e.contains("panicked")));
     }
 }
