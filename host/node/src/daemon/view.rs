@@ -141,6 +141,7 @@ pub(super) fn build(
             signatures_cached: s.signatures_cached,
             signatures_batched: s.signatures_batched,
             batches_failed: s.batches_failed,
+            signatures_checked: s.signatures_checked,
             tallies_adopted: s.tallies_adopted,
             credits_vouched: s.credits_vouched,
             messages_sent: s.messages_sent,

@@ -284,6 +284,10 @@ pub struct StatsView {
     pub signatures_batched: u64,
     #[serde(default)]
     pub batches_failed: u64,
+    /// Signatures of votes, requests and certificates verified, alone or
+    /// in a batch (`Stats::signatures_checked`): the work done.
+    #[serde(default)]
+    pub signatures_checked: u64,
     /// Vouched catch-ups taken (`Stats::tallies_adopted`).
     #[serde(default)]
     pub tallies_adopted: u64,
