@@ -283,7 +283,7 @@ impl Cluster {
             if started.elapsed() > Duration::from_secs(120) {
                 bail!("{n} nodes did not discover each other within 120 s");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -91,6 +91,9 @@ struct Node {
     send_log: LogLimiter<(&'static str, &'static str)>,
     /// rustdds' own lines are off by default: the peer count is logged here.
     peer_log: crate::logging::PeerLog,
+    /// DDS participants discovered, as last read, and when.
+    peers: usize,
+    peers_checked: Instant,
     /// Readers of announces seen, to send ours again when one appears.
     announce_readers: AnnounceReaders,
     /// Steps waiting for their group's commit (`[store] commit_window_ms`).
@@ -360,6 +363,8 @@ impl Node {
             dirty: true,
             send_log: LogLimiter::default(),
             peer_log: Default::default(),
+            peers: 0,
+            peers_checked: Instant::now() - Duration::from_secs(1),
             announce_readers: AnnounceReaders::default(),
             group: Group::default(),
             commit_window: Duration::from_millis(loaded_store.commit_window_ms),
@@ -440,8 +445,19 @@ impl Node {
                 self.checkpoint_now()?;
             }
             self.log_send_failures(false);
-            self.peer_log
-                .update(Instant::now(), || self.transport.discovered_participants());
+            // Discovery changes nothing the core sees, so no message marks
+            // the view dirty when it moves: read the count every 100 ms
+            // (it walks rustdds' tables) and publish when it changed.
+            if self.peers_checked.elapsed() >= Duration::from_millis(100) {
+                self.peers_checked = Instant::now();
+                let n = self.transport.discovered_participants();
+                if n != self.peers {
+                    self.peers = n;
+                    self.dirty = true;
+                }
+            }
+            let peers = self.peers;
+            self.peer_log.update(Instant::now(), || peers);
             // While a group waits for its commit the view would show what
             // is not durable yet: it is published after.
             if self.dirty && self.group.steps == 0 && self.last_view.elapsed() >= Duration::from_millis(50) {
@@ -774,6 +790,7 @@ impl Node {
             &self.produced,
             &self.contracts,
             &self.transport,
+            self.peers,
             self.store.path(),
             (self.store.io().get(), self.store_commits),
             self.started,

@@ -60,6 +60,7 @@ pub(super) fn build(
     produced: &VecDeque<Arc<OutcomeView>>,
     contracts: &[ContractState],
     transport: &Transport,
+    dds_participants: usize,
     store_path: &Path,
     store_io: (wallance_store::IoCount, super::StoreCommits),
     started: Instant,
@@ -127,9 +128,7 @@ pub(super) fn build(
             })
             .collect(),
         contracts: contracts.to_vec(),
-        peers: PeersView {
-            dds_participants: transport.discovered_participants(),
-        },
+        peers: PeersView { dds_participants },
         stats: StatsView {
             rejected: s.rejected.clone(),
             votes_sent: s.votes_sent,
