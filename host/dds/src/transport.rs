@@ -59,9 +59,10 @@ pub struct TransportConfig {
     /// How samples reach `recv_batch`; see [`Receiving`].
     pub receiving: Receiving,
     pub on_receive: Option<OnReceive>,
-    /// How long one attempt at creating the participant and its endpoints
-    /// may take before [`Transport::new`] abandons it and starts another,
-    /// and how many attempts it makes. rustdds 0.15.1 can deadlock while
+    /// How long the first attempt at creating the participant and its
+    /// endpoints may take before [`Transport::new`] abandons it and starts
+    /// another (each next one may take twice as long), and how many
+    /// attempts it makes. rustdds 0.15.1 can deadlock while
     /// endpoints are created and discovery matches more than 32 remote
     /// endpoints at once (a node starting or restarting among dozens of
     /// running peers): see [`Transport::new`].
@@ -118,8 +119,8 @@ impl TransportConfig {
             receiving: Receiving::Thread,
             on_receive: None,
             // Creation takes milliseconds; seconds when dozens of nodes
-            // start at once on two cores.
-            start_timeout: Duration::from_secs(10),
+            // start at once on two cores. 4, 8 then 16 s.
+            start_timeout: Duration::from_secs(4),
             start_attempts: 3,
         }
     }
@@ -140,7 +141,9 @@ pub enum TransportError {
     Create(String),
     #[error("reader thread setup failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{what}: none of {attempts} attempts finished within {timeout:?} each (rustdds deadlocked?)")]
+    #[error(
+        "{what}: none of {attempts} attempts finished, the first within {timeout:?}, each next within twice as long (rustdds deadlocked?)"
+    )]
     Stuck {
         what: &'static str,
         attempts: u32,
@@ -149,7 +152,7 @@ pub enum TransportError {
 }
 
 /// Runs `attempt(i)` for i = 0, 1 ... on a thread of its own and waits
-/// `timeout` for each. An attempt that has not returned by then is
+/// `timeout` for the first, twice as long for each next. An attempt that has not returned by then is
 /// abandoned, its thread and whatever it holds leaked, and the next one
 /// starts; an attempt that returns, with a value or an error, ends the
 /// matter. After `attempts` abandoned attempts: [`TransportError::Stuck`].
@@ -168,14 +171,15 @@ pub(crate) fn with_deadline<T: Send + 'static>(
             .spawn(move || {
                 let _ = tx.send(run(i));
             })?;
-        match rx.recv_timeout(timeout) {
+        let waited = timeout.saturating_mul(1 << i.min(16));
+        match rx.recv_timeout(waited) {
             Ok(result) => return result,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 return Err(TransportError::Create(format!("{what}: the attempt's thread panicked")));
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
                 attempt = i + 1,
-                "{what}: not done after {timeout:?}; abandoning this attempt (its threads stay blocked) \
+                "{what}: not done after {waited:?}; abandoning this attempt (its threads stay blocked) \
                  and starting again with a new participant"
             ),
         }
@@ -764,7 +768,8 @@ impl Transport {
     /// the reader thread.
     ///
     /// Each attempt runs on a thread of its own, given `start_timeout`
-    /// before another begins (`with_deadline`): rustdds 0.15.1 can
+    /// (then twice, four times as long) before another begins
+    /// (`with_deadline`): rustdds 0.15.1 can
     /// deadlock while an endpoint is created. Its discovery thread, holding
     /// the discovery database's read lock, announces a new local endpoint
     /// to the participant's event loop once per matching remote endpoint,
@@ -1280,7 +1285,8 @@ mod tests {
             if i < 2 { hang() } else { Ok(i) }
         });
         assert_eq!(got.expect("the third attempt"), 2);
-        assert!(started.elapsed() >= Duration::from_millis(200));
+        // 100 ms, then 200 ms.
+        assert!(started.elapsed() >= Duration::from_millis(300));
     }
 
     #[test]
