@@ -431,7 +431,7 @@ fn main() -> Result<()> {
     println!("  paper Table II (Pi 3 B+, WiFi, vote): avg 1660 µs, min 1400 µs, max 5980 µs");
     println!("  rustdds here before: round trip p50 50-100 µs, up to ~200k samples/s");
     println!("  target: vote one-way p50 <= 50 µs on loopback; signed vote <= 220 bytes on the wire");
-    println!("discovery (2 participants, all 11 topics both ways): {discovery:?}");
+    println!("discovery (2 participants, all 6 topics both ways): {discovery:?}");
     println!(
         "(RTPS message = 20 header + 24 DATA submessage + sample; rustdds adds a 32-byte HEARTBEAT \
          to every reliable DATA: 224-byte UDP payloads seen with tcpdump for one vote)"

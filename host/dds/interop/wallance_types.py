@@ -92,7 +92,6 @@ class ServiceOffer(IdlStruct, typename="wallance::ServiceOffer"):
 @dataclass
 class Announce(IdlStruct, typename="wallance::Announce"):
     provider: Octets32
-    key("provider")
     seq: t.uint64
     services: t.sequence[ServiceOffer, 64]
     sig: Octets64

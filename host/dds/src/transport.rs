@@ -605,13 +605,9 @@ struct Writers {
     request: NoKeyWriter<wire::Request>,
     vote: NoKeyWriter<wire::Vote>,
     certificate: KeyWriter<wire::Certificate>,
-    announce: KeyWriter<wire::Announce>,
     outcome: NoKeyWriter<wire::Outcome>,
-    digest: NoKeyWriter<wire::SyncDigest>,
-    heads_request: NoKeyWriter<wire::HeadsRequest>,
-    heads: NoKeyWriter<wire::Heads>,
-    cert_fetch: NoKeyWriter<wire::CertFetch>,
-    share_fetch: NoKeyWriter<wire::ShareFetch>,
+    /// The announce and repair messages (`topics::SYNC_TOPIC`).
+    sync: NoKeyWriter<wire::Sync>,
 }
 
 /// A DDS participant speaking the Wallance topics.
@@ -665,18 +661,21 @@ struct Ctx {
 
 impl Ctx {
     /// Counts and converts one decoded sample.
+    /// Counted under the message's kind (several share the sync topic).
     fn accept<W>(&self, writer: GUID, sample: W, convert: fn(W) -> WireMessage, out: &mut Vec<Message>) {
-        let c = self.stats.of(self.topic);
+        let wire = convert(sample);
+        let topic = wire.topic();
+        let c = self.stats.of(topic);
         if !self.deliver_own && writer.prefix == self.own.prefix {
             c.own_skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match convert(sample).into_message() {
+        match wire.into_message() {
             Ok(m) => {
                 c.received.fetch_add(1, Ordering::Relaxed);
                 out.push(m);
             }
-            Err(e) => self.stats.malformed(self.topic, Malformed::from(&e), &e),
+            Err(e) => self.stats.malformed(topic, Malformed::from(&e), &e),
         }
     }
 }
@@ -799,18 +798,34 @@ impl Transport {
         let own = participant.guid();
         let stats = Arc::new(Stats::new());
 
-        let topic = |t: TopicId| -> Result<Topic, TransportError> {
-            create(
+        // One DDS topic per name: the sync messages share theirs.
+        let mut created: Vec<(&'static str, Topic)> = Vec::new();
+        for t in TopicId::ALL {
+            if created.iter().any(|(name, _)| *name == t.name()) {
+                continue;
+            }
+            let topic = create(
                 t.name(),
                 participant.create_topic(
                     t.name().to_string(),
-                    t.spec().type_name.to_string(),
+                    t.spec().topic_type.to_string(),
                     &t.qos(config.send_block),
                     t.kind(),
                 ),
-            )
-        };
-        let topics: Vec<Topic> = TopicId::ALL.iter().map(|&t| topic(t)).collect::<Result<_, _>>()?;
+            )?;
+            created.push((t.name(), topic));
+        }
+        let topics: Vec<Topic> = TopicId::ALL
+            .iter()
+            .map(|t| {
+                created
+                    .iter()
+                    .find(|(name, _)| *name == t.name())
+                    .expect("created above")
+                    .1
+                    .clone()
+            })
+            .collect();
         let qos = |t: TopicId| Some(t.qos(config.send_block));
         let wqos = |t: TopicId| Some(t.writer_qos(config.send_block));
 
@@ -837,19 +852,8 @@ impl Transport {
                     wqos(TopicId::Certificate),
                 ),
             )?,
-            announce: create(
-                "announce writer",
-                publisher.create_datawriter_cdr::<wire::Announce>(
-                    &topics[TopicId::Announce as usize],
-                    wqos(TopicId::Announce),
-                ),
-            )?,
             outcome: nk(&publisher, &topics, TopicId::Outcome, wqos(TopicId::Outcome))?,
-            digest: nk(&publisher, &topics, TopicId::Digest, wqos(TopicId::Digest))?,
-            heads_request: nk(&publisher, &topics, TopicId::HeadsRequest, wqos(TopicId::HeadsRequest))?,
-            heads: nk(&publisher, &topics, TopicId::Heads, wqos(TopicId::Heads))?,
-            cert_fetch: nk(&publisher, &topics, TopicId::CertFetch, wqos(TopicId::CertFetch))?,
-            share_fetch: nk(&publisher, &topics, TopicId::ShareFetch, wqos(TopicId::ShareFetch))?,
+            sync: nk(&publisher, &topics, TopicId::Digest, wqos(TopicId::Digest))?,
         };
 
         let subscriber = create(
@@ -914,17 +918,6 @@ impl Transport {
                 convert: |c| WireMessage::Certificate(Box::new(c)),
                 ctx: ctx(TopicId::Certificate),
             }),
-            Box::new(KeyReader {
-                reader: create(
-                    "announce reader",
-                    s.create_datareader_cdr::<wire::Announce>(
-                        &topics[TopicId::Announce as usize],
-                        qos(TopicId::Announce),
-                    ),
-                )?,
-                convert: WireMessage::Announce,
-                ctx: ctx(TopicId::Announce),
-            }),
             nkr(
                 s,
                 tp,
@@ -933,45 +926,15 @@ impl Transport {
                 WireMessage::Outcome,
                 ctx(TopicId::Outcome),
             )?,
-            nkr(
+            // The sync topic: every sample is counted under its message's
+            // kind; one that does not decode, under Digest.
+            nkr::<wire::Sync>(
                 s,
                 tp,
                 TopicId::Digest,
                 qos(TopicId::Digest),
-                WireMessage::Digest,
+                WireMessage::from,
                 ctx(TopicId::Digest),
-            )?,
-            nkr(
-                s,
-                tp,
-                TopicId::HeadsRequest,
-                qos(TopicId::HeadsRequest),
-                WireMessage::HeadsRequest,
-                ctx(TopicId::HeadsRequest),
-            )?,
-            nkr(
-                s,
-                tp,
-                TopicId::Heads,
-                qos(TopicId::Heads),
-                WireMessage::Heads,
-                ctx(TopicId::Heads),
-            )?,
-            nkr(
-                s,
-                tp,
-                TopicId::CertFetch,
-                qos(TopicId::CertFetch),
-                WireMessage::CertFetch,
-                ctx(TopicId::CertFetch),
-            )?,
-            nkr(
-                s,
-                tp,
-                TopicId::ShareFetch,
-                qos(TopicId::ShareFetch),
-                WireMessage::ShareFetch,
-                ctx(TopicId::ShareFetch),
             )?,
         ];
 
@@ -1052,13 +1015,43 @@ impl Transport {
             WireMessage::Request(m) => nk_write(&self.writers.request, m),
             WireMessage::Vote(m) => nk_write(&self.writers.vote, m),
             WireMessage::Certificate(m) => k_write(&self.writers.certificate, *m),
-            WireMessage::Announce(m) => k_write(&self.writers.announce, m),
+            WireMessage::Announce(m) => nk_write(
+                &self.writers.sync,
+                wire::Sync {
+                    msg: wire::SyncMessage::Announce(m),
+                },
+            ),
             WireMessage::Outcome(m) => nk_write(&self.writers.outcome, m),
-            WireMessage::Digest(m) => nk_write(&self.writers.digest, m),
-            WireMessage::HeadsRequest(m) => nk_write(&self.writers.heads_request, m),
-            WireMessage::Heads(m) => nk_write(&self.writers.heads, m),
-            WireMessage::CertFetch(m) => nk_write(&self.writers.cert_fetch, m),
-            WireMessage::ShareFetch(m) => nk_write(&self.writers.share_fetch, m),
+            WireMessage::Digest(m) => nk_write(
+                &self.writers.sync,
+                wire::Sync {
+                    msg: wire::SyncMessage::Digest(m),
+                },
+            ),
+            WireMessage::HeadsRequest(m) => nk_write(
+                &self.writers.sync,
+                wire::Sync {
+                    msg: wire::SyncMessage::HeadsRequest(m),
+                },
+            ),
+            WireMessage::Heads(m) => nk_write(
+                &self.writers.sync,
+                wire::Sync {
+                    msg: wire::SyncMessage::Heads(m),
+                },
+            ),
+            WireMessage::CertFetch(m) => nk_write(
+                &self.writers.sync,
+                wire::Sync {
+                    msg: wire::SyncMessage::CertFetch(m),
+                },
+            ),
+            WireMessage::ShareFetch(m) => nk_write(
+                &self.writers.sync,
+                wire::Sync {
+                    msg: wire::SyncMessage::ShareFetch(m),
+                },
+            ),
         };
         let c = self.stats.of(topic);
         match result {

@@ -20,7 +20,7 @@ use wallance_dds::{LogLimiter, Report};
 ///
 /// Measured with rustdds 0.15.1, three nodes on loopback:
 /// - at every start it warns `send_to_locator: Message size = 2440` for each
-///   discovery datagram over 1 500 bytes (our 11 topics' endpoint data), and
+///   discovery datagram over 1 500 bytes (our topics' endpoint data), and
 ///   again for every larger sample (a certificate, a heads reply) later on;
 /// - on a loopback without the multicast flag (a non-root user's default)
 ///   it warns "No multicast joins succeeded" at start, then about 30 "No

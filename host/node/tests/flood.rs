@@ -119,6 +119,16 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
     attacker.send("flood");
     let recorded = attacker.expect("recorded", 30);
     println!("attacker recorded: {recorded}");
+    // Every topic the nodes write without a purchase reached the attacker:
+    // it read our types from the IDL alone (a sync sample type Cyclone took
+    // for a keyed one matched nothing, and the flood replayed no sync
+    // message at all).
+    for topic in ["wallance_share", "wallance_sync"] {
+        assert!(
+            recorded["recorded"][topic].as_u64().unwrap_or(0) > 0,
+            "the attacker recorded nothing on {topic}: {recorded}"
+        );
+    }
     let t0 = Instant::now();
     let pids: Vec<u32> = net.nodes.iter().map(|n| n.child.as_ref().unwrap().id()).collect();
     let tck = clock_ticks();

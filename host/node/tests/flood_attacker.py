@@ -4,7 +4,7 @@ Run by host/node/tests/flood.rs inside its private network namespace:
 
     python flood_attacker.py <domain> <flood_seconds> <target_rate_per_s>
 
-1. joins the domain with a reader and a writer on all 11 topics (types from
+1. joins the domain with a reader and a writer on all 6 topics (types from
    host/dds/idl/wallance.idl only: interop/wallance_types.py plus the sync
    and outcome structs below) and prints {"event": "ready"};
 2. records every sample it sees until a line "flood" arrives on stdin (at
@@ -44,7 +44,7 @@ sys.path.insert(
 import cyclonedds.idl.types as t  # noqa: E402
 from cyclonedds.core import DDSException, Policy, Qos  # noqa: E402
 from cyclonedds.domain import DomainParticipant  # noqa: E402
-from cyclonedds.idl import IdlStruct  # noqa: E402
+from cyclonedds.idl import IdlStruct, IdlUnion  # noqa: E402
 from cyclonedds.idl.annotations import final  # noqa: E402
 from cyclonedds.pub import DataWriter  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
@@ -141,6 +141,24 @@ class ShareFetch(IdlStruct, typename="wallance::ShareFetch"):
     sig: Octets64
 
 
+# The announce and repair messages, switched on the member's index.
+@final
+class SyncMessage(IdlUnion, discriminator=t.uint32, typename="wallance::SyncMessage"):
+    announce: t.case[0, Announce]
+    digest: t.case[1, SyncDigest]
+    heads_request: t.case[2, HeadsRequest]
+    heads: t.case[3, Heads]
+    cert_fetch: t.case[4, CertFetch]
+    share_fetch: t.case[5, ShareFetch]
+
+
+# The one sample type of wallance_sync (a union at the top would be keyed).
+@final
+@dataclass
+class Sync(IdlStruct, typename="wallance::Sync"):
+    msg: SyncMessage
+
+
 U64_MAX = 2**64 - 1
 
 # (topic, type, reliable, transient_local) as in the IDL's QoS table: every
@@ -150,13 +168,8 @@ TOPICS = [
     ("wallance_request", Request, False, False),
     ("wallance_vote", Vote, False, False),
     ("wallance_certificate", Certificate, False, False),
-    ("wallance_announce", Announce, False, False),
     ("wallance_outcome", Outcome, False, False),
-    ("wallance_sync_digest", SyncDigest, False, False),
-    ("wallance_sync_heads_request", HeadsRequest, False, False),
-    ("wallance_sync_heads", Heads, False, False),
-    ("wallance_sync_cert_fetch", CertFetch, False, False),
-    ("wallance_sync_share_fetch", ShareFetch, False, False),
+    ("wallance_sync", Sync, False, False),
 ]
 
 MAX_RECORDED_PER_TOPIC = 300
@@ -197,6 +210,12 @@ def other(ids, mine):
 
 def mutations(s, ids):
     """Mutated copies of one recorded sample: (name, sample)."""
+    if isinstance(s, Sync):
+        # The member's mutations, each in the same union case.
+        return [
+            (name, Sync(SyncMessage(discriminator=s.msg.discriminator, value=m)))
+            for name, m in mutations(s.msg.value, ids)
+        ]
     if isinstance(s, Share):
         return [
             ("sig", changed(s, sig=flip(s.sig))),
