@@ -71,12 +71,13 @@ pub struct TopicSpec {
 /// about 1 MiB.
 pub const SEND_WINDOW: i32 = 1_024;
 
-/// The topic of the announce and repair messages, and its union type
-/// (`wire::Sync`). Endpoint discovery costs each participant work per
-/// remote endpoint, so starting a network grows with the square of its size
-/// times the endpoints per participant: one topic instead of six takes a
-/// participant from 22 endpoints to 12. With 11 more topics, 48 nodes took
-/// 10.6-12.6 s instead of 3.7-3.9 s to discover each other.
+/// The topic of the announce, outcome and repair messages, and its type
+/// (`wire::Sync`, a struct around a union). Endpoint discovery costs each
+/// participant work per remote endpoint, so starting a network grows with
+/// the square of its size times the endpoints per participant: one topic
+/// instead of seven takes a participant from 22 endpoints to 10. With 11
+/// more topics, 48 nodes took 10.6-12.6 s instead of 3.7-3.9 s to discover
+/// each other.
 pub const SYNC_TOPIC: &str = "wallance_sync";
 pub const SYNC_TYPE: &str = "wallance::Sync";
 
@@ -140,20 +141,10 @@ impl TopicId {
                 // Certificates can be large (76 bytes per vote): a bounded cache.
                 max_samples: 1_024,
             },
-            // A requester that missed its outcome (or restarted while the
-            // contract ran) asks again with a query vote, `retry_ms` apart.
-            TopicId::Outcome => TopicSpec {
-                name: "wallance_outcome",
-                type_name: "wallance::Outcome",
-                topic_type: "wallance::Outcome",
-                keyed: false,
-                reliable: false,
-                transient_local: false,
-                keep_last: Some(64),
-                max_samples: 1_024,
-            },
-            // The announce and repair messages, on one topic (see
-            // SYNC_TOPIC). A provider's service list: the provider sends it
+            // The announce, outcome and repair messages, on one topic (see
+            // SYNC_TOPIC). A requester that missed its outcome (or restarted
+            // while the contract ran) asks again with a query vote,
+            // `retry_ms` apart. A provider's service list: the provider sends it
             // again every 30 s and answers a HeadsRequest (what a node
             // joining sends first) with it; the latest replaces the rest (by
             // `seq`). The digest is periodic: the next replaces a lost one.
@@ -165,6 +156,7 @@ impl TopicId {
             TopicId::Heads => sync("wallance::Heads"),
             TopicId::CertFetch => sync("wallance::CertFetch"),
             TopicId::ShareFetch => sync("wallance::ShareFetch"),
+            TopicId::Outcome => sync("wallance::Outcome"),
         }
     }
 

@@ -605,8 +605,7 @@ struct Writers {
     request: NoKeyWriter<wire::Request>,
     vote: NoKeyWriter<wire::Vote>,
     certificate: KeyWriter<wire::Certificate>,
-    outcome: NoKeyWriter<wire::Outcome>,
-    /// The announce and repair messages (`topics::SYNC_TOPIC`).
+    /// The announce, outcome and repair messages (`topics::SYNC_TOPIC`).
     sync: NoKeyWriter<wire::Sync>,
 }
 
@@ -852,7 +851,6 @@ impl Transport {
                     wqos(TopicId::Certificate),
                 ),
             )?,
-            outcome: nk(&publisher, &topics, TopicId::Outcome, wqos(TopicId::Outcome))?,
             sync: nk(&publisher, &topics, TopicId::Digest, wqos(TopicId::Digest))?,
         };
 
@@ -918,14 +916,6 @@ impl Transport {
                 convert: |c| WireMessage::Certificate(Box::new(c)),
                 ctx: ctx(TopicId::Certificate),
             }),
-            nkr(
-                s,
-                tp,
-                TopicId::Outcome,
-                qos(TopicId::Outcome),
-                WireMessage::Outcome,
-                ctx(TopicId::Outcome),
-            )?,
             // The sync topic: every sample is counted under its message's
             // kind; one that does not decode, under Digest.
             nkr::<wire::Sync>(
@@ -1021,7 +1011,12 @@ impl Transport {
                     msg: wire::SyncMessage::Announce(m),
                 },
             ),
-            WireMessage::Outcome(m) => nk_write(&self.writers.outcome, m),
+            WireMessage::Outcome(m) => nk_write(
+                &self.writers.sync,
+                wire::Sync {
+                    msg: wire::SyncMessage::Outcome(m),
+                },
+            ),
             WireMessage::Digest(m) => nk_write(
                 &self.writers.sync,
                 wire::Sync {

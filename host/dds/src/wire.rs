@@ -201,7 +201,7 @@ pub struct Announce {
     pub sig: [u8; 64],
 }
 
-/// `wallance::Outcome`
+/// `wallance::Outcome`. A member of [`SyncMessage`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub provider: [u8; 32],
@@ -280,10 +280,10 @@ pub struct ShareFetch {
 }
 
 /// `wallance::Sync`, the one sample type of the `wallance_sync` topic: the
-/// announce and repair messages share one DDS topic. Endpoint discovery
-/// costs each participant work per remote endpoint, so a network's start-up
-/// grows with the square of its size times the endpoints per participant:
-/// 6 topics make 12 endpoints where 11 made 22. A struct around the union,
+/// announce, outcome and repair messages share one DDS topic. Endpoint
+/// discovery costs each participant work per remote endpoint, so a
+/// network's start-up grows with the square of its size times the endpoints
+/// per participant: 5 topics make 10 endpoints where 11 made 22. A struct around the union,
 /// not the union itself: Cyclone DDS takes a union at the top of a topic
 /// type for a keyed one and would not match our keyless writers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,6 +301,7 @@ pub enum SyncMessage {
     Heads(Heads),
     CertFetch(CertFetch),
     ShareFetch(ShareFetch),
+    Outcome(Outcome),
 }
 
 impl WireMessage {
@@ -332,6 +333,7 @@ impl From<Sync> for WireMessage {
             SyncMessage::Heads(m) => WireMessage::Heads(m),
             SyncMessage::CertFetch(m) => WireMessage::CertFetch(m),
             SyncMessage::ShareFetch(m) => WireMessage::ShareFetch(m),
+            SyncMessage::Outcome(m) => WireMessage::Outcome(m),
         }
     }
 }

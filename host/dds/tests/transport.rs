@@ -202,7 +202,7 @@ fn malformed_samples_are_counted_and_dropped() {
         .expect("raw participant");
     let qos = |t: TopicId| t.qos(Duration::from_secs(1));
     let topic = |t: TopicId| {
-        raw.create_topic(t.name().into(), t.spec().type_name.into(), &qos(t), t.kind())
+        raw.create_topic(t.name().into(), t.spec().topic_type.into(), &qos(t), t.kind())
             .expect("topic")
     };
     let publisher = raw.create_publisher(&qos(TopicId::Vote)).expect("publisher");
@@ -216,7 +216,7 @@ fn malformed_samples_are_counted_and_dropped() {
         .create_datawriter_no_key_cdr::<wire::Share>(&topic(TopicId::Share), Some(qos(TopicId::Share)))
         .expect("writer");
     let outcome_writer = publisher
-        .create_datawriter_no_key_cdr::<wire::Outcome>(&topic(TopicId::Outcome), Some(qos(TopicId::Outcome)))
+        .create_datawriter_no_key_cdr::<wire::Sync>(&topic(TopicId::Outcome), Some(qos(TopicId::Outcome)))
         .expect("writer");
     let started = Instant::now();
     let raw_sees = |t: TopicId| {
@@ -253,16 +253,19 @@ fn malformed_samples_are_counted_and_dropped() {
             .expect("write");
     }
     // 4: an outcome whose text is not UTF-8.
+    // (Outcomes travel on the sync topic.)
     outcome_writer
         .write(
-            wire::Outcome {
-                provider: [1; 32],
-                requester: [2; 32],
-                request_id: [3; 32],
-                version: 1,
-                ok: true,
-                body: vec![0xff, 0xfe],
-                sig,
+            wire::Sync {
+                msg: wire::SyncMessage::Outcome(wire::Outcome {
+                    provider: [1; 32],
+                    requester: [2; 32],
+                    request_id: [3; 32],
+                    version: 1,
+                    ok: true,
+                    body: vec![0xff, 0xfe],
+                    sig,
+                }),
             },
             None,
         )

@@ -531,7 +531,7 @@ fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
         .expect("raw participant");
     let qos = |t: TopicId| t.qos(Duration::from_secs(1));
     let topic = |t: TopicId| {
-        raw.create_topic(t.name().into(), t.spec().type_name.into(), &qos(t), t.kind())
+        raw.create_topic(t.name().into(), t.spec().topic_type.into(), &qos(t), t.kind())
             .expect("topic")
     };
     let publisher = raw.create_publisher(&qos(TopicId::Vote)).expect("publisher");
@@ -548,7 +548,7 @@ fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
         )
         .expect("writer");
     let outcomes = publisher
-        .create_datawriter_no_key_cdr::<wire::Outcome>(
+        .create_datawriter_no_key_cdr::<wire::Sync>(
             &topic(TopicId::Outcome),
             Some(TopicId::Outcome.writer_qos(Duration::from_secs(1))),
         )
@@ -572,14 +572,17 @@ fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
         value: 1.0,
         sig: [0; 64],
     };
-    let outcome = wire::Outcome {
-        provider: [1; 32],
-        requester: [2; 32],
-        request_id: [3; 32],
-        version: 1,
-        ok: true,
-        body: vec![0xff, 0xfe],
-        sig: [0; 64],
+    // Outcomes travel on the sync topic.
+    let outcome = wire::Sync {
+        msg: wire::SyncMessage::Outcome(wire::Outcome {
+            provider: [1; 32],
+            requester: [2; 32],
+            request_id: [3; 32],
+            version: 1,
+            ok: true,
+            body: vec![0xff, 0xfe],
+            sig: [0; 64],
+        }),
     };
     // reason label -> samples written.
     let mut sent: Vec<(&str, u64)> = vec![("undecodable", 0), ("too_long", 0), ("nul_byte", 0), ("not_utf8", 0)];

@@ -4,7 +4,7 @@ Run by host/node/tests/flood.rs inside its private network namespace:
 
     python flood_attacker.py <domain> <flood_seconds> <target_rate_per_s>
 
-1. joins the domain with a reader and a writer on all 6 topics (types from
+1. joins the domain with a reader and a writer on all 5 topics (types from
    host/dds/idl/wallance.idl only: interop/wallance_types.py plus the sync
    and outcome structs below) and prints {"event": "ready"};
 2. records every sample it sees until a line "flood" arrives on stdin (at
@@ -141,7 +141,7 @@ class ShareFetch(IdlStruct, typename="wallance::ShareFetch"):
     sig: Octets64
 
 
-# The announce and repair messages, switched on the member's index.
+# The announce, outcome and repair messages, switched on the member's index.
 @final
 class SyncMessage(IdlUnion, discriminator=t.uint32, typename="wallance::SyncMessage"):
     announce: t.case[0, Announce]
@@ -150,6 +150,7 @@ class SyncMessage(IdlUnion, discriminator=t.uint32, typename="wallance::SyncMess
     heads: t.case[3, Heads]
     cert_fetch: t.case[4, CertFetch]
     share_fetch: t.case[5, ShareFetch]
+    outcome: t.case[6, Outcome]
 
 
 # The one sample type of wallance_sync (a union at the top would be keyed).
@@ -168,7 +169,6 @@ TOPICS = [
     ("wallance_request", Request, False, False),
     ("wallance_vote", Vote, False, False),
     ("wallance_certificate", Certificate, False, False),
-    ("wallance_outcome", Outcome, False, False),
     ("wallance_sync", Sync, False, False),
 ]
 
