@@ -797,10 +797,13 @@ impl Transport {
         let own = participant.guid();
         let stats = Arc::new(Stats::new());
 
-        // One DDS topic per name: the sync messages share theirs.
-        let mut created: Vec<(&'static str, Topic)> = Vec::new();
+        // Indexed by `TopicId`; kinds on the sync topic share one DDS topic.
+        let mut topics: Vec<Topic> = Vec::with_capacity(TopicId::ALL.len());
         for t in TopicId::ALL {
-            if created.iter().any(|(name, _)| *name == t.name()) {
+            if let Some(i) = TopicId::ALL.iter().position(|u| u.name() == t.name())
+                && i < topics.len()
+            {
+                topics.push(topics[i].clone());
                 continue;
             }
             let topic = create(
@@ -812,19 +815,8 @@ impl Transport {
                     t.kind(),
                 ),
             )?;
-            created.push((t.name(), topic));
+            topics.push(topic);
         }
-        let topics: Vec<Topic> = TopicId::ALL
-            .iter()
-            .map(|t| {
-                created
-                    .iter()
-                    .find(|(name, _)| *name == t.name())
-                    .expect("created above")
-                    .1
-                    .clone()
-            })
-            .collect();
         let qos = |t: TopicId| Some(t.qos(config.send_block));
         let wqos = |t: TopicId| Some(t.writer_qos(config.send_block));
 
@@ -1000,53 +992,19 @@ impl Transport {
         let kind = msg.kind();
         let topic = topic_of(msg);
         let wire = WireMessage::from_message(msg).map_err(|source| SendError::Wire { kind, source })?;
+        let sync = |msg| nk_write(&self.writers.sync, wire::Sync { msg });
         let result = match wire {
             WireMessage::Share(m) => nk_write(&self.writers.share, m),
             WireMessage::Request(m) => nk_write(&self.writers.request, m),
             WireMessage::Vote(m) => nk_write(&self.writers.vote, m),
             WireMessage::Certificate(m) => k_write(&self.writers.certificate, *m),
-            WireMessage::Announce(m) => nk_write(
-                &self.writers.sync,
-                wire::Sync {
-                    msg: wire::SyncMessage::Announce(m),
-                },
-            ),
-            WireMessage::Outcome(m) => nk_write(
-                &self.writers.sync,
-                wire::Sync {
-                    msg: wire::SyncMessage::Outcome(m),
-                },
-            ),
-            WireMessage::Digest(m) => nk_write(
-                &self.writers.sync,
-                wire::Sync {
-                    msg: wire::SyncMessage::Digest(m),
-                },
-            ),
-            WireMessage::HeadsRequest(m) => nk_write(
-                &self.writers.sync,
-                wire::Sync {
-                    msg: wire::SyncMessage::HeadsRequest(m),
-                },
-            ),
-            WireMessage::Heads(m) => nk_write(
-                &self.writers.sync,
-                wire::Sync {
-                    msg: wire::SyncMessage::Heads(m),
-                },
-            ),
-            WireMessage::CertFetch(m) => nk_write(
-                &self.writers.sync,
-                wire::Sync {
-                    msg: wire::SyncMessage::CertFetch(m),
-                },
-            ),
-            WireMessage::ShareFetch(m) => nk_write(
-                &self.writers.sync,
-                wire::Sync {
-                    msg: wire::SyncMessage::ShareFetch(m),
-                },
-            ),
+            WireMessage::Announce(m) => sync(wire::SyncMessage::Announce(m)),
+            WireMessage::Outcome(m) => sync(wire::SyncMessage::Outcome(m)),
+            WireMessage::Digest(m) => sync(wire::SyncMessage::Digest(m)),
+            WireMessage::HeadsRequest(m) => sync(wire::SyncMessage::HeadsRequest(m)),
+            WireMessage::Heads(m) => sync(wire::SyncMessage::Heads(m)),
+            WireMessage::CertFetch(m) => sync(wire::SyncMessage::CertFetch(m)),
+            WireMessage::ShareFetch(m) => sync(wire::SyncMessage::ShareFetch(m)),
         };
         let c = self.stats.of(topic);
         match result {

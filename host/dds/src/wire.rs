@@ -1034,6 +1034,13 @@ mod tests {
             let _ = from_cdr::<Announce>(&bytes).map(core_msg::Announce::try_from);
             let _ = from_cdr::<Outcome>(&bytes).map(core_msg::Outcome::try_from);
             let _ = from_cdr::<Heads>(&bytes).map(core_msg::Heads::try_from);
+            // The sync topic, with any index and with one that names a member.
+            let _ = from_cdr::<Sync>(&bytes).map(|s| WireMessage::from(s).into_message());
+            if let Some((first, rest)) = bytes.split_first() {
+                let mut tagged = u32::from(first % 7).to_le_bytes().to_vec();
+                tagged.extend_from_slice(rest);
+                let _ = from_cdr::<Sync>(&tagged).map(|s| WireMessage::from(s).into_message());
+            }
         }
     }
 
