@@ -46,7 +46,7 @@ pub enum TopicId {
 /// How a topic is configured; one row of the table in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSpec {
-    /// The DDS topic. The announce and repair messages share one,
+    /// The DDS topic. The announce, outcome and repair messages share one,
     /// [`SYNC_TOPIC`], as members of the union [`SYNC_TYPE`].
     pub name: &'static str,
     /// The message's IDL type, `module::Struct`.
