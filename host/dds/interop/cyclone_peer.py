@@ -5,10 +5,11 @@ Run by host/dds/tests/interop.rs inside its private network namespace:
     python cyclone_peer.py '<share json>' <n_votes>
 
 1. publishes the given Share (fields as JSON, byte arrays as hex) on
-   wallance_share once a Rust reader is matched, and again every second;
-2. reads wallance_vote until n_votes distinct votes and wallance_certificate
-   until a certificate arrived (the Rust side sends them again every half
-   second, as the protocol re-sends);
+   wallance_sync (member 7 of the union SyncMessage) once a Rust reader is
+   matched, and again every second;
+2. reads wallance_consensus until n_votes distinct votes (member 1) and a
+   certificate (member 2) arrived (the Rust side sends them again every
+   half second, as the protocol re-sends);
 3. prints one JSON line per received sample, then DONE.
 """
 
@@ -30,7 +31,14 @@ from cyclonedds.pub import DataWriter  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
 
-from wallance_types import Certificate, Share, Vote  # noqa: E402
+from wallance_types import (  # noqa: E402
+    Certificate,
+    Consensus,
+    Share,
+    Sync,
+    SyncMessage,
+    Vote,
+)
 
 
 def hx(octets):
@@ -49,14 +57,10 @@ def main():
     # The IDL says XCDR1; Cyclone's Python writers default to XCDR2.
     xcdr1 = Policy.DataRepresentation(use_cdrv0_representation=True)
     volatile = Qos(best_effort, Policy.Durability.Volatile, Policy.History.KeepAll, xcdr1)
-    keyed = Qos(
-        best_effort, Policy.Durability.Volatile, Policy.History.KeepLast(1024), xcdr1
-    )
 
-    share_writer = DataWriter(dp, Topic(dp, "wallance_share", Share), qos=volatile)
-    vote_reader = DataReader(dp, Topic(dp, "wallance_vote", Vote), qos=volatile)
-    cert_reader = DataReader(
-        dp, Topic(dp, "wallance_certificate", Certificate), qos=keyed
+    share_writer = DataWriter(dp, Topic(dp, "wallance_sync", Sync), qos=volatile)
+    consensus_reader = DataReader(
+        dp, Topic(dp, "wallance_consensus", Consensus), qos=volatile
     )
 
     while not share_writer.get_matched_subscriptions():
@@ -64,13 +68,18 @@ def main():
             print("ERROR no Rust share reader matched", flush=True)
             return 1
         time.sleep(0.01)
-    share = Share(
-        sender=list(bytes.fromhex(share_in["sender"])),
-        seq=share_in["seq"],
-        time_ms=share_in["time_ms"],
-        topic=share_in["topic"],
-        value=share_in["value"],
-        sig=list(bytes.fromhex(share_in["sig"])),
+    share = Sync(
+        SyncMessage(
+            discriminator=7,
+            value=Share(
+                sender=list(bytes.fromhex(share_in["sender"])),
+                seq=share_in["seq"],
+                time_ms=share_in["time_ms"],
+                topic=share_in["topic"],
+                value=share_in["value"],
+                sig=list(bytes.fromhex(share_in["sig"])),
+            ),
+        )
     )
     share_writer.write(share)
     print(json.dumps({"kind": "share_sent"}), flush=True)
@@ -84,7 +93,8 @@ def main():
     votes = set()
     certs = 0
     while (len(votes) < n_votes or certs < 1) and time.monotonic() < deadline:
-        for v in vote_reader.take(N=1000):
+        taken = [s.msg.value for s in consensus_reader.take(N=1000)]
+        for v in (m for m in taken if isinstance(m, Vote)):
             if v.remaining in votes:
                 continue
             votes.add(v.remaining)
@@ -100,7 +110,7 @@ def main():
                     }
                 )
             )
-        for c in cert_reader.take(N=100):
+        for c in (m for m in taken if isinstance(m, Certificate)):
             certs += 1
             if certs > 1:
                 continue
@@ -108,7 +118,7 @@ def main():
                 json.dumps(
                     {
                         "kind": "certificate",
-                        "requester": hx(c.requester),
+                        "requester": hx(c.request.requester),
                         "service": c.request.service,
                         "price": c.request.price,
                         "params": [[p.key, bytes(p.value).decode()] for p in c.request.params],

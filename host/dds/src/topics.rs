@@ -2,6 +2,10 @@
 //!
 //! Both sides of a topic use the same QoS so requested/offered always match.
 //!
+//! **Two DDS topics carry the eleven message kinds**, each as a union
+//! ([`CONSENSUS_TOPIC`], [`SYNC_TOPIC`]). A [`TopicId`] is a message kind:
+//! its counters are its own, its topic is shared.
+//!
 //! **Every topic is best effort and volatile.** A reliable writer waits for
 //! every reader that asked for reliability to acknowledge, so such a reader
 //! that never does (a non-member's, or a peer killed without a goodbye, still
@@ -20,14 +24,14 @@
 //! - a writer keeps at most its `max_samples` samples ([`SEND_WINDOW`]), set
 //!   on writers only; were a topic reliable, that would be its send window.
 //!
-//! rustdds does not keep history per instance: `KeepLast(n)` keeps the
-//! writer's last `n` samples overall. Keys still matter to other vendors
-//! (Cyclone keeps `n` per instance) and document which sample replaces which.
+//! No topic is keyed and every one keeps all (bounded by `max_samples`):
+//! which message replaces which is the core's business (a wallet's higher
+//! version, an announce's higher `seq`), not the middleware's.
 
 use rustdds::policy::{Durability, History, Reliability, ResourceLimits};
 use rustdds::{QosPolicies, QosPolicyBuilder, TopicKind};
 
-/// One DDS topic of the protocol.
+/// One message kind, and the DDS topic it rides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TopicId {
     Share,
@@ -46,14 +50,15 @@ pub enum TopicId {
 /// How a topic is configured; one row of the table in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopicSpec {
-    /// The DDS topic. The announce, outcome and repair messages share one,
-    /// [`SYNC_TOPIC`], as members of the union [`SYNC_TYPE`].
+    /// The DDS topic: [`CONSENSUS_TOPIC`] or [`SYNC_TOPIC`].
     pub name: &'static str,
     /// The message's IDL type, `module::Struct`.
     pub type_name: &'static str,
-    /// The topic's IDL type, which other vendors match on: `type_name`, or
-    /// the union that carries it.
+    /// The topic's IDL type, which other vendors match on: the struct
+    /// around the union that carries `type_name`.
     pub topic_type: &'static str,
+    /// False on both topics: rustdds keeps no history per instance, and a
+    /// union's member cannot be a key.
     pub keyed: bool,
     /// False on every topic, as is `transient_local`: see the module doc.
     pub reliable: bool,
@@ -71,13 +76,19 @@ pub struct TopicSpec {
 /// about 1 MiB.
 pub const SEND_WINDOW: i32 = 1_024;
 
-/// The topic of the announce, outcome and repair messages, and its type
-/// (`wire::Sync`, a struct around a union). Endpoint discovery costs each
-/// participant work per remote endpoint, so starting a network grows with
-/// the square of its size times the endpoints per participant: one topic
-/// instead of seven takes a participant from 22 endpoints to 10. With 11
-/// more topics, 48 nodes took 10.6-12.6 s instead of 3.7-3.9 s to discover
-/// each other.
+/// The topic of requests, votes and certificates, the messages a purchase
+/// waits on, and its type (`wire::Consensus`, a struct around a union).
+/// Endpoint discovery costs each participant work per remote endpoint, so
+/// starting a network grows with the square of its size times the
+/// endpoints per participant: two topics instead of eleven take a
+/// participant from 22 endpoints to 4. With 11 more topics, 48 nodes took
+/// 10.6-12.6 s instead of 3.7-3.9 s to discover each other.
+pub const CONSENSUS_TOPIC: &str = "wallance_consensus";
+pub const CONSENSUS_TYPE: &str = "wallance::Consensus";
+/// The topic of shares, announces, outcomes and the repair messages, and
+/// its type (`wire::Sync`). Apart from [`CONSENSUS_TOPIC`] so that a burst
+/// of shares or repairs never stands in front of a vote: each topic has its
+/// own reader, taken from in turn.
 pub const SYNC_TOPIC: &str = "wallance_sync";
 pub const SYNC_TYPE: &str = "wallance::Sync";
 
@@ -97,59 +108,52 @@ impl TopicId {
     ];
 
     pub const fn spec(self) -> TopicSpec {
-        const fn volatile(name: &'static str, type_name: &'static str, max_samples: i32) -> TopicSpec {
+        const fn on(name: &'static str, topic_type: &'static str, type_name: &'static str) -> TopicSpec {
             TopicSpec {
                 name,
                 type_name,
-                topic_type: type_name,
+                topic_type,
                 keyed: false,
                 reliable: false,
                 transient_local: false,
                 keep_last: None,
-                max_samples,
+                // One reader per topic, so one cache for all its kinds:
+                // deep enough for a 10k-vote burst, or shares (over 80% of
+                // traffic) from thousands of sensors. The reader thread
+                // takes samples at once; the cache only absorbs bursts.
+                max_samples: 16_384,
             }
+        }
+        const fn consensus(type_name: &'static str) -> TopicSpec {
+            on(CONSENSUS_TOPIC, CONSENSUS_TYPE, type_name)
         }
         const fn sync(type_name: &'static str) -> TopicSpec {
-            TopicSpec {
-                topic_type: SYNC_TYPE,
-                ..volatile(SYNC_TOPIC, type_name, 1_024)
-            }
+            on(SYNC_TOPIC, SYNC_TYPE, type_name)
         }
         match self {
-            // Over 80% of traffic. A gap is repaired by ShareFetch (shares
-            // carry per-sender sequence numbers), so late joiners need no
-            // durability.
-            TopicId::Share => volatile("wallance_share", "wallance::Share", 16_384),
             // A request is only useful to voters online now; the requester
             // re-sends it every `retry_ms` until it commits.
-            TopicId::Request => volatile("wallance_request", "wallance::Request", 4_096),
+            TopicId::Request => consensus("wallance::Request"),
             // Votes are the latency path: a voter re-sends its vote every
             // `retry_ms / 2` while the decision is open, so a lost one delays
-            // and never stalls. A deep reader cache for 10k-vote bursts.
-            TopicId::Vote => volatile("wallance_vote", "wallance::Vote", 16_384),
+            // and never stalls.
+            TopicId::Vote => consensus("wallance::Vote"),
             // A certificate proves a wallet's new version by itself: late
             // joiners and restarted nodes catch up through the digest,
             // HeadsRequest and CertFetch.
-            TopicId::Certificate => TopicSpec {
-                name: "wallance_certificate",
-                type_name: "wallance::Certificate",
-                topic_type: "wallance::Certificate",
-                keyed: true,
-                reliable: false,
-                transient_local: false,
-                keep_last: Some(1_024),
-                // Certificates can be large (76 bytes per vote): a bounded cache.
-                max_samples: 1_024,
-            },
-            // The announce, outcome and repair messages, on one topic (see
-            // SYNC_TOPIC). A requester that missed its outcome (or restarted
-            // while the contract ran) asks again with a query vote,
-            // `retry_ms` apart. A provider's service list: the provider sends it
-            // again every 30 s and answers a HeadsRequest (what a node
-            // joining sends first) with it; the latest replaces the rest (by
-            // `seq`). The digest is periodic: the next replaces a lost one.
-            // The rest is point-to-point sync traffic on a broadcast medium;
-            // a lost ask is asked again after `retry_ms`.
+            TopicId::Certificate => consensus("wallance::Certificate"),
+            // Over 80% of traffic. A gap is repaired by ShareFetch (shares
+            // carry per-sender sequence numbers), so late joiners need no
+            // durability.
+            TopicId::Share => sync("wallance::Share"),
+            // A requester that missed its outcome (or restarted while the
+            // contract ran) asks again with a query vote, `retry_ms` apart.
+            // A provider's service list: the provider sends it again every
+            // 30 s and answers a HeadsRequest (what a node joining sends
+            // first) with it; the latest replaces the rest (by `seq`). The
+            // digest is periodic: the next replaces a lost one. The rest is
+            // point-to-point sync traffic on a broadcast medium; a lost ask
+            // is asked again after `retry_ms`.
             TopicId::Announce => sync("wallance::Announce"),
             TopicId::Digest => sync("wallance::SyncDigest"),
             TopicId::HeadsRequest => sync("wallance::HeadsRequest"),

@@ -1,6 +1,7 @@
 //! The daemon's view of DDS: `send(&Message)` and batches of received messages.
 //!
-//! One participant, one writer and one reader per topic. A dedicated thread
+//! One participant, one writer and one reader per topic (two topics carry
+//! every message kind, see [`crate::topics`]). A dedicated thread
 //! owns the readers, waits on them with `mio` and takes every available sample
 //! at once, in batches, into a bounded inbox the daemon drains with
 //! [`Receiver::recv_batch`]. Taking immediately matters: rustdds drops the
@@ -18,7 +19,7 @@ use rustdds::dds::result::{ReadError, WriteError};
 use rustdds::mio1::{Events, Interest, Poll, Token, Waker};
 use rustdds::{
     CDRDeserializerAdapter, CDRSerializerAdapter, DomainParticipant, DomainParticipantBuilder, GUID, RTPSEntity,
-    ReadCondition, Subscriber, Topic, no_key, with_key,
+    Subscriber, Topic, no_key,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -248,23 +249,17 @@ pub enum Malformed {
     NulByte,
     /// Free text that is not UTF-8.
     NotUtf8,
-    /// A certificate whose key is not its request's requester.
-    KeyMismatch,
-    /// A dispose of an instance the reader does not know.
-    UnknownInstance,
     /// rustdds could not read its own cache (poisoned lock, internal error):
     /// not the peer's doing.
     ReadFailed,
 }
 
 impl Malformed {
-    pub const ALL: [Malformed; 7] = [
+    pub const ALL: [Malformed; 5] = [
         Malformed::Undecodable,
         Malformed::TooLong,
         Malformed::NulByte,
         Malformed::NotUtf8,
-        Malformed::KeyMismatch,
-        Malformed::UnknownInstance,
         Malformed::ReadFailed,
     ];
 
@@ -274,8 +269,6 @@ impl Malformed {
             Malformed::TooLong => "too_long",
             Malformed::NulByte => "nul_byte",
             Malformed::NotUtf8 => "not_utf8",
-            Malformed::KeyMismatch => "key_mismatch",
-            Malformed::UnknownInstance => "unknown_instance",
             Malformed::ReadFailed => "read_failed",
         }
     }
@@ -293,7 +286,6 @@ impl From<&WireError> for Malformed {
             WireError::TooLong { .. } => Malformed::TooLong,
             WireError::Nul(_) => Malformed::NulByte,
             WireError::Utf8(_) => Malformed::NotUtf8,
-            WireError::KeyMismatch { .. } => Malformed::KeyMismatch,
         }
     }
 }
@@ -302,7 +294,6 @@ impl From<&ReadError> for Malformed {
     fn from(e: &ReadError) -> Self {
         match e {
             ReadError::Deserialization { .. } => Malformed::Undecodable,
-            ReadError::UnknownKey { .. } => Malformed::UnknownInstance,
             _ => Malformed::ReadFailed,
         }
     }
@@ -598,14 +589,11 @@ impl ReaderSet {
 }
 
 type NoKeyWriter<W> = no_key::DataWriter<W, CDRSerializerAdapter<W>>;
-type KeyWriter<W> = with_key::DataWriter<W, CDRSerializerAdapter<W>>;
 
 struct Writers {
-    share: NoKeyWriter<wire::Share>,
-    request: NoKeyWriter<wire::Request>,
-    vote: NoKeyWriter<wire::Vote>,
-    certificate: KeyWriter<wire::Certificate>,
-    /// The announce, outcome and repair messages (`topics::SYNC_TOPIC`).
+    /// Requests, votes and certificates (`topics::CONSENSUS_TOPIC`).
+    consensus: NoKeyWriter<wire::Consensus>,
+    /// Everything else (`topics::SYNC_TOPIC`).
     sync: NoKeyWriter<wire::Sync>,
 }
 
@@ -713,54 +701,6 @@ impl<W: DeserializeOwned + Send + 'static> Drain for NoKeyReader<W> {
     }
 }
 
-struct KeyReader<W>
-where
-    W: rustdds::Keyed + DeserializeOwned + 'static,
-    W::K: DeserializeOwned,
-{
-    reader: with_key::DataReader<W, CDRDeserializerAdapter<W>>,
-    convert: fn(W) -> WireMessage,
-    ctx: Ctx,
-}
-
-impl<W> Drain for KeyReader<W>
-where
-    W: rustdds::Keyed + DeserializeOwned + Send + 'static,
-    W::K: DeserializeOwned + Send,
-    CDRDeserializerAdapter<W>: rustdds::with_key::DeserializerAdapter<W>,
-{
-    fn source(&mut self) -> &mut dyn rustdds::mio1::event::Source {
-        &mut self.reader
-    }
-    fn drain(&mut self, out: &mut Vec<Message>, max: usize) -> usize {
-        let mut n = 0;
-        // `take` stops at the first sample that fails to deserialize (and
-        // consumes it); samples before it stay cached for the next call, so
-        // loop until a call returns nothing.
-        while n < max {
-            match self.reader.take(max - n, ReadCondition::any()) {
-                Ok(samples) if samples.is_empty() => break,
-                Ok(samples) => {
-                    for s in samples {
-                        n += 1;
-                        let writer = s.sample_info().writer_guid();
-                        match s.into_value() {
-                            with_key::Sample::Value(v) => self.ctx.accept(writer, v, self.convert, out),
-                            // Nobody disposes instances today; nothing to deliver.
-                            with_key::Sample::Dispose(_) => {}
-                        }
-                    }
-                }
-                Err(e) => {
-                    n += 1;
-                    self.ctx.stats.malformed(self.ctx.topic, Malformed::from(&e), &e);
-                }
-            }
-        }
-        n
-    }
-}
-
 impl Transport {
     /// Joins the domain, creates every topic, writer and reader, and starts
     /// the reader thread.
@@ -797,16 +737,9 @@ impl Transport {
         let own = participant.guid();
         let stats = Arc::new(Stats::new());
 
-        // Indexed by `TopicId`; kinds on the sync topic share one DDS topic.
-        let mut topics: Vec<Topic> = Vec::with_capacity(TopicId::ALL.len());
-        for t in TopicId::ALL {
-            if let Some(i) = TopicId::ALL.iter().position(|u| u.name() == t.name())
-                && i < topics.len()
-            {
-                topics.push(topics[i].clone());
-                continue;
-            }
-            let topic = create(
+        // The two topics, each named by the kinds it carries.
+        let topic = |t: TopicId| {
+            create(
                 t.name(),
                 participant.create_topic(
                     t.name().to_string(),
@@ -814,36 +747,28 @@ impl Transport {
                     &t.qos(config.send_block),
                     t.kind(),
                 ),
-            )?;
-            topics.push(topic);
-        }
-        let qos = |t: TopicId| Some(t.qos(config.send_block));
-        let wqos = |t: TopicId| Some(t.writer_qos(config.send_block));
+            )
+        };
+        // A kind of each topic stands for it: its QoS is the topic's.
+        let (consensus, sync) = (TopicId::Vote, TopicId::Digest);
+        let (consensus_topic, sync_topic) = (topic(consensus)?, topic(sync)?);
 
         let publisher = create(
             "publisher",
             participant.create_publisher(&rustdds::QosPolicyBuilder::new().build()),
         )?;
-        fn nk<W: Serialize>(
+        fn writer<W: Serialize>(
             p: &rustdds::Publisher,
-            topics: &[Topic],
+            topic: &Topic,
             t: TopicId,
-            qos: Option<rustdds::QosPolicies>,
+            send_block: Duration,
         ) -> Result<NoKeyWriter<W>, TransportError> {
-            create(t.name(), p.create_datawriter_no_key_cdr::<W>(&topics[t as usize], qos))
+            let qos = Some(t.writer_qos(send_block));
+            create(t.name(), p.create_datawriter_no_key_cdr::<W>(topic, qos))
         }
         let writers = Writers {
-            share: nk(&publisher, &topics, TopicId::Share, wqos(TopicId::Share))?,
-            request: nk(&publisher, &topics, TopicId::Request, wqos(TopicId::Request))?,
-            vote: nk(&publisher, &topics, TopicId::Vote, wqos(TopicId::Vote))?,
-            certificate: create(
-                "certificate writer",
-                publisher.create_datawriter_cdr::<wire::Certificate>(
-                    &topics[TopicId::Certificate as usize],
-                    wqos(TopicId::Certificate),
-                ),
-            )?,
-            sync: nk(&publisher, &topics, TopicId::Digest, wqos(TopicId::Digest))?,
+            consensus: writer(&publisher, &consensus_topic, consensus, config.send_block)?,
+            sync: writer(&publisher, &sync_topic, sync, config.send_block)?,
         };
 
         let subscriber = create(
@@ -856,67 +781,39 @@ impl Transport {
             deliver_own: config.deliver_own,
             stats: stats.clone(),
         };
-        fn nkr<W: DeserializeOwned + Send + 'static>(
+        fn reader<W: DeserializeOwned + Send + 'static>(
             s: &Subscriber,
-            topics: &[Topic],
+            topic: &Topic,
             t: TopicId,
-            qos: Option<rustdds::QosPolicies>,
+            send_block: Duration,
             convert: fn(W) -> WireMessage,
             ctx: Ctx,
         ) -> Result<Box<dyn Drain>, TransportError> {
+            let qos = Some(t.qos(send_block));
             let reader = create(
                 t.name(),
-                s.create_simple_datareader_no_key::<W, CDRDeserializerAdapter<W>>(&topics[t as usize], qos),
+                s.create_simple_datareader_no_key::<W, CDRDeserializerAdapter<W>>(topic, qos),
             )?;
             Ok(Box::new(NoKeyReader { reader, convert, ctx }))
         }
-        let s = &subscriber;
-        let tp = &topics;
+        // Every sample is counted under its message's kind; one that does
+        // not decode, under the kind standing for its topic (Vote, Digest).
         let mut readers: Vec<Box<dyn Drain>> = vec![
-            nkr(
-                s,
-                tp,
-                TopicId::Share,
-                qos(TopicId::Share),
-                WireMessage::Share,
-                ctx(TopicId::Share),
-            )?,
-            nkr(
-                s,
-                tp,
-                TopicId::Request,
-                qos(TopicId::Request),
-                WireMessage::Request,
-                ctx(TopicId::Request),
-            )?,
-            nkr(
-                s,
-                tp,
-                TopicId::Vote,
-                qos(TopicId::Vote),
-                WireMessage::Vote,
-                ctx(TopicId::Vote),
-            )?,
-            Box::new(KeyReader {
-                reader: create(
-                    "certificate reader",
-                    s.create_datareader_cdr::<wire::Certificate>(
-                        &topics[TopicId::Certificate as usize],
-                        qos(TopicId::Certificate),
-                    ),
-                )?,
-                convert: |c| WireMessage::Certificate(Box::new(c)),
-                ctx: ctx(TopicId::Certificate),
-            }),
-            // The sync topic: every sample is counted under its message's
-            // kind; one that does not decode, under Digest.
-            nkr::<wire::Sync>(
-                s,
-                tp,
-                TopicId::Digest,
-                qos(TopicId::Digest),
+            reader::<wire::Consensus>(
+                &subscriber,
+                &consensus_topic,
+                consensus,
+                config.send_block,
                 WireMessage::from,
-                ctx(TopicId::Digest),
+                ctx(consensus),
+            )?,
+            reader::<wire::Sync>(
+                &subscriber,
+                &sync_topic,
+                sync,
+                config.send_block,
+                WireMessage::from,
+                ctx(sync),
             )?,
         ];
 
@@ -992,19 +889,9 @@ impl Transport {
         let kind = msg.kind();
         let topic = topic_of(msg);
         let wire = WireMessage::from_message(msg).map_err(|source| SendError::Wire { kind, source })?;
-        let sync = |msg| nk_write(&self.writers.sync, wire::Sync { msg });
-        let result = match wire {
-            WireMessage::Share(m) => nk_write(&self.writers.share, m),
-            WireMessage::Request(m) => nk_write(&self.writers.request, m),
-            WireMessage::Vote(m) => nk_write(&self.writers.vote, m),
-            WireMessage::Certificate(m) => k_write(&self.writers.certificate, *m),
-            WireMessage::Announce(m) => sync(wire::SyncMessage::Announce(m)),
-            WireMessage::Outcome(m) => sync(wire::SyncMessage::Outcome(m)),
-            WireMessage::Digest(m) => sync(wire::SyncMessage::Digest(m)),
-            WireMessage::HeadsRequest(m) => sync(wire::SyncMessage::HeadsRequest(m)),
-            WireMessage::Heads(m) => sync(wire::SyncMessage::Heads(m)),
-            WireMessage::CertFetch(m) => sync(wire::SyncMessage::CertFetch(m)),
-            WireMessage::ShareFetch(m) => sync(wire::SyncMessage::ShareFetch(m)),
+        let result = match wire::Sample::from(wire) {
+            wire::Sample::Consensus(m) => nk_write(&self.writers.consensus, m),
+            wire::Sample::Sync(m) => nk_write(&self.writers.sync, m),
         };
         let c = self.stats.of(topic);
         match result {
@@ -1174,14 +1061,6 @@ fn failure<D>(e: WriteError<D>) -> Failure {
 }
 
 fn nk_write<W: Serialize>(w: &NoKeyWriter<W>, m: W) -> Result<(), Failure> {
-    w.write(m, None).map_err(failure)
-}
-
-fn k_write<W>(w: &KeyWriter<W>, m: W) -> Result<(), Failure>
-where
-    W: rustdds::Keyed + Serialize,
-    W::K: Serialize,
-{
     w.write(m, None).map_err(failure)
 }
 

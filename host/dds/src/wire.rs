@@ -49,8 +49,6 @@ pub enum WireError {
     Nul(&'static str),
     #[error("{0} is not valid UTF-8")]
     Utf8(&'static str),
-    #[error("certificate key {key} differs from its request's requester {requester}")]
-    KeyMismatch { key: String, requester: String },
 }
 
 /// Serde for `octet x[N]` with N > 32 (serde's derive stops at 32): a tuple,
@@ -89,19 +87,6 @@ mod octets {
         de.deserialize_tuple(N, ArrayVisitor::<N>)
     }
 }
-
-/// A 32-byte instance key (`@key octet x[32]`). Its RTPS key hash is the MD5
-/// of the 32 bytes, as the spec and other vendors compute it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct KeyId(pub [u8; 32]);
-
-impl rustdds::cdr_encoding_size::CdrEncodingSize for KeyId {
-    fn cdr_encoding_max_size() -> rustdds::cdr_encoding_size::CdrEncodingMaxSize {
-        rustdds::cdr_encoding_size::CdrEncodingMaxSize::Bytes(32)
-    }
-}
-
-impl rustdds::Key for KeyId {}
 
 /// `wallance::Share`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,24 +147,14 @@ pub struct CertVote {
     pub sig: [u8; 64],
 }
 
-/// `wallance::Certificate`, keyed by requester so a reader keeps the latest
-/// certificates of every wallet.
+/// `wallance::Certificate`. A member of [`ConsensusMessage`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Certificate {
-    /// The instance key; always equal to `request.requester`.
-    pub requester: KeyId,
     pub request: Request,
     pub remaining: u64,
     pub votes: Vec<CertVote>,
     #[serde(with = "octets")]
     pub provider_sig: [u8; 64],
-}
-
-impl rustdds::Keyed for Certificate {
-    type K = KeyId;
-    fn key(&self) -> KeyId {
-        self.requester
-    }
 }
 
 /// `wallance::ServiceOffer`
@@ -194,7 +169,7 @@ pub struct ServiceOffer {
 /// older ones (by `seq`). A member of [`Sync`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
-    pub provider: KeyId,
+    pub provider: [u8; 32],
     pub seq: u64,
     pub services: Vec<ServiceOffer>,
     #[serde(with = "octets")]
@@ -279,13 +254,34 @@ pub struct ShareFetch {
     pub sig: [u8; 64],
 }
 
-/// `wallance::Sync`, the one sample type of the `wallance_sync` topic: the
-/// announce, outcome and repair messages share one DDS topic. Endpoint
-/// discovery costs each participant work per remote endpoint, so a
-/// network's start-up grows with the square of its size times the endpoints
-/// per participant: 5 topics make 10 endpoints where 11 made 22. A struct around the union,
-/// not the union itself: Cyclone DDS takes a union at the top of a topic
-/// type for a keyed one and would not match our keyless writers.
+/// `wallance::Consensus`, the one sample type of the `wallance_consensus`
+/// topic: requests, votes and certificates, the messages a purchase waits
+/// on. Every message kind rides one of two topics, each a struct around a
+/// union: endpoint discovery costs each participant work per remote
+/// endpoint, so a network's start-up grows with the square of its size
+/// times the endpoints per participant (2 topics make 4 endpoints where 11
+/// made 22). Two, not one: each topic has its own reader and cache, and the
+/// reader thread takes at most [`crate::transport`]'s batch from each in
+/// turn, so a burst of shares or repair traffic never stands in front of a
+/// vote. A struct around the union, not the union itself: Cyclone DDS takes
+/// a union at the top of a topic type for a keyed one and would not match
+/// our keyless writers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Consensus {
+    pub msg: ConsensusMessage,
+}
+
+/// `wallance::ConsensusMessage`: an IDL union switched on an `unsigned
+/// long`, the member's index in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ConsensusMessage {
+    Request(Request),
+    Vote(Vote),
+    Certificate(Box<Certificate>),
+}
+
+/// `wallance::Sync`, the one sample type of the `wallance_sync` topic:
+/// shares, announces, outcomes and the repair messages (see [`Consensus`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sync {
     pub msg: SyncMessage,
@@ -302,6 +298,7 @@ pub enum SyncMessage {
     CertFetch(CertFetch),
     ShareFetch(ShareFetch),
     Outcome(Outcome),
+    Share(Share),
 }
 
 impl WireMessage {
@@ -334,6 +331,44 @@ impl From<Sync> for WireMessage {
             SyncMessage::CertFetch(m) => WireMessage::CertFetch(m),
             SyncMessage::ShareFetch(m) => WireMessage::ShareFetch(m),
             SyncMessage::Outcome(m) => WireMessage::Outcome(m),
+            SyncMessage::Share(m) => WireMessage::Share(m),
+        }
+    }
+}
+
+impl From<Consensus> for WireMessage {
+    fn from(s: Consensus) -> Self {
+        match s.msg {
+            ConsensusMessage::Request(m) => WireMessage::Request(m),
+            ConsensusMessage::Vote(m) => WireMessage::Vote(m),
+            ConsensusMessage::Certificate(m) => WireMessage::Certificate(m),
+        }
+    }
+}
+
+/// A message as one sample of the topic it rides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    Consensus(Consensus),
+    Sync(Sync),
+}
+
+impl From<WireMessage> for Sample {
+    fn from(m: WireMessage) -> Self {
+        let consensus = |msg| Sample::Consensus(Consensus { msg });
+        let sync = |msg| Sample::Sync(Sync { msg });
+        match m {
+            WireMessage::Request(m) => consensus(ConsensusMessage::Request(m)),
+            WireMessage::Vote(m) => consensus(ConsensusMessage::Vote(m)),
+            WireMessage::Certificate(m) => consensus(ConsensusMessage::Certificate(m)),
+            WireMessage::Share(m) => sync(SyncMessage::Share(m)),
+            WireMessage::Announce(m) => sync(SyncMessage::Announce(m)),
+            WireMessage::Outcome(m) => sync(SyncMessage::Outcome(m)),
+            WireMessage::Digest(m) => sync(SyncMessage::Digest(m)),
+            WireMessage::HeadsRequest(m) => sync(SyncMessage::HeadsRequest(m)),
+            WireMessage::Heads(m) => sync(SyncMessage::Heads(m)),
+            WireMessage::CertFetch(m) => sync(SyncMessage::CertFetch(m)),
+            WireMessage::ShareFetch(m) => sync(SyncMessage::ShareFetch(m)),
         }
     }
 }
@@ -459,7 +494,6 @@ impl WireMessage {
             Message::Certificate(m) => {
                 count("certificate votes", m.votes.len(), MAX_CERT_VOTES)?;
                 WireMessage::Certificate(Box::new(Certificate {
-                    requester: KeyId(m.request.requester.0),
                     request: request_to_wire(&m.request)?,
                     remaining: m.remaining,
                     votes: m
@@ -477,7 +511,7 @@ impl WireMessage {
             Message::Announce(m) => {
                 count("announce services", m.services.len(), MAX_SERVICES_PER_PROVIDER)?;
                 WireMessage::Announce(Announce {
-                    provider: KeyId(m.provider.0),
+                    provider: m.provider.0,
                     seq: m.seq,
                     services: m
                         .services
@@ -637,14 +671,6 @@ impl From<Vote> for core_msg::Vote {
 impl TryFrom<Certificate> for core_msg::Certificate {
     type Error = WireError;
     fn try_from(m: Certificate) -> Result<Self, WireError> {
-        // The key is redundant; a sample whose key lies about its wallet would
-        // make keyed readers replace the wrong instance, so refuse it.
-        if m.requester.0 != m.request.requester {
-            return Err(WireError::KeyMismatch {
-                key: id(m.requester.0).to_hex(),
-                requester: id(m.request.requester).to_hex(),
-            });
-        }
         count("certificate votes", m.votes.len(), MAX_CERT_VOTES)?;
         Ok(Self {
             request: m.request.try_into()?,
@@ -668,7 +694,7 @@ impl TryFrom<Announce> for core_msg::Announce {
     fn try_from(m: Announce) -> Result<Self, WireError> {
         count("announce services", m.services.len(), MAX_SERVICES_PER_PROVIDER)?;
         Ok(Self {
-            provider: id(m.provider.0),
+            provider: id(m.provider),
             seq: m.seq,
             services: m
                 .services
@@ -794,23 +820,15 @@ mod tests {
         Vote as CVote,
     };
 
-    /// Through CDR bytes and back, as a remote participant would see it.
+    /// Through CDR bytes and back as the sample of its topic, as a remote
+    /// participant would see it.
     fn via_cdr(w: WireMessage) -> WireMessage {
         fn rt<T: Serialize + serde::de::DeserializeOwned>(t: &T) -> T {
             from_cdr(&to_cdr(t).expect("serialize")).expect("deserialize")
         }
-        match &w {
-            WireMessage::Share(m) => WireMessage::Share(rt(m)),
-            WireMessage::Request(m) => WireMessage::Request(rt(m)),
-            WireMessage::Vote(m) => WireMessage::Vote(rt(m)),
-            WireMessage::Certificate(m) => WireMessage::Certificate(Box::new(rt(&**m))),
-            WireMessage::Announce(m) => WireMessage::Announce(rt(m)),
-            WireMessage::Outcome(m) => WireMessage::Outcome(rt(m)),
-            WireMessage::Digest(m) => WireMessage::Digest(rt(m)),
-            WireMessage::HeadsRequest(m) => WireMessage::HeadsRequest(rt(m)),
-            WireMessage::Heads(m) => WireMessage::Heads(rt(m)),
-            WireMessage::CertFetch(m) => WireMessage::CertFetch(rt(m)),
-            WireMessage::ShareFetch(m) => WireMessage::ShareFetch(rt(m)),
+        match Sample::from(w) {
+            Sample::Consensus(c) => WireMessage::from(rt(&c)),
+            Sample::Sync(s) => WireMessage::from(rt(&s)),
         }
     }
 
@@ -1034,12 +1052,16 @@ mod tests {
             let _ = from_cdr::<Announce>(&bytes).map(core_msg::Announce::try_from);
             let _ = from_cdr::<Outcome>(&bytes).map(core_msg::Outcome::try_from);
             let _ = from_cdr::<Heads>(&bytes).map(core_msg::Heads::try_from);
-            // The sync topic, with any index and with one that names a member.
+            // Both topics' unions, with any index and with one that names
+            // a member.
             let _ = from_cdr::<Sync>(&bytes).map(|s| WireMessage::from(s).into_message());
+            let _ = from_cdr::<Consensus>(&bytes).map(|s| WireMessage::from(s).into_message());
             if let Some((first, rest)) = bytes.split_first() {
-                let mut tagged = u32::from(first % 7).to_le_bytes().to_vec();
+                let mut tagged = u32::from(first % 8).to_le_bytes().to_vec();
                 tagged.extend_from_slice(rest);
                 let _ = from_cdr::<Sync>(&tagged).map(|s| WireMessage::from(s).into_message());
+                tagged[..4].copy_from_slice(&u32::from(first % 3).to_le_bytes());
+                let _ = from_cdr::<Consensus>(&tagged).map(|s| WireMessage::from(s).into_message());
             }
         }
     }
@@ -1117,9 +1139,40 @@ mod tests {
         assert_eq!(from_cdr::<Sync>(&want).expect("decode"), sample);
         // An index past the last member, or a cut sample: an error, never a panic.
         let mut unknown = want.clone();
-        unknown[0] = 6;
+        unknown[0] = 8;
         assert!(from_cdr::<Sync>(&unknown).is_err());
         assert!(from_cdr::<Sync>(&want[..3]).is_err());
+    }
+
+    /// The consensus sample's layout: a vote, its member index 1, then the
+    /// vote with its u64s aligned to 8 from the payload's start (so 4 bytes
+    /// of padding the bare vote does not have).
+    #[test]
+    fn consensus_golden_bytes() {
+        let sample = Consensus {
+            msg: ConsensusMessage::Vote(Vote {
+                voter: [0x11; 32],
+                request_id: [0x22; 32],
+                remaining: 0x0102_0304_0506_0708,
+                nonce: 9,
+                sig: [0x33; 64],
+            }),
+        };
+        let bytes = to_cdr(&sample).expect("serialize");
+        let mut want = Vec::new();
+        want.extend(1u32.to_le_bytes());
+        want.extend([0x11; 32]);
+        want.extend([0x22; 32]);
+        want.extend([0; 4]); // 68 -> 72
+        want.extend([8, 7, 6, 5, 4, 3, 2, 1]);
+        want.extend([9, 0, 0, 0, 0, 0, 0, 0]);
+        want.extend([0x33; 64]);
+        assert_eq!(bytes, want);
+        assert_eq!(from_cdr::<Consensus>(&want).expect("decode"), sample);
+        let mut unknown = want.clone();
+        unknown[0] = 3;
+        assert!(from_cdr::<Consensus>(&unknown).is_err());
+        assert!(from_cdr::<Consensus>(&want[..70]).is_err());
     }
 
     #[test]
@@ -1153,7 +1206,7 @@ mod tests {
         o.body = vec![0xff, 0xfe];
         assert_eq!(core_msg::Outcome::try_from(o), Err(WireError::Utf8("outcome body")));
         let a = Announce {
-            provider: KeyId([0; 32]),
+            provider: [0; 32],
             seq: 0,
             services: vec![
                 ServiceOffer {
@@ -1171,45 +1224,6 @@ mod tests {
                 field: "announce services",
                 ..
             })
-        ));
-    }
-
-    #[test]
-    fn certificate_key_must_match_requester() {
-        let key = wallance_core::Keypair::from_seed([2; 32]);
-        let request = CRequest::build(
-            &key,
-            core_msg::RequestDraft {
-                service: "s".into(),
-                provider: key.id(),
-                price: 1,
-                announce_seq: 0,
-                contract_hash: [0; 32],
-                time_ms: 1,
-                version: 0,
-                state: [0; 32],
-                shares_upto: 0,
-                received_upto: 0,
-                params: vec![],
-            },
-            0,
-        )
-        .expect("difficulty 0");
-        let cert = CCertificate {
-            request,
-            remaining: 0,
-            votes: vec![],
-            provider_sig: Signature::default(),
-        };
-        let WireMessage::Certificate(mut w) =
-            WireMessage::from_message(&Message::Certificate(Box::new(cert))).expect("ok")
-        else {
-            panic!("not a certificate")
-        };
-        w.requester = KeyId([9; 32]);
-        assert!(matches!(
-            core_msg::Certificate::try_from(*w),
-            Err(WireError::KeyMismatch { .. })
         ));
     }
 }

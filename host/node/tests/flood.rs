@@ -119,11 +119,10 @@ fn a_replay_flood_leaves_memory_and_cpu_flat_and_purchases_commit() {
     attacker.send("flood");
     let recorded = attacker.expect("recorded", 30);
     println!("attacker recorded: {recorded}");
-    // Every topic the nodes write without a purchase reached the attacker:
-    // it read our types from the IDL alone (a sync sample type Cyclone took
-    // for a keyed one matched nothing, and the flood replayed no sync
-    // message at all).
-    for topic in ["wallance_share", "wallance_sync"] {
+    // Both topics reached the attacker: it read our types from the IDL
+    // alone (a sync sample type Cyclone took for a keyed one matched
+    // nothing, and the flood replayed no sync message at all).
+    for topic in ["wallance_consensus", "wallance_sync"] {
         assert!(
             recorded["recorded"][topic].as_u64().unwrap_or(0) > 0,
             "the attacker recorded nothing on {topic}: {recorded}"
@@ -535,22 +534,17 @@ fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
             .expect("topic")
     };
     let publisher = raw.create_publisher(&qos(TopicId::Vote)).expect("publisher");
+    // Garbage on the consensus topic; shares and outcomes on the sync topic.
     let garbage = publisher
         .create_datawriter_no_key_cdr::<Garbage>(
             &topic(TopicId::Vote),
             Some(TopicId::Vote.writer_qos(Duration::from_secs(1))),
         )
         .expect("writer");
-    let shares = publisher
-        .create_datawriter_no_key_cdr::<wire::Share>(
+    let sync = publisher
+        .create_datawriter_no_key_cdr::<wire::Sync>(
             &topic(TopicId::Share),
             Some(TopicId::Share.writer_qos(Duration::from_secs(1))),
-        )
-        .expect("writer");
-    let outcomes = publisher
-        .create_datawriter_no_key_cdr::<wire::Sync>(
-            &topic(TopicId::Outcome),
-            Some(TopicId::Outcome.writer_qos(Duration::from_secs(1))),
         )
         .expect("writer");
     let readers_of = |t: TopicId| {
@@ -560,19 +554,18 @@ fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
             .count()
     };
     wait("both nodes' readers", 30, || {
-        [TopicId::Vote, TopicId::Share, TopicId::Outcome]
-            .iter()
-            .all(|&t| readers_of(t) >= 2)
+        [TopicId::Vote, TopicId::Share].iter().all(|&t| readers_of(t) >= 2)
     });
-    let share = |topic: String| wire::Share {
-        sender: [1; 32],
-        seq: 1,
-        time_ms: 2,
-        topic,
-        value: 1.0,
-        sig: [0; 64],
+    let share = |topic: String| wire::Sync {
+        msg: wire::SyncMessage::Share(wire::Share {
+            sender: [1; 32],
+            seq: 1,
+            time_ms: 2,
+            topic,
+            value: 1.0,
+            sig: [0; 64],
+        }),
     };
-    // Outcomes travel on the sync topic.
     let outcome = wire::Sync {
         msg: wire::SyncMessage::Outcome(wire::Outcome {
             provider: [1; 32],
@@ -597,9 +590,9 @@ fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
         let k = (n % 4) as usize;
         let ok = match k {
             0 => garbage.write(Garbage { bytes: [0xAB; 10] }, None).is_ok(),
-            1 => shares.write(share("t".repeat(100)), None).is_ok(),
-            2 => shares.write(share("a\0b".into()), None).is_ok(),
-            _ => outcomes.write(outcome.clone(), None).is_ok(),
+            1 => sync.write(share("t".repeat(100)), None).is_ok(),
+            2 => sync.write(share("a\0b".into()), None).is_ok(),
+            _ => sync.write(outcome.clone(), None).is_ok(),
         };
         if ok {
             sent[k].1 += 1;
@@ -626,7 +619,8 @@ fn a_malformed_flood_is_counted_by_reason_and_the_log_stays_short_and_plain() {
         let got: Vec<(&str, u64)> = sent.iter().map(|&(r, _)| (r, counted(i, r))).collect();
         println!("node-{} counted {got:?}", i + 1);
         for (&(reason, n), &(_, c)) in sent.iter().zip(&got) {
-            // Reliable topics, taken at once: every sample arrives, none twice.
+            // Matched before the flood, on loopback, taken at once: every
+            // sample arrives, none twice.
             assert_eq!(c, n, "node-{}: {reason} counted {c} of {n} written", i + 1);
         }
     }

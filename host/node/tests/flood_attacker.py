@@ -4,11 +4,11 @@ Run by host/node/tests/flood.rs inside its private network namespace:
 
     python flood_attacker.py <domain> <flood_seconds> <target_rate_per_s>
 
-1. joins the domain with a reader and a writer on all 5 topics (types from
-   host/dds/idl/wallance.idl only: interop/wallance_types.py plus the sync
-   and outcome structs below) and prints {"event": "ready"};
+1. joins the domain with a reader and a writer on both topics (types from
+   host/dds/idl/wallance.idl only: interop/wallance_types.py) and prints
+   {"event": "ready"};
 2. records every sample it sees until a line "flood" arrives on stdin (at
-   most 300 per topic, at most 120 s);
+   most 300 per message kind, at most 120 s);
 3. builds its replay set: each recorded sample as is, and mutated copies
    (a flipped signature byte, a changed integer field - version, remaining,
    price, seq, time -, fetch ranges with first > last or 0..2^64-1, `to_id`
@@ -28,7 +28,6 @@ import random
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 # Loopback only, before cyclonedds loads its configuration.
 os.environ["CYCLONEDDS_URI"] = (
@@ -41,11 +40,8 @@ sys.path.insert(
     0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../dds/interop")
 )
 
-import cyclonedds.idl.types as t  # noqa: E402
 from cyclonedds.core import DDSException, Policy, Qos  # noqa: E402
 from cyclonedds.domain import DomainParticipant  # noqa: E402
-from cyclonedds.idl import IdlStruct, IdlUnion  # noqa: E402
-from cyclonedds.idl.annotations import final  # noqa: E402
 from cyclonedds.pub import DataWriter  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
 from cyclonedds.topic import Topic  # noqa: E402
@@ -53,11 +49,19 @@ from cyclonedds.util import duration  # noqa: E402
 
 from wallance_types import (  # noqa: E402
     Announce,
+    CertFetch,
     Certificate,
-    Octets32,
-    Octets64,
+    Consensus,
+    ConsensusMessage,
+    Heads,
+    HeadsRequest,
+    Outcome,
     Request,
     Share,
+    ShareFetch,
+    Sync,
+    SyncDigest,
+    SyncMessage,
     Vote,
 )
 
@@ -67,112 +71,16 @@ except ImportError:  # pragma: no cover
     ddspy_write = None
 
 
-# The rest of idl/wallance.idl (interop/wallance_types.py has the others).
-@final
-@dataclass
-class Outcome(IdlStruct, typename="wallance::Outcome"):
-    provider: Octets32
-    requester: Octets32
-    request_id: Octets32
-    version: t.uint64
-    ok: bool
-    body: t.sequence[t.byte, 4096]
-    sig: Octets64
-
-
-@final
-@dataclass
-class SyncDigest(IdlStruct, typename="wallance::SyncDigest"):
-    from_id: Octets32
-    time_ms: t.uint64
-    digest: Octets32
-    sig: Octets64
-
-
-@final
-@dataclass
-class HeadsRequest(IdlStruct, typename="wallance::HeadsRequest"):
-    from_id: Octets32
-    to_id: Octets32
-    time_ms: t.uint64
-    sig: Octets64
-
-
-@final
-@dataclass
-class Head(IdlStruct, typename="wallance::Head"):
-    idx: t.uint32
-    version: t.uint64
-    settled: t.uint64
-    shares: t.uint64
-    received: t.uint64
-
-
-@final
-@dataclass
-class Heads(IdlStruct, typename="wallance::Heads"):
-    from_id: Octets32
-    to_id: Octets32
-    time_ms: t.uint64
-    # IDL: sequence<Head, 200000>; the Python binding bounds at 65 536, and
-    # the CDR of a bounded and an unbounded sequence is the same.
-    heads: t.sequence[Head]
-    sig: Octets64
-
-
-@final
-@dataclass
-class CertFetch(IdlStruct, typename="wallance::CertFetch"):
-    from_id: Octets32
-    to_id: Octets32
-    idx: t.uint32
-    first_version: t.uint64
-    last_version: t.uint64
-    sig: Octets64
-
-
-@final
-@dataclass
-class ShareFetch(IdlStruct, typename="wallance::ShareFetch"):
-    from_id: Octets32
-    to_id: Octets32
-    first_seq: t.uint64
-    last_seq: t.uint64
-    sig: Octets64
-
-
-# The announce, outcome and repair messages, switched on the member's index.
-@final
-class SyncMessage(IdlUnion, discriminator=t.uint32, typename="wallance::SyncMessage"):
-    announce: t.case[0, Announce]
-    digest: t.case[1, SyncDigest]
-    heads_request: t.case[2, HeadsRequest]
-    heads: t.case[3, Heads]
-    cert_fetch: t.case[4, CertFetch]
-    share_fetch: t.case[5, ShareFetch]
-    outcome: t.case[6, Outcome]
-
-
-# The one sample type of wallance_sync (a union at the top would be keyed).
-@final
-@dataclass
-class Sync(IdlStruct, typename="wallance::Sync"):
-    msg: SyncMessage
-
-
 U64_MAX = 2**64 - 1
 
 # (topic, type, reliable, transient_local) as in the IDL's QoS table: every
 # topic best effort and volatile (a reliable reader would not match).
 TOPICS = [
-    ("wallance_share", Share, False, False),
-    ("wallance_request", Request, False, False),
-    ("wallance_vote", Vote, False, False),
-    ("wallance_certificate", Certificate, False, False),
+    ("wallance_consensus", Consensus, False, False),
     ("wallance_sync", Sync, False, False),
 ]
 
-MAX_RECORDED_PER_TOPIC = 300
+MAX_RECORDED_PER_KIND = 300
 MAX_RECORD_SECONDS = 120
 
 
@@ -210,10 +118,15 @@ def other(ids, mine):
 
 def mutations(s, ids):
     """Mutated copies of one recorded sample: (name, sample)."""
+    # The member's mutations, each in the same union case.
     if isinstance(s, Sync):
-        # The member's mutations, each in the same union case.
         return [
             (name, Sync(SyncMessage(discriminator=s.msg.discriminator, value=m)))
+            for name, m in mutations(s.msg.value, ids)
+        ]
+    if isinstance(s, Consensus):
+        return [
+            (name, Consensus(ConsensusMessage(discriminator=s.msg.discriminator, value=m)))
             for name, m in mutations(s.msg.value, ids)
         ]
     if isinstance(s, Share):
@@ -347,6 +260,9 @@ def main():
     # 1. Record.
     recorded = {name: [] for name, *_ in TOPICS}
     seen = {name: 0 for name, *_ in TOPICS}
+    # Capped per message kind (union member), so shares do not crowd out
+    # the rarer kinds that share their topic.
+    per_member = {}
     started = time.monotonic()
     while not go.is_set():
         if gone.is_set() or time.monotonic() - started > MAX_RECORD_SECONDS:
@@ -355,15 +271,17 @@ def main():
         for name, reader in readers.items():
             for s in reader.take(N=256):
                 seen[name] += 1
-                if len(recorded[name]) < MAX_RECORDED_PER_TOPIC:
+                member = type(s.msg.value).__name__
+                if per_member.get(member, 0) < MAX_RECORDED_PER_KIND:
+                    per_member[member] = per_member.get(member, 0) + 1
                     recorded[name].append(s)
         time.sleep(0.02)
 
     # 2. Build and serialize the replay set once.
     ids = []
-    for s in recorded["wallance_share"]:
-        if list(s.sender) not in ids:
-            ids.append(list(s.sender))
+    for s in recorded["wallance_sync"]:
+        if isinstance(s.msg.value, Share) and list(s.msg.value.sender) not in ids:
+            ids.append(list(s.msg.value.sender))
     entries = []  # (topic, kind, writer, CDR bytes, sample)
     for name, samples in recorded.items():
         w = writers[name]
@@ -378,6 +296,7 @@ def main():
             "event": "recorded",
             "seen": seen,
             "recorded": {k: len(v) for k, v in recorded.items()},
+            "recorded_per_kind": per_member,
             "members_seen": len(ids),
             "replay_set": len(entries),
         }
