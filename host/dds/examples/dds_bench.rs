@@ -66,6 +66,7 @@ const DATA_OVERHEAD: usize = 24;
 const PAPER: &str = "paper Table II (Pi 3, WiFi): avg 1660, min 1400, max 5980";
 const TARGET_ONE_WAY: &str = "target p50 <= 50 (loopback); paper avg 1660";
 const RUSTDDS_RTT: &str = "rustdds measured here before: p50 50-100";
+const OWN_READER: &str = "the floor for Transport, whose participant reads its own topics";
 
 fn summarize(name: &str, bytes: usize, mut ns: Vec<u64>, anchor: &'static str) -> Summary {
     ns.sort_unstable();
@@ -89,7 +90,10 @@ fn now_ns(base: Instant) -> u64 {
 }
 
 /// One-way latency of `size`-byte opaque samples between two raw participants.
-fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<Summary> {
+/// With `own_reader`, the writer's participant also reads the topic, as
+/// every node's does: rustdds then delivers each sample to it too, through
+/// the network path, on the same two cores.
+fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16, own_reader: bool) -> Result<Summary> {
     let qos = TopicId::Vote.qos(Duration::from_secs(1));
     let loopback = [std::net::IpAddr::from([127, 0, 0, 1])];
     let pa = DomainParticipantBuilder::new(domain)
@@ -108,6 +112,14 @@ fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<S
         .create_subscriber(&qos)?
         .create_simple_datareader_no_key::<Opaque, CDRDeserializerAdapter<Opaque>>(&tb, Some(qos.clone()))?;
 
+    // Never taken from: its cache keeps the newest samples.
+    let _own = match own_reader {
+        true => Some(
+            pa.create_subscriber(&qos)?
+                .create_simple_datareader_no_key::<Opaque, CDRDeserializerAdapter<Opaque>>(&ta, Some(qos.clone()))?,
+        ),
+        false => None,
+    };
     let total = warmup + n;
     let base = Instant::now();
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
@@ -140,7 +152,7 @@ fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<S
     // CDR sample is exactly `size` bytes.
     let mut payload = vec![0xA5u8; size - 4];
     let started = Instant::now();
-    while pa.discovered_readers().is_empty() {
+    while pa.discovered_readers().len() < 1 + usize::from(own_reader) {
         if started.elapsed() > Duration::from_secs(20) {
             bail!("opaque reader never discovered");
         }
@@ -168,12 +180,12 @@ fn opaque_one_way(size: usize, n: usize, warmup: usize, domain: u16) -> Result<S
     }
     let lat = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     note_resent(&format!("opaque {size} B"), resent);
-    Ok(summarize(
-        &format!("opaque {size} B one-way (raw rustdds)"),
-        size,
-        lat[warmup..].to_vec(),
-        PAPER,
-    ))
+    let name = match own_reader {
+        false => format!("opaque {size} B one-way (raw rustdds)"),
+        true => format!("opaque {size} B one-way (raw, writer also reads)"),
+    };
+    let anchor = if own_reader { OWN_READER } else { PAPER };
+    Ok(summarize(&name, size, lat[warmup..].to_vec(), anchor))
 }
 
 /// Sends (with `send`), and again every 100 ms until `acks` has an answer,
@@ -378,8 +390,10 @@ fn main() -> Result<()> {
 
     let mut rows = Vec::new();
     for (i, size) in [72usize, 96, 144].into_iter().enumerate() {
-        rows.push(opaque_one_way(size, n, warmup, 10 + i as u16)?);
+        rows.push(opaque_one_way(size, n, warmup, 10 + i as u16, false)?);
     }
+    // The floor our Transport can reach: a node reads what it writes.
+    rows.push(opaque_one_way(144, n, warmup, 13, true)?);
 
     let key = Keypair::from_seed([42; 32]);
     let all = votes(&key, warmup + n);

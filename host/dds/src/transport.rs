@@ -569,7 +569,7 @@ impl ReaderSet {
         // No `ready.fill(true)` here: marks persist between calls (a reader
         // that may hold more stays marked) and every new sample raises an
         // event, so draining only the marked readers misses nothing and saves
-        // a lock round on all 11 caches per call.
+        // a lock round on both caches per call.
         loop {
             while out.len() - start < max && self.drain_ready(out, max - (out.len() - start)) {}
             if out.len() > start {
