@@ -256,7 +256,14 @@ pub struct Core {
     vouch_of: HashMap<u32, Hash>,
     announces: HashMap<MemberId, Announce>,
     /// Committed purchases whose price awaits its verdict, by verdict id.
+    /// Changed only through `insert_escrow` and `remove_escrow`, which keep
+    /// `escrow_versions` equal to its (requester, version) pairs.
     escrows: HashMap<Hash, OpenEscrow>,
+    /// How many open escrows hold each (requester index, wallet version):
+    /// the certificates `keep_cert` must not drop, found without walking
+    /// every open escrow for each certificate kept. (One per pair: two
+    /// purchases never commit on one State; counted, so it stays exact.)
+    escrow_versions: BTreeMap<(u32, u64), u32>,
     /// Verdicts settled here recently, with this node's vote on each (sent
     /// back to a peer still voting, so it can settle too).
     closed_verdicts: HashMap<Hash, Closed>,
@@ -453,6 +460,7 @@ impl Core {
                     (k, open)
                 })
                 .collect(),
+            escrow_versions: BTreeMap::new(),
             my_services: Vec::new(),
             announce_seq: snapshot.announce_seq,
             share_seq: snapshot.share_seq,
@@ -473,6 +481,12 @@ impl Core {
             now_ms,
             params,
         };
+        for o in core.escrows.values() {
+            *core
+                .escrow_versions
+                .entry((o.escrow.requester_idx, o.escrow.version))
+                .or_default() += 1;
+        }
         for ((idx, version), cert) in snapshot.certs {
             // Late votes and re-sent copies of these requests cost a lookup
             // after a restart too.
@@ -1878,7 +1892,7 @@ impl Core {
             return;
         }
         self.persist(Change::PutEscrow(Box::new(escrow.clone())));
-        self.escrows.insert(
+        self.insert_escrow(
             key,
             OpenEscrow {
                 escrow,
@@ -2057,7 +2071,7 @@ impl Core {
     /// A quorum voted the verdict: the price goes to the provider (`pay`)
     /// or back to the requester, once.
     fn close_escrow(&mut self, key: Hash, pay: bool) {
-        let Some(open) = self.escrows.remove(&key) else {
+        let Some(open) = self.remove_escrow(&key) else {
             return;
         };
         let mut e = open.escrow;
@@ -2236,13 +2250,45 @@ impl Core {
     /// still in escrow here (a node that missed the commit must be able to
     /// learn of it and vote its verdict, or the escrow could never reach a
     /// quorum; escrows close by the outcome window, so this stays bounded).
+    fn insert_escrow(&mut self, key: Hash, open: OpenEscrow) {
+        let pair = (open.escrow.requester_idx, open.escrow.version);
+        *self.escrow_versions.entry(pair).or_default() += 1;
+        if let Some(old) = self.escrows.insert(key, open) {
+            // Never today (`open_escrow` checks first); kept exact anyway.
+            self.forget_escrow_version((old.escrow.requester_idx, old.escrow.version));
+        }
+    }
+
+    fn remove_escrow(&mut self, key: &Hash) -> Option<OpenEscrow> {
+        let open = self.escrows.remove(key)?;
+        self.forget_escrow_version((open.escrow.requester_idx, open.escrow.version));
+        Some(open)
+    }
+
+    fn forget_escrow_version(&mut self, pair: (u32, u64)) {
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.escrow_versions.entry(pair) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
     fn keep_cert(&mut self, idx: u32, version: u64, cert: &Certificate) {
         let held: HashSet<u64> = self
-            .escrows
-            .values()
-            .filter(|o| o.escrow.requester_idx == idx)
-            .map(|o| o.escrow.version)
+            .escrow_versions
+            .range((idx, 0)..=(idx, u64::MAX))
+            .map(|(&(_, v), _)| v)
             .collect();
+        debug_assert_eq!(
+            held,
+            self.escrows
+                .values()
+                .filter(|o| o.escrow.requester_idx == idx)
+                .map(|o| o.escrow.version)
+                .collect::<HashSet<u64>>(),
+            "escrow_versions out of step with the open escrows"
+        );
         let keep = self.params.certs_kept_per_wallet;
         let kept = self.certs.entry(idx).or_default();
         if kept.get(&version).is_some_and(|c| c.is_signed() || !cert.is_signed()) {
@@ -2760,7 +2806,7 @@ impl Core {
         // settled there: forget them without crediting anything twice.
         let open: Vec<Hash> = self.escrows.keys().copied().collect();
         for key in open {
-            if let Some(o) = self.escrows.remove(&key) {
+            if let Some(o) = self.remove_escrow(&key) {
                 self.persist(Change::DropEscrow(key));
                 self.remember_closed(key, Closed::of(&o.escrow));
             }
