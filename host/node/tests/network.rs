@@ -106,8 +106,9 @@ fn a_node_killed_mid_consensus_restarts_and_catches_up() {
     net.wait_agree(&all, 60);
     assert_eq!(net.version_of(4, 1), 1);
     // node-5's own purchase, asked just before the kill: its record was
-    // durable with the request, and it learns the outcome after restarting.
-    let mine = net.wait_done(4, &id5);
+    // durable with the request, and it learns the outcome and the verdict
+    // after restarting (in either order).
+    let mine = net.wait_complete(4, &id5);
     assert_eq!(mine.requester, "node-5", "{mine:?}");
     assert!(
         mine.requested_at_ms.is_some(),
@@ -115,11 +116,12 @@ fn a_node_killed_mid_consensus_restarts_and_catches_up() {
     );
     assert_eq!(mine.commit.as_ref().map(|c| c.version), Some(1), "{mine:?}");
     assert_eq!(mine.outcome.as_ref().map(|o| o.ok), Some(true), "{mine:?}");
-    // Killed again, the record with its outcome is still there.
+    assert_eq!(mine.verdict.as_ref().map(|v| v.paid), Some(true), "{mine:?}");
+    // Killed again, the whole record is still there, unchanged.
     net.kill9(4);
     net.start(4);
     net.wait_ready(&all);
-    assert_eq!(net.wait_done(4, &id5), mine);
+    assert_eq!(net.wait_complete(4, &id5), mine);
     // The provider ran each of the two purchases once, one cup each, and
     // node-5 got the cup made for it.
     let cups = one_cup_per_purchase(&net, &[&id5, &id2]);

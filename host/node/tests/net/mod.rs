@@ -237,6 +237,34 @@ impl Net {
         p
     }
 
+    /// Purchase `id`'s record at node `i` once it holds both its outcome
+    /// and its verdict. They arrive in either order: a requester back from
+    /// a crash may settle from a relayed quorum before it has asked for
+    /// the outcome again, and a record with its outcome may gain its
+    /// verdict a few ms later, so [`Net::wait_done`] can return either.
+    pub fn wait_complete(&self, i: usize, id: &str) -> PurchaseView {
+        let conn = Conn {
+            api: self.nodes[i].api.clone(),
+            token: None,
+            json: false,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = client::wait_for(&conn, id, 60).unwrap_or_else(|e| {
+                self.dump_logs();
+                panic!("purchase {id} at node {i}: {e:#}")
+            });
+            if p.outcome.is_some() && p.verdict.is_some() {
+                return p;
+            }
+            if Instant::now() >= deadline {
+                self.dump_logs();
+                panic!("purchase {id} at node {i}: no outcome and verdict both after 60 s: {p:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Committed fields of every wallet at node `i`.
     pub fn committed(&self, i: usize) -> Option<Vec<(String, u64, String, u64)>> {
         let w = self.get(i, "/api/wallets")?;
